@@ -1,0 +1,50 @@
+"""Helpers for the SD parity tests: randomise a torch reference and copy it into our NNX port."""
+
+from __future__ import annotations
+
+import numpy as np
+from flax import nnx
+
+from convert_weights.core import map_onto
+from m3cvc_jax.weights import assign_params, path_key
+
+
+def randomise(module, seed: int = 0) -> None:
+    """Overwrite every parameter (zero-initialised ones too) with seeded random values of a sane scale."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.ndim >= 2:
+                p.copy_(noise / np.sqrt(p[0].numel()))
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * noise)
+            else:
+                p.copy_(0.2 * noise)
+
+
+def torch_state(module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+
+def _alias(key: str) -> str:
+    # diffusers' Downsample2D registers its conv twice (`conv` and the legacy `Conv2d_0`).
+    return key.replace("Conv2d_0.", "conv.")
+
+
+def load_from_torch(model: nnx.Module, module, rename=_alias) -> None:
+    """Map a torch module's state dict onto `model` with the converters' code (map_onto + assign_params)."""
+    shapes = {path_key(p): tuple(v.get_value().shape) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assign_params(model, map_onto(shapes, torch_state(module), rename=rename))
+
+
+def nchw(x) -> np.ndarray:
+    """Our channels-last array -> a torch-layout numpy array."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(x), -1, 1))
+
+
+def nhwc(t) -> np.ndarray:
+    """A torch NCHW tensor -> channels-last numpy."""
+    return np.moveaxis(t.detach().cpu().numpy(), 1, -1)
