@@ -1,0 +1,126 @@
+"""CLIP: the JAX port against transformers' CLIPModel (tiny random config), the tokenizer against open_clip,
+and the jnp preprocessing against PIL."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from convert_weights.clip import convert_state_dict
+from m3cvc_jax.nn import clip_tokenizer
+from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel, CLIPTextModel, CLIPTextConfig, CLIPVisionConfig, preprocess_images
+from m3cvc_jax.weights import assign_params
+
+SENTENCES = [
+    "a photo of a cat",
+    "A man riding a BICYCLE down a busy street, at night.",
+    "Don't stop   believing!!! 3 dogs & 12 cats &amp; café",
+    "",
+    " ".join(["long"] * 100),
+]
+
+TINY = CLIPConfig(
+    text=CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=77),
+    vision=CLIPVisionConfig(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=3,
+                            image_size=64, patch_size=16),
+    projection_dim=24,
+)
+
+
+def _reference(config: CLIPConfig, eos_token_id: int):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    hf = transformers.CLIPConfig(
+        text_config={**dataclasses.asdict(config.text), "eos_token_id": eos_token_id, "pad_token_id": 1,
+                     "bos_token_id": 0},
+        vision_config=dataclasses.asdict(config.vision),
+        projection_dim=config.projection_dim,
+    )
+    model = transformers.CLIPModel(hf).eval()
+    with torch.no_grad():  # make LayerNorms and logit_scale non-trivial
+        for name, p in model.named_parameters():
+            if "layer_norm" in name or "layrnorm" in name or "logit_scale" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("eos_token_id", [2, 49407])
+def test_clip_parity_image_and_text(eos_token_id):
+    import torch
+
+    torch.set_num_threads(1)
+    ref = _reference(TINY, eos_token_id)
+    sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    config = dataclasses.replace(TINY, text=dataclasses.replace(TINY.text, eos_token_id=eos_token_id))
+    model = CLIPModel(config, rngs=nnx.Rngs(1))
+    assign_params(model, convert_state_dict(sd, config))
+
+    ids = clip_tokenizer.tokenize(SENTENCES[:3], pad_id=clip_tokenizer.EOS_ID)
+    pixels = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    with torch.no_grad():
+        t_ids = torch.from_numpy(ids.astype(np.int64))
+        t_pix = torch.from_numpy(pixels.transpose(0, 3, 1, 2))
+        out = ref(input_ids=t_ids, pixel_values=t_pix)
+        text_hidden = ref.text_model(input_ids=t_ids).last_hidden_state.numpy()
+        vision_hidden = ref.vision_model(pixel_values=t_pix).last_hidden_state.numpy()
+
+        text_features = ref.text_projection(ref.text_model(input_ids=t_ids).pooler_output).numpy()
+        image_features = ref.visual_projection(ref.vision_model(pixel_values=t_pix).pooler_output).numpy()
+
+    np.testing.assert_allclose(model.get_text_features(jnp.asarray(ids)), text_features, atol=1e-4)
+    np.testing.assert_allclose(model.get_image_features(jnp.asarray(pixels)), image_features, atol=1e-4)
+    np.testing.assert_allclose(model.text_model(jnp.asarray(ids)).last_hidden_state, text_hidden, atol=1e-4)
+    np.testing.assert_allclose(model.vision_model(jnp.asarray(pixels)).last_hidden_state, vision_hidden, atol=1e-4)
+    per_image, per_text = model(jnp.asarray(ids), jnp.asarray(pixels))
+    np.testing.assert_allclose(per_image, out.logits_per_image.numpy(), atol=1e-4)
+    np.testing.assert_allclose(per_text, out.logits_per_text.numpy(), atol=1e-4)
+
+
+@pytest.mark.parity
+def test_clip_parity_text_only_with_attention_mask():
+    """The Stable Diffusion `text_encoder` path: a text-only checkpoint, padding masked out."""
+    import torch
+
+    torch.set_num_threads(1)
+    ref = _reference(TINY, 49407)
+    sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    model = CLIPTextModel(TINY.text, rngs=nnx.Rngs(1))
+    assign_params(model, convert_state_dict(sd, TINY.text))
+    ids, mask = clip_tokenizer.tokenize(SENTENCES[:2], context_length=16, return_mask=True)
+    with torch.no_grad():
+        want = ref.text_model(input_ids=torch.from_numpy(ids.astype(np.int64)),
+                              attention_mask=torch.from_numpy(mask.astype(np.int64)))
+    got = model(jnp.asarray(ids), jnp.asarray(mask))
+    np.testing.assert_allclose(got.last_hidden_state, want.last_hidden_state.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got.pooler_output, want.pooler_output.numpy(), atol=1e-4)
+
+
+def test_clip_tokenizer_matches_open_clip():
+    open_clip = pytest.importorskip("open_clip")
+    reference = open_clip.get_tokenizer("ViT-B-32")(SENTENCES).numpy()
+    ours = clip_tokenizer.tokenize(SENTENCES, pad_id=0)
+    np.testing.assert_array_equal(ours, reference)
+    assert clip_tokenizer.decode(ours[1]) == "a man riding a bicycle down a busy street , at night ."
+
+
+def test_clip_preprocess_close_to_pil():
+    """jax.image.resize (bicubic, antialiased) against PIL's bicubic resize on a 320x512 frame."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    # A smooth image plus texture: PIL's per-pass uint8 rounding is the only expected difference.
+    yy, xx = np.mgrid[0:320, 0:512]
+    base = 127 + 100 * np.sin(xx / 23.0)[..., None] * np.cos(yy / 17.0)[..., None] * np.array([1.0, 0.7, -0.5])
+    img = np.clip(base + rng.normal(0, 12, size=(320, 512, 3)), 0, 255).astype(np.uint8)
+    ours = np.asarray(preprocess_images(jnp.asarray(img[None])))[0]
+    pil = np.asarray(Image.fromarray(img).resize((358, 224), Image.BICUBIC), np.float32)[:, 67:67 + 224] / 255.0
+    pil = (pil - np.array([0.48145466, 0.4578275, 0.40821073])) / np.array([0.26862954, 0.26130258, 0.27577711])
+    grey_levels = np.abs(ours - pil) * np.array([0.26862954, 0.26130258, 0.27577711]) * 255
+    assert ours.shape == (224, 224, 3)
+    assert grey_levels.mean() < 0.5 and grey_levels.max() <= 3.0, (grey_levels.mean(), grey_levels.max())
