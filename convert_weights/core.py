@@ -58,7 +58,19 @@ def iter_safetensors(path: str) -> Iterable[tuple[str, np.ndarray]]:
 
     with safe_open(path, framework="numpy") as f:
         for key in f.keys():
-            yield key, f.get_tensor(key)
+            try:
+                value = f.get_tensor(key)
+            except TypeError:
+                # numpy has no bfloat16: read that tensor through torch, one tensor at a time.
+                value = _read_one_with_torch(path, key)
+            yield key, value
+
+
+def _read_one_with_torch(path: str, key: str) -> np.ndarray:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return _to_numpy(f.get_tensor(key))
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:

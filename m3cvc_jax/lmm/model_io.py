@@ -1,0 +1,33 @@
+"""Build a Qwen2-VL model from a preset (random weights) or from a converted checkpoint directory."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from m3cvc_jax.nn.qwen2_vl import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from m3cvc_jax.weights import assign_params, load_checkpoint
+
+FAMILY = "qwen2-vl"
+
+
+def random_model(cfg: Qwen2VLConfig | str, *, seed: int = 0, dtype=jnp.float32, param_dtype=jnp.float32):
+    cfg = Qwen2VLConfig.preset(cfg) if isinstance(cfg, str) else cfg
+    return Qwen2VLForConditionalGeneration(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype)
+
+
+def load_model(directory: str, *, dtype=jnp.float32, param_dtype=None) -> Qwen2VLForConditionalGeneration:
+    """A converted checkpoint (`python -m convert_weights qwen2-vl ...`) as a ready model.
+
+    param_dtype defaults to the stored dtype of the embedding (bf16 checkpoints stay bf16 in memory).
+    """
+    meta, params = load_checkpoint(directory, family=FAMILY)
+    cfg = Qwen2VLConfig.from_dict(meta["config"])
+    if param_dtype is None:
+        param_dtype = params["model.language_model.embed_tokens.embedding"].dtype
+    model = nnx.eval_shape(
+        lambda: Qwen2VLForConditionalGeneration(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
+    )
+    # The abstract model's values are shapes only; assign_params fills each with the stored array.
+    assign_params(model, params, source=directory)
+    return model
