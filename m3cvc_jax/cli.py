@@ -1,5 +1,109 @@
-"""The `m3cvc` command (placeholder until the foundation lands)."""
+"""The `m3cvc` command (also `python -m m3cvc_jax`).
+
+Subcommands are the modules `m3cvc_jax.commands.<name>` for the fixed list `COMMANDS`; each exposes
+`register(subparsers)`. A command whose module is missing or fails to import is still listed and, when
+run, fails with a one-line error saying why: no command disappears silently.
+
+Error policy: user errors (M3CVCError, OSError such as a missing or unreadable file, bad options) exit 2
+with one line on stderr starting `m3cvc: error:`; anything else is a bug and exits 1 with one line. A
+traceback is printed only with `--debug` (accepted anywhere on the command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+from m3cvc_jax import __version__
+from m3cvc_jax.errors import M3CVCError
+
+COMMANDS = ("encode", "decode", "inspect", "eval")
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
 
 
-def main(argv=None):
-    raise SystemExit("m3cvc: error: the command line is not built yet")
+class UsageError(M3CVCError):
+    """A bad command line (argparse's complaint, turned into our one-line error)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage plus the message over several lines
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _register_unavailable(subparsers, name: str, exc: BaseException) -> None:
+    if isinstance(exc, ModuleNotFoundError) and exc.name == f"m3cvc_jax.commands.{name}":
+        reason = "not available in this version (no module m3cvc_jax.commands.%s)" % name
+    else:
+        reason = f"failed to load: {type(exc).__name__}: {exc}"
+    p = subparsers.add_parser(name, help=f"(unavailable: {reason})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args):
+        raise M3CVCError(f"command '{name}' is {reason}") from exc
+
+    p.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="m3cvc",
+        description="Generative ultra-low-bitrate video compression (M3-CVC, CMVC) in JAX.",
+    )
+    parser.add_argument("--version", action="version", version=f"m3cvc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"m3cvc_jax.commands.{name}")
+            register = module.register
+        except Exception as e:  # a broken command must not take the others down with it
+            _register_unavailable(sub, name, e)
+            continue
+        register(sub)
+        if name not in sub.choices:
+            raise RuntimeError(f"m3cvc_jax.commands.{name}.register did not add a '{name}' parser")
+    return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) if text else ""
+
+
+def _report(message: str) -> None:
+    print(f"m3cvc: error: {_one_line(message)}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # `m3cvc inspect f | head`: the reader went away; say nothing more on a closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_INTERNAL_ERROR
+    except KeyboardInterrupt:
+        _report("interrupted")
+        return 130
+    except M3CVCError as e:
+        if debug:
+            traceback.print_exc()
+        _report(str(e) or type(e).__name__)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        if debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        _report(f"{where}{e.strerror or e}")
+        return EXIT_USER_ERROR
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        _report(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
+        return EXIT_INTERNAL_ERROR

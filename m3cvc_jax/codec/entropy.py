@@ -1,0 +1,187 @@
+"""Entropy coding of VQ index maps with constriction's range coder under integer-quantised models.
+
+Bit-exactness across platforms: every probability is an integer frequency computed here with integer
+arithmetic, each >= 1, summing to exactly 2**PRECISION (constriction's default 24-bit precision). They are
+handed to `constriction.stream.model.Categorical(perfect=False)` as the float64 values `freq - 1`, which
+sum to `2**24 - n`: constriction's fast quantiser then scales by exactly 1.0 and adds one per symbol, so
+its fixed-point table equals our integers with no rounding anywhere (all values are integers below 2**53,
+and IEEE-754 addition of such integers is exact on every platform). A test checks the round trip and that
+the code length matches the ideal under these integers.
+
+Models (their ids are part of bitstream v1):
+- `uniform`: every word equally likely.
+- `static`: a histogram of word counts stored with the weights (`fit_histogram` builds it).
+- `adaptive`: Krichevsky-Trofimov counts in raster order (start at 1, +2 per occurrence), re-quantised
+  before every symbol, so a map codes well with no side information.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from m3cvc_jax.errors import BitstreamError, ConfigError
+
+PRECISION = 24
+_TOTAL = 1 << PRECISION
+ENTROPY_MODELS: dict[str, int] = {"uniform": 0, "static": 1, "adaptive": 2}
+ENTROPY_MODEL_NAMES: dict[int, str] = {v: k for k, v in ENTROPY_MODELS.items()}
+_KT_INIT = 1
+_KT_STEP = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexModel:
+    """How index maps are coded: `kind` in ENTROPY_MODELS, the codebook size, and for `static` the counts."""
+
+    kind: str
+    codebook_size: int
+    counts: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.kind not in ENTROPY_MODELS:
+            raise ConfigError(f"unknown entropy model {self.kind!r}; choose one of {', '.join(ENTROPY_MODELS)}")
+        if not 2 <= self.codebook_size <= 1 << 16:
+            raise ConfigError(f"codebook size {self.codebook_size} outside [2, 65536]")
+        if self.kind == "static":
+            if self.counts is None or len(self.counts) != self.codebook_size:
+                raise ConfigError("a static entropy model needs one count per codebook word")
+            if any(c < 0 for c in self.counts):
+                raise ConfigError("histogram counts must be non-negative")
+
+
+def fit_histogram(index_maps, codebook_size: int) -> tuple[int, ...]:
+    """Word counts over a collection of index maps (the table a `static` model stores with the weights)."""
+    counts = np.zeros(codebook_size, np.int64)
+    for m in index_maps:
+        m = np.asarray(m).ravel()
+        if m.size and (m.min() < 0 or m.max() >= codebook_size):
+            raise ConfigError(f"index outside [0, {codebook_size})")
+        counts += np.bincount(m, minlength=codebook_size)
+    return tuple(int(c) for c in counts)
+
+
+def quantize_frequencies(counts) -> np.ndarray:
+    """Integer frequencies >= 1 summing to 2**PRECISION, proportional to `counts` (rows of a 2-D array).
+
+    Each symbol gets 1 plus floor(free * c / C) of the remaining `free = 2**24 - n`; the few units lost to
+    flooring go to the largest remainders (ties to the lower index). A row that already is such a table
+    is returned unchanged. Integer arithmetic only.
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    squeeze = c.ndim == 1
+    c = np.atleast_2d(c)
+    n = c.shape[1]
+    if n < 2 or n >= _TOTAL // 2:
+        raise ConfigError(f"alphabet size {n} unsupported")
+    if (c < 0).any():
+        raise ConfigError("counts must be non-negative")
+    total = c.sum(axis=1, keepdims=True)
+    # Rows with no counts at all become uniform; scaling keeps free * c below 2**62.
+    c = np.where(total == 0, 1, c)
+    total = c.sum(axis=1, keepdims=True)
+    while (total > (1 << 38)).any():
+        big = total > (1 << 38)
+        c = np.where(big, (c + 1) // 2, c)
+        total = c.sum(axis=1, keepdims=True)
+    free = _TOTAL - n
+    num = free * c
+    base = num // total
+    rem = num - base * total
+    left = free - base.sum(axis=1)
+    order = np.argsort(-rem, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n)[None, :].repeat(len(c), 0), axis=1)
+    freq = 1 + base + (rank < left[:, None])
+    # A row that already is a valid table (each >= 1, sum 2**24) is kept as it is.
+    exact = (c.min(axis=1) >= 1) & (total[:, 0] == _TOTAL)
+    freq = np.where(exact[:, None], c, freq)
+    return freq[0] if squeeze else freq
+
+
+def _categorical(freq: np.ndarray):
+    import constriction
+
+    return constriction.stream.model.Categorical((freq - 1).astype(np.float64), perfect=False)
+
+
+def _adaptive_rows(symbols: np.ndarray, n: int) -> np.ndarray:
+    """Frequencies before each symbol under KT counts (for encoding the whole map at once)."""
+    onehot = np.zeros((len(symbols), n), np.int64)
+    onehot[np.arange(len(symbols)), symbols] = _KT_STEP
+    counts = _KT_INIT + np.cumsum(onehot, axis=0) - onehot
+    return quantize_frequencies(counts)
+
+
+def _static_freq(model: IndexModel) -> np.ndarray:
+    if model.kind == "uniform":
+        return quantize_frequencies(np.ones(model.codebook_size, np.int64))
+    return quantize_frequencies(np.asarray(model.counts, np.int64))
+
+
+def _check(indices: np.ndarray, n: int) -> np.ndarray:
+    flat = np.asarray(indices).ravel()
+    if flat.size == 0:
+        raise ConfigError("empty index map")
+    if not np.issubdtype(flat.dtype, np.integer) or flat.min() < 0 or flat.max() >= n:
+        raise ConfigError(f"index map must hold integers in [0, {n})")
+    return flat.astype(np.int32)
+
+
+def encode_indices(indices, model: IndexModel) -> bytes:
+    """Range-code an index map (raster order) under `model`; the shape travels in the bitstream header."""
+    import constriction
+
+    flat = _check(indices, model.codebook_size)
+    coder = constriction.stream.queue.RangeEncoder()
+    if model.kind == "adaptive":
+        rows = _adaptive_rows(flat, model.codebook_size)
+        family = constriction.stream.model.Categorical(perfect=False)
+        coder.encode(flat, family, (rows - 1).astype(np.float64))
+    else:
+        coder.encode(flat, _categorical(_static_freq(model)))
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel) -> np.ndarray:
+    """Invert `encode_indices`; raises BitstreamError on data that cannot come from it."""
+    import constriction
+
+    count = int(np.prod(shape))
+    if count <= 0 or len(data) % 4:
+        raise BitstreamError("corrupt index data (length is not a whole number of 32-bit words)")
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        if model.kind == "adaptive":
+            n = model.codebook_size
+            family = constriction.stream.model.Categorical(perfect=False)
+            counts = np.full(n, _KT_INIT, np.int64)
+            out = np.empty(count, np.int32)
+            for i in range(count):
+                row = (quantize_frequencies(counts) - 1).astype(np.float64)[None, :]
+                s = int(decoder.decode(family, row)[0])
+                out[i] = s
+                counts[s] += _KT_STEP
+        else:
+            out = decoder.decode(_categorical(_static_freq(model)), count)
+    except BitstreamError:
+        raise
+    except Exception as e:  # constriction reports invalid data with assorted exception types
+        raise BitstreamError(f"corrupt index data: {e}") from None
+    out = np.asarray(out, np.int32)
+    if out.min() < 0 or out.max() >= model.codebook_size:
+        raise BitstreamError("corrupt index data (index outside the codebook)")
+    return out.reshape(shape)
+
+
+def ideal_bits(indices, model: IndexModel) -> float:
+    """-log2 of the probability of the map under the integer model: what a perfect coder would spend."""
+    flat = _check(indices, model.codebook_size)
+    if model.kind == "adaptive":
+        rows = _adaptive_rows(flat, model.codebook_size)
+        p = rows[np.arange(len(flat)), flat]
+    else:
+        p = _static_freq(model)[flat]
+    return float(np.sum(PRECISION - np.log2(p.astype(np.float64))))
