@@ -45,11 +45,15 @@ def assemble(body: bytes, sections: list[tuple[int, bytes]], version: int = bs.V
     return out
 
 
-def check_unpack(data: bytes) -> None:
-    """The property: unpack either raises BitstreamError or returns a stream that packs again."""
+def check_unpack(data: bytes) -> bool:
+    """The property: unpack either raises BitstreamError or returns a stream that packs again.
+
+    Returns whether the input was accepted.
+    """
     try:
         stream = bs.unpack(data)
     except bs.BitstreamError as e:
         assert str(e) and "\n" not in str(e)
-        return
+        return False
     bs.pack(stream)
+    return True
