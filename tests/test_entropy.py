@@ -92,3 +92,20 @@ def test_corrupt_data_raises_only_bitstream_error():
                 assert out.shape == (8, 8) and out.min() >= 0 and out.max() < 256
             except BitstreamError:
                 pass
+
+
+def test_adaptive_spans_several_chunks(monkeypatch):
+    monkeypatch.setattr(ent, "_CHUNK", 7)  # the encoder's bounded-memory chunking must not change the bits
+    m, _ = _skewed((10, 10), seed=5, n=16)
+    model = ent.IndexModel("adaptive", 16)
+    data = ent.encode_indices(m, model)
+    monkeypatch.setattr(ent, "_CHUNK", 4096)
+    assert ent.encode_indices(m, model) == data
+    np.testing.assert_array_equal(ent.decode_indices(data, (10, 10), model), m)
+
+
+def test_inlined_adaptive_decoder_matches_quantize_frequencies():
+    """The decoder's inlined quantisation must equal quantize_frequencies on every row, incl. ties."""
+    m = np.array([3, 3, 0, 0, 5, 5, 5, 0, 1, 2] * 20)
+    model = ent.IndexModel("adaptive", 8)
+    np.testing.assert_array_equal(ent.decode_indices(ent.encode_indices(m, model), m.shape, model), m)

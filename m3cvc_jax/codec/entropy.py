@@ -13,6 +13,9 @@ Models (their ids are part of bitstream v1):
 - `static`: a histogram of word counts stored with the weights (`fit_histogram` builds it).
 - `adaptive`: Krichevsky-Trofimov counts in raster order (start at 1, +2 per occurrence), re-quantised
   before every symbol, so a map codes well with no side information.
+
+Decoding costs time linear in the grid size the caller passes: pipelines take the grid from their model
+configuration and refuse a stream whose header disagrees, so a forged header cannot ask for a huge map.
 """
 
 from __future__ import annotations
@@ -65,9 +68,9 @@ def fit_histogram(index_maps, codebook_size: int) -> tuple[int, ...]:
 def quantize_frequencies(counts) -> np.ndarray:
     """Integer frequencies >= 1 summing to 2**PRECISION, proportional to `counts` (rows of a 2-D array).
 
-    Each symbol gets 1 plus floor(free * c / C) of the remaining `free = 2**24 - n`; the few units lost to
-    flooring go to the largest remainders (ties to the lower index). A row that already is such a table
-    is returned unchanged. Integer arithmetic only.
+    Each symbol gets 1 plus floor(free * c / C) of the remaining `free = 2**24 - n`; the (< n) units lost
+    to flooring go to the symbol with the largest count (ties: the lower index). A row that already is
+    such a table is returned unchanged. Integer arithmetic only.
     """
     c = np.asarray(counts, dtype=np.int64)
     squeeze = c.ndim == 1
@@ -75,28 +78,21 @@ def quantize_frequencies(counts) -> np.ndarray:
     n = c.shape[1]
     if n < 2 or n >= _TOTAL // 2:
         raise ConfigError(f"alphabet size {n} unsupported")
-    if (c < 0).any():
+    if c.min() < 0:
         raise ConfigError("counts must be non-negative")
-    total = c.sum(axis=1, keepdims=True)
-    # Rows with no counts at all become uniform; scaling keeps free * c below 2**62.
-    c = np.where(total == 0, 1, c)
-    total = c.sum(axis=1, keepdims=True)
-    while (total > (1 << 38)).any():
-        big = total > (1 << 38)
-        c = np.where(big, (c + 1) // 2, c)
-        total = c.sum(axis=1, keepdims=True)
+    total = c.sum(axis=1)
+    exact = (total == _TOTAL) & (c.min(axis=1) >= 1)
+    if total.min() == 0:  # no counts at all: uniform
+        c = np.where(total[:, None] == 0, 1, c)
+        total = c.sum(axis=1)
+    while total.max() > 1 << 38:  # keeps free * c below 2**62
+        c = np.where(total[:, None] > 1 << 38, (c + 1) // 2, c)
+        total = c.sum(axis=1)
     free = _TOTAL - n
-    num = free * c
-    base = num // total
-    rem = num - base * total
-    left = free - base.sum(axis=1)
-    order = np.argsort(-rem, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(n)[None, :].repeat(len(c), 0), axis=1)
-    freq = 1 + base + (rank < left[:, None])
-    # A row that already is a valid table (each >= 1, sum 2**24) is kept as it is.
-    exact = (c.min(axis=1) >= 1) & (total[:, 0] == _TOTAL)
-    freq = np.where(exact[:, None], c, freq)
+    freq = 1 + (free * c) // total[:, None]
+    freq[np.arange(len(c)), np.argmax(c, axis=1)] += _TOTAL - freq.sum(axis=1)
+    if exact.any():
+        freq = np.where(exact[:, None], c, freq)
     return freq[0] if squeeze else freq
 
 
@@ -106,12 +102,19 @@ def _categorical(freq: np.ndarray):
     return constriction.stream.model.Categorical((freq - 1).astype(np.float64), perfect=False)
 
 
-def _adaptive_rows(symbols: np.ndarray, n: int) -> np.ndarray:
-    """Frequencies before each symbol under KT counts (for encoding the whole map at once)."""
-    onehot = np.zeros((len(symbols), n), np.int64)
-    onehot[np.arange(len(symbols)), symbols] = _KT_STEP
-    counts = _KT_INIT + np.cumsum(onehot, axis=0) - onehot
-    return quantize_frequencies(counts)
+_CHUNK = 4096
+
+
+def _adaptive_rows(symbols: np.ndarray, n: int):
+    """Frequencies before each symbol under KT counts, yielded in chunks of rows (bounded memory)."""
+    base = np.full(n, _KT_INIT, np.int64)
+    for start in range(0, len(symbols), _CHUNK):
+        chunk = symbols[start : start + _CHUNK]
+        onehot = np.zeros((len(chunk), n), np.int64)
+        onehot[np.arange(len(chunk)), chunk] = _KT_STEP
+        counts = base + np.cumsum(onehot, axis=0) - onehot
+        base = counts[-1] + onehot[-1]
+        yield chunk, quantize_frequencies(counts)
 
 
 def _static_freq(model: IndexModel) -> np.ndarray:
@@ -136,9 +139,9 @@ def encode_indices(indices, model: IndexModel) -> bytes:
     flat = _check(indices, model.codebook_size)
     coder = constriction.stream.queue.RangeEncoder()
     if model.kind == "adaptive":
-        rows = _adaptive_rows(flat, model.codebook_size)
         family = constriction.stream.model.Categorical(perfect=False)
-        coder.encode(flat, family, (rows - 1).astype(np.float64))
+        for chunk, rows in _adaptive_rows(flat, model.codebook_size):
+            coder.encode(chunk, family, (rows - 1).astype(np.float64))
     else:
         coder.encode(flat, _categorical(_static_freq(model)))
     return coder.get_compressed().astype("<u4").tobytes()
@@ -155,15 +158,7 @@ def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel) -> np
     try:
         decoder = constriction.stream.queue.RangeDecoder(words)
         if model.kind == "adaptive":
-            n = model.codebook_size
-            family = constriction.stream.model.Categorical(perfect=False)
-            counts = np.full(n, _KT_INIT, np.int64)
-            out = np.empty(count, np.int32)
-            for i in range(count):
-                row = (quantize_frequencies(counts) - 1).astype(np.float64)[None, :]
-                s = int(decoder.decode(family, row)[0])
-                out[i] = s
-                counts[s] += _KT_STEP
+            out = _decode_adaptive(decoder, count, model.codebook_size)
         else:
             out = decoder.decode(_categorical(_static_freq(model)), count)
     except BitstreamError:
@@ -176,12 +171,38 @@ def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel) -> np
     return out.reshape(shape)
 
 
+def _decode_adaptive(decoder, count: int, n: int) -> np.ndarray:
+    """Symbol-by-symbol decoding; `quantize_frequencies` of the KT counts, inlined for speed."""
+    import constriction
+
+    family = constriction.stream.model.Categorical(perfect=False)
+    counts = np.full(n, _KT_INIT, np.int64)
+    total = _KT_INIT * n
+    best = 0  # lowest index among the largest counts
+    free = _TOTAL - n
+    out = np.empty(count, np.int32)
+    row = np.empty((1, n), np.float64)
+    for i in range(count):
+        if total == _TOTAL:  # quantize_frequencies keeps a row that already is a table
+            row[0] = counts - 1
+        else:
+            freq = (free * counts) // total  # freq - 1 before the flooring correction
+            freq[best] += free - int(freq.sum())
+            row[0] = freq
+        s = int(decoder.decode(family, row)[0])
+        out[i] = s
+        counts[s] += _KT_STEP
+        total += _KT_STEP
+        if counts[s] > counts[best] or (counts[s] == counts[best] and s < best):
+            best = s
+    return out
+
+
 def ideal_bits(indices, model: IndexModel) -> float:
     """-log2 of the probability of the map under the integer model: what a perfect coder would spend."""
     flat = _check(indices, model.codebook_size)
     if model.kind == "adaptive":
-        rows = _adaptive_rows(flat, model.codebook_size)
-        p = rows[np.arange(len(flat)), flat]
+        p = np.concatenate([rows[np.arange(len(c)), c] for c, rows in _adaptive_rows(flat, model.codebook_size)])
     else:
         p = _static_freq(model)[flat]
     return float(np.sum(PRECISION - np.log2(p.astype(np.float64))))
