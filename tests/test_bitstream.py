@@ -153,3 +153,9 @@ def test_layout_matches_the_spec_example():
     assert len(hex_bytes) == 52  # the whole 50-byte header plus the texts section's tag and length
     assert "Total 295 bytes: header 50, texts 127, indices 118." in doc
     assert len(data) == 295
+
+
+def test_float_fps_is_read_by_its_decimal_value():
+    s = sample_stream()
+    s = dataclasses.replace(s, header=dataclasses.replace(s.header, fps=29.97))
+    assert bs.unpack(bs.pack(s)).header.fps == Fraction(2997, 100)

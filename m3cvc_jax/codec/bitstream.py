@@ -39,6 +39,7 @@ MAX_SECTIONS = 1 << 10
 MAX_TEXTS = 1 << 16
 MAX_TEXT_BYTES = 1 << 20  # all decoded text of one stream
 MAX_VARINT_BYTES = 10
+MAX_FILE_BYTES = 1 << 26  # streams are kilobytes; this only stops a mistaken huge input early
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +121,18 @@ def _str8(text: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
+def _fps(x) -> Fraction:
+    """Floats by their decimal repr (29.97 -> 2997/100), not their binary value."""
+    return Fraction(repr(x)) if isinstance(x, float) else Fraction(x)
+
+
 def _check_header(h: Header) -> None:
     def bad(msg: str):
         raise BitstreamError(f"invalid header: {msg}")
 
     if not (1 <= h.width <= MAX_DIM and 1 <= h.height <= MAX_DIM):
         bad(f"size {h.width}x{h.height} outside 1..{MAX_DIM}")
-    fps = Fraction(h.fps)
+    fps = _fps(h.fps)
     if fps <= 0 or fps.numerator > MAX_FPS_TERM or fps.denominator > MAX_FPS_TERM:
         bad(f"fps {fps} not a positive fraction with terms <= {MAX_FPS_TERM}")
     if not 1 <= h.num_frames <= MAX_FRAMES:
@@ -195,7 +201,7 @@ def pack(stream: Bitstream) -> bytes:
     if 2 + len(stream.extras) > MAX_SECTIONS:
         raise BitstreamError(f"cannot pack: more than {MAX_SECTIONS} sections")
 
-    fps = Fraction(h.fps)
+    fps = _fps(h.fps)
     body = bytearray()
     for v in (h.width, h.height, fps.numerator, fps.denominator, h.num_frames, len(h.keyframes)):
         body += _varint(v)
@@ -444,6 +450,8 @@ def write_bitstream(path: str | os.PathLike, stream: Bitstream) -> Bits:
 def read_bitstream_with_bits(path: str | os.PathLike) -> tuple[Bitstream, Bits]:
     try:
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
+                raise BitstreamError(f"{os.fspath(path)}: larger than {MAX_FILE_BYTES} bytes, not an m3cvc bitstream")
             data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise BitstreamError(f"{os.fspath(path)}: no such file") from None
@@ -463,8 +471,6 @@ def read_bitstream(path: str | os.PathLike) -> Bitstream:
     """Read and parse a bitstream file."""
     return read_bitstream_with_bits(path)[0]
 
-
-MAX_FILE_BYTES = 1 << 30
 
 
 def check_fingerprint(header: Header, fingerprint: str, preset: str | None = None) -> None:
