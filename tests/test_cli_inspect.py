@@ -119,3 +119,17 @@ def test_python_dash_m_and_version(stream_file):
     assert r.returncode == 0 and json.loads(r.stdout)["num_frames"] == 40
     r = subprocess.run([sys.executable, "-m", "m3cvc_jax", "inspect", "--nope"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("m3cvc: error:")
+
+
+def test_texts_with_lone_surrogates_do_not_crash(tmp_path):
+    import dataclasses
+
+    s = sample_stream()
+    s = dataclasses.replace(s, clip_texts=("bad \ud800 text",))
+    path = tmp_path / "s.m3cvc"
+    write_bitstream(path, s)
+    env = {"PYTHONIOENCODING": "ascii", "PATH": "/usr/bin:/bin"}
+    for extra in ([], ["--json"]):
+        r = subprocess.run([sys.executable, "-m", "m3cvc_jax", "inspect", str(path), *extra],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr

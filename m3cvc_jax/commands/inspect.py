@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 DESCRIPTION = (
     "Show a bitstream's header, keyframe positions, texts, bits per part and bpp "
@@ -71,5 +72,8 @@ def run(args) -> int:
 
     stream, bits = read_bitstream_with_bits(args.input)
     info = describe(stream, bits)
+    if hasattr(sys.stdout, "reconfigure"):
+        # Texts are arbitrary Unicode; a non-UTF-8 terminal or a lone surrogate must not crash the listing.
+        sys.stdout.reconfigure(errors="backslashreplace")
     print(json.dumps(info, indent=2, ensure_ascii=False) if args.json else _human(info))
     return 0
