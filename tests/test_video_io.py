@@ -114,8 +114,12 @@ def test_errors(tmp_path):
     zero = tmp_path / "zero"
     zero.mkdir()
     (zero / vio.PNG_META).write_text(json.dumps({"fps": "8/1", "frames": []}))
+    data = open(CARPHONE, "rb").read()
+    no_frames = tmp_path / "no_frames.mp4"  # header and index intact, media data cut off
+    no_frames.write_bytes(data[: data.find(b"mdat") + 4])
     cases = [
         (tmp_path / "missing.mp4", vio.PreprocessConfig(), "no such file"),
+        (no_frames, vio.PreprocessConfig(), "contains no frames"),
         (text, vio.PreprocessConfig(), "not a video"),
         (empty, vio.PreprocessConfig(), "not a video"),
         (nometa, vio.PreprocessConfig(), "is a directory"),
