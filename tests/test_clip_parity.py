@@ -58,7 +58,7 @@ def test_clip_parity_image_and_text(eos_token_id):
     ref = _reference(TINY, eos_token_id)
     sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
     config = dataclasses.replace(TINY, text=dataclasses.replace(TINY.text, eos_token_id=eos_token_id))
-    model = CLIPModel(config, rngs=nnx.Rngs(1))
+    model = nnx.eval_shape(lambda: CLIPModel(config, rngs=nnx.Rngs(1)))
     assign_params(model, convert_state_dict(sd, config))
 
     ids = clip_tokenizer.tokenize(SENTENCES[:3], pad_id=clip_tokenizer.EOS_ID)
@@ -90,7 +90,7 @@ def test_clip_parity_text_only_with_attention_mask():
     torch.set_num_threads(1)
     ref = _reference(TINY, 49407)
     sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
-    model = CLIPTextModel(TINY.text, rngs=nnx.Rngs(1))
+    model = nnx.eval_shape(lambda: CLIPTextModel(TINY.text, rngs=nnx.Rngs(1)))
     assign_params(model, convert_state_dict(sd, TINY.text))
     ids, mask = clip_tokenizer.tokenize(SENTENCES[:2], context_length=16, return_mask=True)
     with torch.no_grad():

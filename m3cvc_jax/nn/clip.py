@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from m3cvc_jax.nn.attention import dot_product_attention
+from m3cvc_jax.nn.layers import LayerNorm
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -122,24 +123,6 @@ def _activation(name: str):
     raise ConfigError(f"unsupported CLIP activation {name!r}")
 
 
-class LayerNorm(nnx.Module):
-    """LayerNorm computed in float32 whatever the compute dtype."""
-
-    def __init__(self, dim: int, eps: float, *, dtype, param_dtype, rngs: nnx.Rngs):
-        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
-        self.eps = eps
-        self.dtype = dtype
-
-    def __call__(self, x):
-        x32 = x.astype(jnp.float32)
-        mean = x32.mean(-1, keepdims=True)
-        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
-        return y.astype(self.dtype)
-
-
 def _linear(i, o, *, bias=True, dtype, param_dtype, rngs):
     return nnx.Linear(i, o, use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
@@ -175,9 +158,9 @@ class CLIPEncoderLayer(nnx.Module):
     def __init__(self, cfg, *, dtype, param_dtype, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.self_attn = CLIPAttention(cfg.hidden_size, cfg.num_attention_heads, **kw)
-        self.layer_norm1 = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, **kw)
+        self.layer_norm1 = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)
         self.mlp = CLIPMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, **kw)
-        self.layer_norm2 = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, **kw)
+        self.layer_norm2 = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)
 
     def __call__(self, x, *, mask=None, is_causal=False):
         x = x + self.self_attn(self.layer_norm1(x), mask=mask, is_causal=is_causal)
@@ -216,7 +199,7 @@ class CLIPTextTransformer(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.embeddings = CLIPTextEmbeddings(cfg, **kw)
         self.encoder = CLIPEncoder(cfg, **kw)
-        self.final_layer_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, **kw)
+        self.final_layer_norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)
         self.eos_token_id = cfg.eos_token_id
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> TowerOutput:
@@ -255,9 +238,9 @@ class CLIPVisionTransformer(nnx.Module):
     def __init__(self, cfg: CLIPVisionConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.embeddings = CLIPVisionEmbeddings(cfg, **kw)
-        self.pre_layrnorm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, **kw)  # sic: transformers' spelling
+        self.pre_layrnorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)  # sic: transformers' spelling
         self.encoder = CLIPEncoder(cfg, **kw)
-        self.post_layernorm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, **kw)
+        self.post_layernorm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)
 
     def __call__(self, pixel_values: jax.Array) -> TowerOutput:
         """pixel_values (B, S, S, 3) normalised with the CLIP mean/std (`preprocess_images`)."""

@@ -1,0 +1,208 @@
+"""RAFT optical flow (Teed & Deng 2020) in Flax NNX, mirroring `torchvision.models.optical_flow.raft_*`.
+
+Inputs are channels-last RGB in [-1, 1], height and width multiples of 8 (and >= 128 for the 4-level
+pyramid). The GRU refinement runs as one `lax.scan`; only the final flow is upsampled (torchvision
+upsamples every iterate, the last of which is the same number).
+Encoders live in `raft_encoder.py`, correlation and upsampling in `raft_corr.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from m3cvc_jax.errors import ConfigError, VideoError
+from m3cvc_jax.nn.raft_corr import coords_grid, correlation_pyramid, lookup, upsample_bilinear, upsample_convex
+from m3cvc_jax.nn.raft_encoder import ConvNormAct, FeatureEncoder, conv
+
+F32 = jnp.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class RAFTConfig:
+    """The keyword arguments of torchvision's `_raft` (norms: "instance", "batch" or None)."""
+
+    feature_encoder_layers: tuple[int, ...] = (64, 64, 96, 128, 256)
+    feature_encoder_block: str = "residual"
+    feature_encoder_norm: str | None = "instance"
+    context_encoder_layers: tuple[int, ...] = (64, 64, 96, 128, 256)
+    context_encoder_block: str = "residual"
+    context_encoder_norm: str | None = "batch"
+    corr_block_num_levels: int = 4
+    corr_block_radius: int = 4
+    motion_encoder_corr_layers: tuple[int, ...] = (256, 192)
+    motion_encoder_flow_layers: tuple[int, ...] = (128, 64)
+    motion_encoder_out_channels: int = 128
+    recurrent_block_hidden_state_size: int = 128
+    recurrent_block_kernel_size: tuple = ((1, 5), (5, 1))
+    recurrent_block_padding: tuple = ((0, 2), (2, 0))
+    flow_head_hidden_size: int = 256
+    use_mask_predictor: bool = True
+
+    @classmethod
+    def preset(cls, name: str) -> "RAFTConfig":
+        if name not in PRESETS:
+            raise ConfigError(f"unknown RAFT preset {name!r}; one of {', '.join(PRESETS)}")
+        return PRESETS[name]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RAFTConfig":
+        def tup(v):
+            return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+        return cls(**{k: tup(v) for k, v in d.items()})
+
+
+PRESETS: dict[str, RAFTConfig] = {
+    "large": RAFTConfig(),
+    "small": RAFTConfig(
+        feature_encoder_layers=(32, 32, 64, 96, 128), feature_encoder_block="bottleneck",
+        context_encoder_layers=(32, 32, 64, 96, 160), context_encoder_block="bottleneck", context_encoder_norm=None,
+        corr_block_radius=3, motion_encoder_corr_layers=(96,), motion_encoder_flow_layers=(64, 32),
+        motion_encoder_out_channels=82, recurrent_block_hidden_state_size=96, recurrent_block_kernel_size=(3,),
+        recurrent_block_padding=(1,), flow_head_hidden_size=128, use_mask_predictor=False,
+    ),
+    # Same structure as "small" at a fraction of the width: for tests and the `tiny` pipeline preset.
+    "tiny": RAFTConfig(
+        feature_encoder_layers=(8, 8, 16, 16, 32), feature_encoder_block="bottleneck",
+        context_encoder_layers=(8, 8, 16, 16, 40), context_encoder_block="bottleneck", context_encoder_norm=None,
+        corr_block_radius=2, motion_encoder_corr_layers=(16,), motion_encoder_flow_layers=(16, 8),
+        motion_encoder_out_channels=18, recurrent_block_hidden_state_size=24, recurrent_block_kernel_size=(3,),
+        recurrent_block_padding=(1,), flow_head_hidden_size=16, use_mask_predictor=False,
+    ),
+}
+
+
+class MotionEncoder(nnx.Module):
+    def __init__(self, cfg: RAFTConfig, *, dtype, param_dtype, rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        corr_channels = cfg.corr_block_num_levels * (2 * cfg.corr_block_radius + 1) ** 2
+        corr, flow = cfg.motion_encoder_corr_layers, cfg.motion_encoder_flow_layers
+        self.convcorr1 = ConvNormAct(corr_channels, corr[0], 1, **kw)
+        self.convcorr2 = ConvNormAct(corr[0], corr[1], 3, **kw) if len(corr) == 2 else None
+        self.convflow1 = ConvNormAct(2, flow[0], 7, **kw)
+        self.convflow2 = ConvNormAct(flow[0], flow[1], 3, **kw)
+        self.conv = ConvNormAct(corr[-1] + flow[-1], cfg.motion_encoder_out_channels - 2, 3, **kw)
+
+    def __call__(self, flow, corr_features):
+        corr = self.convcorr1(corr_features)
+        if self.convcorr2 is not None:
+            corr = self.convcorr2(corr)
+        f = self.convflow2(self.convflow1(flow))
+        out = self.conv(jnp.concatenate([corr, f], axis=-1))
+        return jnp.concatenate([out, flow.astype(out.dtype)], axis=-1)
+
+
+class ConvGRU(nnx.Module):
+    def __init__(self, input_size, hidden_size, kernel, padding, *, dtype, param_dtype, rngs):
+        kw = dict(padding=padding, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.convz = conv(hidden_size + input_size, hidden_size, kernel, **kw)
+        self.convr = conv(hidden_size + input_size, hidden_size, kernel, **kw)
+        self.convq = conv(hidden_size + input_size, hidden_size, kernel, **kw)
+
+    def __call__(self, h, x):
+        hx = jnp.concatenate([h, x], axis=-1)
+        z = jax.nn.sigmoid(self.convz(hx))
+        r = jax.nn.sigmoid(self.convr(hx))
+        q = jnp.tanh(self.convq(jnp.concatenate([r * h, x], axis=-1)))
+        return (1 - z) * h + z * q
+
+
+class RecurrentBlock(nnx.Module):
+    def __init__(self, cfg: RAFTConfig, input_size: int, *, dtype, param_dtype, rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        hidden, kernels, pads = (cfg.recurrent_block_hidden_state_size, cfg.recurrent_block_kernel_size,
+                                 cfg.recurrent_block_padding)
+        self.convgru1 = ConvGRU(input_size, hidden, kernels[0], pads[0], **kw)
+        self.convgru2 = ConvGRU(input_size, hidden, kernels[1], pads[1], **kw) if len(kernels) == 2 else None
+
+    def __call__(self, h, x):
+        h = self.convgru1(h, x)
+        return self.convgru2(h, x) if self.convgru2 is not None else h
+
+
+class FlowHead(nnx.Module):
+    def __init__(self, cin: int, hidden: int, *, dtype, param_dtype, rngs):
+        self.conv1 = conv(cin, hidden, 3, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv2 = conv(hidden, 2, 3, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.conv2(jax.nn.relu(self.conv1(x)))
+
+
+class UpdateBlock(nnx.Module):
+    def __init__(self, cfg: RAFTConfig, *, dtype, param_dtype, rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        context = cfg.context_encoder_layers[-1] - cfg.recurrent_block_hidden_state_size
+        self.motion_encoder = MotionEncoder(cfg, **kw)
+        self.recurrent_block = RecurrentBlock(cfg, cfg.motion_encoder_out_channels + context, **kw)
+        self.flow_head = FlowHead(cfg.recurrent_block_hidden_state_size, cfg.flow_head_hidden_size, **kw)
+
+    def __call__(self, hidden, context, corr_features, flow):
+        motion = self.motion_encoder(flow, corr_features)
+        hidden = self.recurrent_block(hidden, jnp.concatenate([context, motion], axis=-1))
+        return hidden, self.flow_head(hidden)
+
+
+class MaskPredictor(nnx.Module):
+    def __init__(self, cin: int, hidden: int = 256, *, dtype, param_dtype, rngs):
+        self.convrelu = ConvNormAct(cin, hidden, 3, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv = conv(hidden, 8 * 8 * 9, 1, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x):
+        # torchvision (and the original) scale by 0.25 to damp this branch's gradients.
+        return 0.25 * self.conv(self.convrelu(x))
+
+
+class RAFT(nnx.Module):
+    def __init__(self, cfg: RAFTConfig, *, dtype=F32, param_dtype=F32, rngs: nnx.Rngs):
+        if cfg.context_encoder_layers[-1] <= cfg.recurrent_block_hidden_state_size:
+            raise ConfigError("RAFT: the context encoder must output more channels than the hidden state")
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.config = cfg
+        self.feature_encoder = FeatureEncoder(cfg.feature_encoder_layers, block=cfg.feature_encoder_block,
+                                              norm=cfg.feature_encoder_norm, **kw)
+        self.context_encoder = FeatureEncoder(cfg.context_encoder_layers, block=cfg.context_encoder_block,
+                                              norm=cfg.context_encoder_norm, **kw)
+        self.update_block = UpdateBlock(cfg, **kw)
+        self.mask_predictor = (MaskPredictor(cfg.recurrent_block_hidden_state_size, **kw)
+                               if cfg.use_mask_predictor else None)
+
+    def __call__(self, image1: jax.Array, image2: jax.Array, num_flow_updates: int = 12) -> jax.Array:
+        """Flow `(B, H, W, 2)` (x, y displacement in pixels) from image1 to image2, both `(B, H, W, 3)` in [-1, 1]."""
+        b, h, w, _ = image1.shape
+        if image2.shape != image1.shape:
+            raise VideoError(f"RAFT: frames differ in shape: {image1.shape} vs {image2.shape}")
+        min_side = 8 * 2 * 2 ** (self.config.corr_block_num_levels - 1)
+        if h % 8 or w % 8 or h < min_side or w < min_side:
+            raise VideoError(f"RAFT needs height and width multiples of 8 and >= {min_side}, got {h}x{w}")
+        cfg = self.config
+        fmaps = self.feature_encoder(jnp.concatenate([image1, image2], axis=0))
+        pyramid = correlation_pyramid(fmaps[:b], fmaps[b:], cfg.corr_block_num_levels)
+        context_out = self.context_encoder(image1)
+        hs = cfg.recurrent_block_hidden_state_size
+        hidden, context = jnp.tanh(context_out[..., :hs]), jax.nn.relu(context_out[..., hs:])
+        coords0 = coords_grid(b, h // 8, w // 8)
+
+        graphdef, state = nnx.split(self.update_block)
+
+        def step(carry, _):
+            hidden, coords1 = carry
+            corr = lookup(pyramid, coords1, cfg.corr_block_radius)
+            hidden, delta = nnx.merge(graphdef, state)(hidden, context, corr, coords1 - coords0)
+            return (hidden, coords1 + delta.astype(F32)), None
+
+        (hidden, coords1), _ = jax.lax.scan(step, (hidden, coords0), None, length=num_flow_updates)
+        flow = coords1 - coords0
+        if self.mask_predictor is None:
+            return upsample_bilinear(flow)
+        return upsample_convex(flow, self.mask_predictor(hidden))
+
+
+def preprocess_frames(frames: jax.Array) -> jax.Array:
+    """(..., H, W, 3) uint8 or [0, 255] floats -> [-1, 1] float32, RAFT's (torchvision's) input range."""
+    return frames.astype(F32) / 127.5 - 1.0
