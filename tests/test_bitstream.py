@@ -1,5 +1,4 @@
 import dataclasses
-import json
 import os
 import zlib
 from fractions import Fraction
