@@ -109,3 +109,24 @@ def test_inlined_adaptive_decoder_matches_quantize_frequencies():
     m = np.array([3, 3, 0, 0, 5, 5, 5, 0, 1, 2] * 20)
     model = ent.IndexModel("adaptive", 8)
     np.testing.assert_array_equal(ent.decode_indices(ent.encode_indices(m, model), m.shape, model), m)
+
+
+@pytest.mark.parametrize(
+    "kind, size, digest",
+    [("uniform", 1028, "03c5a2fef6ec58f8"), ("static", 1068, "dbc3f0edf0434615"), ("adaptive", 956, "069b68c307d461c5")],
+)
+def test_golden_bytes(kind, size, digest):
+    """Bitstreams must stay decodable: these bytes were produced on x86-64 Linux with constriction 0.5.0.
+
+    A failure means the coded bytes changed (a constriction release or a platform that differs): old
+    streams would no longer decode, so it needs a new entropy model id, not a silent change.
+    """
+    import hashlib
+
+    i = np.arange(1024)
+    m = ((i * 37 + (i // 5) ** 2) % 97 + (i % 7 == 0) * 150).reshape(32, 32)
+    counts = tuple(int(c) for c in (np.arange(256) % 13 + 1))
+    model = ent.IndexModel(kind, 256, counts if kind == "static" else None)
+    data = ent.encode_indices(m, model)
+    assert (len(data), hashlib.sha256(data).hexdigest()[:16]) == (size, digest)
+    np.testing.assert_array_equal(ent.decode_indices(data, (32, 32), model), m)
