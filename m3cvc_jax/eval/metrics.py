@@ -150,3 +150,20 @@ def clip_similarity(embed_fn: EmbedFn, a: jax.Array, b: jax.Array) -> jax.Array:
     e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
     n = x.shape[0]
     return jnp.sum(e[:n] * e[n:], axis=-1).reshape(lead)
+
+
+def load_clip_model(directory: str, *, dtype=jnp.float32):
+    """The full CLIP model (both towers) from a converted checkpoint (`python -m convert_weights clip ...`)."""
+    from flax import nnx
+
+    from m3cvc_jax.errors import WeightsError
+    from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
+    from m3cvc_jax.weights import assign_params, load_checkpoint
+
+    meta, params = load_checkpoint(directory, family="clip")
+    cfg = dict(meta["config"])
+    if cfg.pop("kind", "full") != "full":
+        raise WeightsError(f"{directory}: a text-only CLIP checkpoint; CLIP-sim needs the vision tower")
+    model = nnx.eval_shape(lambda: CLIPModel(CLIPConfig.from_dict(cfg), dtype=dtype, rngs=nnx.Rngs(0)))
+    assign_params(model, params, source=directory)
+    return model
