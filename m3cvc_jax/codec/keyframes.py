@@ -1,0 +1,202 @@
+"""Keyframe selection (pure, jittable over precomputed or on-the-fly features).
+
+Methods (`KeyframeConfig.method`):
+  m3cvc     M3-CVC's sequential rule. With F_l the current keyframe, frame n scores
+              D(F_n, F_l) = λ1·(1 − cos(v_n, v_l)) + λ2·m(F_l, F_n) − D_th
+            (v = CLIP image embeddings, m = motion magnitude of the flow F_l -> F_n) and becomes the new
+            keyframe when D > 0, which then replaces F_l for the frames after it. Frame 0 is always a
+            keyframe, and a keyframe is forced when the clip from F_l to F_n would exceed
+            `max_clip_length` frames (the video model's window; clip counted keyframe to keyframe,
+            both included, so keyframes are at most max_clip_length − 1 frames apart).
+  semantic  the same with λ2 = 0 (the paper's ablation); no flow is computed.
+  cmvc      CMVC: the first and last frames, and in each uniform interval in between the frame least
+            CLIP-similar to the previous keyframe (chosen in order, so "previous" is the one just picked).
+            The interior frames 1..T−2 are split into ceil((T − 1) / interval) − 1 near-equal intervals,
+            so keyframes are `interval` apart on average, like `fixed`.
+  fixed     every `interval`-th frame from 0.
+
+Motion magnitude m: the mean over pixels of the flow vector length, divided by the frame diagonal
+sqrt(H² + W²) (so 0.01 = an average displacement of 1% of the diagonal), independent of resolution.
+
+Everything returns a `Decision` of per-frame arrays (T static); `keyframe_indices` turns it into a list
+on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from m3cvc_jax.errors import ConfigError
+
+METHODS = ("m3cvc", "cmvc", "fixed", "semantic")
+F32 = jnp.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyframeConfig:
+    """Mirrors `configs/m3cvc.py`'s `keyframes` block (set with `--set keyframes.FIELD=VALUE`)."""
+
+    method: str = "m3cvc"
+    lambda1: float = 1.0  # weight of the CLIP semantic change 1 − cos
+    lambda2: float = 1.0  # weight of the motion magnitude (see module docstring)
+    threshold: float = 0.25  # D_th
+    max_clip_length: int = 16  # SEINE's window
+    interval: int = 8  # fixed interval; CMVC's nominal interval length
+    clip_model: str = "vit-b-32"  # used by the host-side runner only
+    flow_model: str = "raft_small"  # raft_small | raft_large | tiny | classical (host-side runner only)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"keyframes.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.max_clip_length < 2:
+            raise ConfigError(f"keyframes.max_clip_length must be >= 2, got {self.max_clip_length}")
+        if self.interval < 1:
+            raise ConfigError(f"keyframes.interval must be >= 1, got {self.interval}")
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any]) -> "KeyframeConfig":
+        """From a config block (dict or ConfigDict); unknown fields are an error."""
+        d = dict(d)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown keyframes option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    @property
+    def uses_motion(self) -> bool:
+        return self.method == "m3cvc" and self.lambda2 != 0
+
+
+class Decision(NamedTuple):
+    is_keyframe: jax.Array  # (T,) bool
+    score: jax.Array  # (T,) D before forcing (NaN where not defined: fixed/cmvc, frame 0)
+    semantic: jax.Array  # (T,) 1 − cos against the reference keyframe at that time
+    motion: jax.Array  # (T,) motion magnitude against the reference keyframe (0 when not used)
+
+
+def keyframe_indices(decision: Decision) -> list[int]:
+    """Host side: the sorted keyframe positions."""
+    return [int(i) for i in np.flatnonzero(np.asarray(decision.is_keyframe))]
+
+
+def motion_magnitude(flow: jax.Array) -> jax.Array:
+    """Mean flow length over pixels / frame diagonal, for flow `(..., H, W, 2)` -> `(...)`."""
+    h, w = flow.shape[-3], flow.shape[-2]
+    length = jnp.sqrt(jnp.sum(jnp.square(flow.astype(F32)), axis=-1))
+    return jnp.mean(length, axis=(-2, -1)) / math.hypot(h, w)
+
+
+def _cosine_distance(a: jax.Array, b: jax.Array) -> jax.Array:
+    a, b = a.astype(F32), b.astype(F32)
+    cos = jnp.sum(a * b, -1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + 1e-12)
+    return 1.0 - cos
+
+
+def _sequential(embeddings: jax.Array, payload: Any, motion: Callable[[Any, Any], jax.Array] | None,
+                cfg: KeyframeConfig) -> Decision:
+    """The M3-CVC scan. payload: per-frame pytree (frames, or indices into a table); the carry keeps the
+    keyframe's embedding and payload, `motion(ref_payload, payload_n)` scores the pair."""
+    lam2 = 0.0 if cfg.method == "semantic" else cfg.lambda2
+    t = embeddings.shape[0]
+    first = jax.tree.map(lambda x: x[0], payload)
+
+    def step(carry, x):
+        last, v_ref, p_ref = carry
+        n, v_n, p_n = x
+        sem = _cosine_distance(v_n, v_ref)
+        mot = motion(p_ref, p_n).astype(F32) if (motion is not None and lam2 != 0) else jnp.zeros((), F32)
+        score = cfg.lambda1 * sem + lam2 * mot - cfg.threshold
+        forced = (n == 0) | (n - last >= cfg.max_clip_length - 1)
+        key = forced | (score > 0)
+        new = jax.tree.map(lambda a, b: jnp.where(key, a, b), (n, v_n, p_n), (last, v_ref, p_ref))
+        return new, (key, jnp.where(n == 0, jnp.nan, score), sem, mot)
+
+    init = (jnp.zeros((), jnp.int32), embeddings[0], first)
+    xs = (jnp.arange(t, dtype=jnp.int32), embeddings, payload)
+    _, (key, score, sem, mot) = jax.lax.scan(step, init, xs)
+    return Decision(key, score, sem, mot)
+
+
+def m3cvc_select(embeddings: jax.Array, frames: Any, motion_fn: Callable[[Any, Any], jax.Array] | None,
+                 cfg: KeyframeConfig) -> Decision:
+    """M3-CVC / semantic selection with flow computed on the fly against the current keyframe.
+
+    embeddings (T, D); frames: per-frame pytree with leading axis T (e.g. (T, H, W, 3) images, or cached
+    per-frame flow features); motion_fn(ref, frame) -> scalar motion magnitude (e.g. RAFT + `motion_magnitude`).
+    The motion function runs once per frame (T calls in one `lax.scan`); with λ2 = 0 it is not traced.
+    """
+    return _sequential(embeddings, frames, motion_fn, cfg)
+
+
+def m3cvc_select_table(embeddings: jax.Array, motion_table: jax.Array, cfg: KeyframeConfig) -> Decision:
+    """M3-CVC / semantic selection from a precomputed table `motion_table[l, n] = m(F_l, F_n)` (T, T)."""
+    idx = jnp.arange(embeddings.shape[0], dtype=jnp.int32)
+    return _sequential(embeddings, idx, lambda ref, n: motion_table[ref, n], cfg)
+
+
+def _cmvc_intervals(t: int, interval: int) -> tuple[np.ndarray, np.ndarray]:
+    """Static (K, L) frame indices of CMVC's interior intervals and their validity mask."""
+    count = max(0, math.ceil((t - 1) / interval) - 1) if t > 2 else 0
+    count = min(count, t - 2) if t > 2 else 0
+    if count == 0:
+        return np.zeros((0, 1), np.int32), np.zeros((0, 1), bool)
+    edges = np.linspace(1, t - 1, count + 1).round().astype(int)  # interior frames 1..t-2 split evenly
+    length = int(max(np.diff(edges)))
+    idx = np.zeros((count, length), np.int32)
+    valid = np.zeros((count, length), bool)
+    for k in range(count):
+        span = np.arange(edges[k], edges[k + 1])
+        idx[k, :len(span)] = span
+        valid[k, :len(span)] = True
+    return idx, valid
+
+
+def cmvc_select(embeddings: jax.Array, cfg: KeyframeConfig) -> Decision:
+    """CMVC: first, last, and per uniform interval the frame least similar to the previous keyframe."""
+    t = embeddings.shape[0]
+    idx, valid = _cmvc_intervals(t, cfg.interval)
+    key = jnp.zeros((t,), bool).at[0].set(True).at[t - 1].set(True)
+    sem = jnp.zeros((t,), F32)
+    if idx.shape[0]:
+        def step(v_ref, x):
+            frames, ok = x
+            dist = _cosine_distance(embeddings[frames], v_ref[None])
+            pick = frames[jnp.argmax(jnp.where(ok, dist, -jnp.inf))]
+            return embeddings[pick], (pick, dist)
+
+        _, (picks, dists) = jax.lax.scan(step, embeddings[0], (jnp.asarray(idx), jnp.asarray(valid)))
+        key = key.at[picks].set(True)
+        sem = sem.at[idx[valid]].set(dists[valid])  # static numpy mask: fine under jit
+    nan = jnp.full((t,), jnp.nan, F32)
+    return Decision(key, nan, sem, jnp.zeros((t,), F32))
+
+
+def fixed_select(num_frames: int, cfg: KeyframeConfig) -> Decision:
+    """Every `interval`-th frame, from frame 0."""
+    key = (jnp.arange(num_frames) % cfg.interval) == 0
+    zeros = jnp.zeros((num_frames,), F32)
+    return Decision(key, jnp.full((num_frames,), jnp.nan, F32), zeros, zeros)
+
+
+def select(embeddings: jax.Array, cfg: KeyframeConfig, *, frames: Any = None,
+           motion_fn: Callable[[Any, Any], jax.Array] | None = None,
+           motion_table: jax.Array | None = None) -> Decision:
+    """Dispatch on `cfg.method`. m3cvc needs `motion_table`, or `frames` and `motion_fn` (unless λ2 = 0)."""
+    if cfg.method == "fixed":
+        return fixed_select(embeddings.shape[0], cfg)
+    if cfg.method == "cmvc":
+        return cmvc_select(embeddings, cfg)
+    if cfg.uses_motion:
+        if motion_table is not None:
+            return m3cvc_select_table(embeddings, motion_table, cfg)
+        if frames is None or motion_fn is None:
+            raise ConfigError("keyframes.method=m3cvc with lambda2 != 0 needs a flow model (frames and motion_fn)")
+    return m3cvc_select(embeddings, jnp.zeros((embeddings.shape[0],)) if frames is None else frames,
+                        motion_fn, cfg)

@@ -1,0 +1,159 @@
+"""Keyframe decisions on constructed feature sequences with known answers, and jit/no-jit equivalence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from m3cvc_jax.codec.keyframes import (
+    KeyframeConfig, cmvc_select, fixed_select, keyframe_indices, m3cvc_select, m3cvc_select_table,
+    motion_magnitude, select,
+)
+from m3cvc_jax.errors import ConfigError
+
+D = 16
+
+
+def _unit(i, noise=0.0, seed=0):
+    v = np.zeros(D, np.float32)
+    v[i] = 1.0
+    return v + noise * np.random.default_rng(seed).normal(size=D).astype(np.float32)
+
+
+def _scene(n, i, seed):
+    return np.stack([_unit(i, 0.01, seed * 100 + k) for k in range(n)])
+
+
+def _linear_motion(speed):
+    """Motion grows with the distance to the reference: what a slow pan gives against a fixed keyframe."""
+    return lambda ref, n: speed * jnp.abs(n - ref).astype(jnp.float32)
+
+
+def test_scene_cut_starts_a_keyframe():
+    emb = np.concatenate([_scene(10, 0, 1), _scene(10, 1, 2)])
+    table = np.zeros((20, 20), np.float32)
+    d = m3cvc_select_table(jnp.asarray(emb), jnp.asarray(table), KeyframeConfig())
+    assert keyframe_indices(d) == [0, 10]
+    assert float(d.semantic[10]) > 0.9 and float(d.semantic[11]) < 0.01  # the reference switched at 10
+
+
+def test_static_scene_only_forced_keyframes():
+    emb = np.repeat(_unit(3)[None], 40, axis=0)
+    cfg = KeyframeConfig(max_clip_length=16)
+    d = m3cvc_select_table(jnp.asarray(emb), jnp.zeros((40, 40)), cfg)
+    # Clips are at most 16 frames keyframe-to-keyframe inclusive: keyframes 15 apart.
+    assert keyframe_indices(d) == [0, 15, 30]
+    assert np.all(np.asarray(d.score)[1:] < 0)
+
+
+def test_slow_pan_motion_triggers_and_resets_against_new_keyframe():
+    t = 30
+    emb = np.repeat(_unit(2)[None], t, axis=0)
+    cfg = KeyframeConfig(lambda1=1.0, lambda2=1.0, threshold=0.25, max_clip_length=100)
+    frames = jnp.arange(t, dtype=jnp.int32)
+    d = m3cvc_select(jnp.asarray(emb), frames, _linear_motion(0.03), cfg)
+    # 0.03 * 9 = 0.27 > 0.25 first at 9 frames from the current keyframe, and again 9 after each new one.
+    assert keyframe_indices(d) == [0, 9, 18, 27]
+    np.testing.assert_allclose(np.asarray(d.motion)[9:12], [0.27, 0.03, 0.06], rtol=1e-5)
+    # The precomputed-table variant gives the same decision.
+    n = np.arange(t)
+    table = 0.03 * np.abs(n[None] - n[:, None]).astype(np.float32)
+    d2 = m3cvc_select_table(jnp.asarray(emb), jnp.asarray(table), cfg)
+    assert keyframe_indices(d2) == keyframe_indices(d)
+    np.testing.assert_allclose(np.asarray(d2.score), np.asarray(d.score), rtol=1e-6)
+
+
+def test_semantic_only_ignores_motion():
+    t = 30
+    emb = np.repeat(_unit(2)[None], t, axis=0)
+    calls = []
+
+    def motion(ref, n):
+        calls.append(1)
+        return 10.0 * jnp.abs(n - ref).astype(jnp.float32)
+
+    d = select(jnp.asarray(emb), KeyframeConfig(method="semantic", max_clip_length=100),
+               frames=jnp.arange(t), motion_fn=motion)
+    assert keyframe_indices(d) == [0] and not calls
+    assert float(jnp.max(d.motion)) == 0.0
+
+
+def test_semantic_drift_is_measured_against_the_keyframe_not_the_previous_frame():
+    # A slow rotation: each step is tiny (consecutive cos ~ 1) but it accumulates against the keyframe.
+    t = 40
+    angles = np.linspace(0, np.pi / 2, t)
+    emb = np.zeros((t, D), np.float32)
+    emb[:, 0], emb[:, 1] = np.cos(angles), np.sin(angles)
+    cfg = KeyframeConfig(method="semantic", threshold=0.1, max_clip_length=100)
+    d = select(jnp.asarray(emb), cfg)
+    keys = keyframe_indices(d)
+    step = angles[1]
+    first = int(np.ceil(np.arccos(0.9) / step))  # 1 - cos > 0.1 first here
+    assert keys[:2] == [0, first] and len(keys) >= 3
+    assert keys[2] - keys[1] == first
+
+
+def test_cmvc_picks_least_similar_frame_per_interval():
+    t = 33  # interval 8: interior 1..31 split into [1, 11), [11, 22), [22, 32)
+    emb = np.repeat(_unit(0)[None], t, axis=0)
+    emb[5] = _unit(1)  # the least similar to frame 0 in [1, 11)
+    emb[7] = 0.7 * _unit(0) + 0.3 * _unit(1)
+    emb[11:22] = _unit(1)  # like the new reference (frame 5) ...
+    emb[13] = 0.5 * _unit(1) + 0.5 * _unit(2)
+    emb[17] = _unit(2)  # ... except 17: picked
+    emb[22:32] = _unit(2)
+    emb[25] = 0.5 * _unit(2) + 0.5 * _unit(0)
+    emb[30] = _unit(0)  # least similar to frame 17 (not to frame 0, which it equals)
+    d = cmvc_select(jnp.asarray(emb), KeyframeConfig(method="cmvc", interval=8))
+    assert keyframe_indices(d) == [0, 5, 17, 30, 32]
+
+
+def test_cmvc_short_videos():
+    # ceil((T - 1) / interval) - 1 interior intervals: none up to T = interval + 1.
+    for t, want in [(1, [0]), (2, [0, 1]), (3, [0, 2]), (9, [0, 8])]:
+        emb = np.random.default_rng(t).normal(size=(t, D)).astype(np.float32)
+        d = cmvc_select(jnp.asarray(emb), KeyframeConfig(method="cmvc", interval=8))
+        assert keyframe_indices(d) == want, t
+    emb = np.repeat(_unit(0)[None], 10, axis=0)
+    emb[4] = _unit(1)
+    assert keyframe_indices(cmvc_select(jnp.asarray(emb), KeyframeConfig(method="cmvc", interval=8))) == [0, 4, 9]
+
+
+def test_fixed_interval():
+    assert keyframe_indices(fixed_select(33, KeyframeConfig(method="fixed", interval=8))) == [0, 8, 16, 24, 32]
+
+
+def test_motion_magnitude_is_mean_length_over_diagonal():
+    flow = np.zeros((30, 40, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 3.0, 4.0  # length 5 everywhere
+    np.testing.assert_allclose(float(motion_magnitude(jnp.asarray(flow))), 5.0 / 50.0, rtol=1e-6)
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="method"):
+        KeyframeConfig(method="nope")
+    with pytest.raises(ConfigError, match="unknown keyframes option"):
+        KeyframeConfig.from_mapping({"method": "m3cvc", "lambda3": 1})
+    assert KeyframeConfig.from_mapping({"method": "fixed", "interval": 4}).interval == 4
+    with pytest.raises(ConfigError, match="flow model"):
+        select(jnp.zeros((4, D)), KeyframeConfig())
+
+
+@pytest.mark.parametrize("method", ["m3cvc", "semantic", "cmvc", "fixed"])
+def test_jit_equals_no_jit(method):
+    t = 33
+    rng = np.random.default_rng(7)
+    emb = jnp.asarray(np.cumsum(rng.normal(size=(t, D)), axis=0).astype(np.float32))
+    frames = jnp.asarray(rng.normal(size=(t, 8, 8, 2)).astype(np.float32))
+    cfg = KeyframeConfig(method=method, threshold=0.05, lambda2=0.5, interval=6)
+
+    def run(emb, frames):
+        return select(emb, cfg, frames=frames, motion_fn=lambda a, b: motion_magnitude(b - a))
+
+    with jax.disable_jit():
+        eager = run(emb, frames)
+    jitted = jax.jit(run)(emb, frames)
+    for a, b in zip(eager, jitted):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-6)
+    keys = keyframe_indices(jitted)
+    assert keys[0] == 0 and len(keys) >= 2
