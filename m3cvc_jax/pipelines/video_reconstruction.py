@@ -1,0 +1,253 @@
+"""Clips rebuilt from decoded keyframes and clip text with SEINE (prediction or interpolation).
+
+One window is SEINE's sampling script (`sample_scripts/with_mask_sample.py`) made functional: the given
+keyframe(s) are placed in a 16-frame pixel window (other frames 0 = grey after masking), the window is
+VAE-encoded (a posterior sample, x 0.18215, as the script does), and the UNet denoises 4 latent
+channels with the frame mask and the masked-video latent concatenated to its input, under classifier-
+free guidance against the empty prompt; the latents are then decoded.
+
+Modes: `prediction` (mask `first1`: keyframe i given, the following frames generated) and
+`interpolation` (`onelast1`: keyframes i and i+1 at both ends). Clips longer than a window are chained:
+each further window is conditioned on the last frame generated so far (prediction windows), and in
+interpolation mode the final window ends on keyframe i+1; a final window that needs fewer than 16 frames
+is sampled at 16 and evenly subsampled (keeping both ends). Output frame rate (nearest-frame retiming
+from SEINE's native rate) and resolution are set in the config.
+
+Deviation from the reference, on by default (`keep_keyframes`): after sampling, the latents of the
+given frames are replaced by the encoded keyframes (SEINE leaves the model's own reproduction there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from m3cvc_jax.diffusion import sampler as sampler_lib
+from m3cvc_jax.diffusion import seine_masks
+from m3cvc_jax.diffusion.ddim import DDIMScheduler
+from m3cvc_jax.diffusion.ddpm import DDPMScheduler
+from m3cvc_jax.diffusion.guidance import CFGCond, guided
+from m3cvc_jax.diffusion.respacing import space_timesteps
+from m3cvc_jax.diffusion.schedules import NoiseSchedule
+from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+
+SAMPLERS = ("ddpm", "ddim")
+MAX_SIDE = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoReconstructionConfig:
+    """window: frames per SEINE call. height/width: generation size (multiples of 8, at most 512);
+    out_height/out_width: output size (None: the generation size). source_fps: SEINE's frame rate;
+    out_fps: output rate (None: unchanged). sampler: 'ddpm' (SEINE's default) or 'ddim', both respaced
+    to `num_steps` with guided-diffusion's `space_timesteps`."""
+
+    window: int = 16
+    height: int = 320
+    width: int = 512
+    out_height: int | None = None
+    out_width: int | None = None
+    source_fps: float = 8.0
+    out_fps: float | None = None
+    sampler: str = "ddpm"
+    num_steps: int = 250
+    cfg_scale: float = 8.0
+    keep_keyframes: bool = True
+    sample_posterior: bool = True
+    latent_scale: float = 0.18215
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if v % 8 or not 8 <= v <= MAX_SIDE:
+                raise ConfigError(f"{name} must be a multiple of 8 in [8, {MAX_SIDE}], got {v}")
+        for name in ("out_height", "out_width"):
+            v = getattr(self, name)
+            if v is not None and not 1 <= v <= MAX_SIDE:
+                raise ConfigError(f"{name} must be in [1, {MAX_SIDE}], got {v}")
+        if self.window < 3:
+            raise ConfigError(f"window must be at least 3 frames, got {self.window}")
+        if not 1 <= self.num_steps <= 1000:
+            raise ConfigError(f"num_steps must be in [1, 1000], got {self.num_steps}")
+        if self.source_fps <= 0 or (self.out_fps is not None and self.out_fps <= 0):
+            raise ConfigError("frame rates must be positive")
+
+
+def seine_scheduler(sampler: str = "ddpm", num_steps: int = 250):
+    """SEINE's `create_diffusion(str(num_steps))` chain: DDPM (fixed-large variance) or DDIM (eta 0),
+    epsilon prediction, no x0 clipping, the original timestep numbers given to the network."""
+    schedule = NoiseSchedule.seine()
+    if sampler == "ddpm":
+        return DDPMScheduler.respaced(schedule, str(num_steps))
+    if sampler == "ddim":
+        kept = sorted(space_timesteps(schedule.num_train_timesteps, str(num_steps)), reverse=True)
+        return DDIMScheduler.create(schedule, timesteps=kept, eta=0.0, clip_sample=False, set_alpha_to_one=True)
+    raise ConfigError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+
+
+@struct.dataclass
+class SeineCond:
+    """What SEINE's UNet sees besides x_t: text embeddings, latent frame mask, masked-video latent."""
+
+    text: jax.Array  # (B, L, D)
+    mask: jax.Array  # (B, T, h, w, 1)
+    masked: jax.Array  # (B, T, h, w, 4)
+
+
+def seine_model_fn(graphdef: nnx.GraphDef):
+    """`model_fn(state, x, t, SeineCond) -> eps` for the diffusion sampler."""
+
+    def model_fn(state, x, t, cond: SeineCond):
+        unet = nnx.merge(graphdef, state)
+        return unet(seine_masks.unet_input(x, cond.mask, cond.masked), t, cond.text)
+
+    return model_fn
+
+
+def sample_window(model_fn, state, scheduler, cond: SeineCond, null_text: jax.Array, cfg_scale, *,
+                  key: jax.Array | None = None, x_T: jax.Array | None = None,
+                  noises: jax.Array | None = None) -> jax.Array:
+    """Latents of one window, guided as SEINE's `forward_with_cfg` ([cond; uncond] in one batch).
+
+    model_fn must be `guided(seine_model_fn(...))` built once by the caller (jit caches on it).
+    """
+    b, t, h, w, _ = cond.masked.shape
+    uncond = SeineCond(jnp.broadcast_to(null_text, (b, *null_text.shape[-2:])), cond.mask, cond.masked)
+    return sampler_lib.sample(model_fn, state, x_T, scheduler, CFGCond(cond, uncond, cfg_scale), key=key,
+                              shape=(b, t, h, w, 4), noises=noises)
+
+
+def retime(num_frames: int, source_fps: float, out_fps: float | None) -> np.ndarray:
+    """Indices of the source frames shown at `out_fps` (nearest earlier frame), same duration."""
+    if out_fps is None or out_fps == source_fps:
+        return np.arange(num_frames)
+    n_out = max(1, int(round(num_frames * out_fps / source_fps)))
+    return np.minimum(np.floor(np.arange(n_out) * source_fps / out_fps + 1e-9).astype(int), num_frames - 1)
+
+
+def subsample(num_have: int, num_want: int) -> np.ndarray:
+    """`num_want` evenly spread indices into `num_have` frames, both ends included."""
+    return np.round(np.linspace(0, num_have - 1, num_want)).astype(int)
+
+
+class VideoReconstructor:
+    """SEINE + VAE with the jitted pieces built once. `text`/`null_text`: CLIP embeddings `(1, L, D)` of
+    the clip description and of the empty prompt (the negative prompt of SEINE's configs)."""
+
+    def __init__(self, unet: VideoUNet, vae, config: VideoReconstructionConfig = VideoReconstructionConfig()):
+        self.config = config
+        graphdef, self.state = nnx.split(unet)
+        self.vae_graphdef, self.vae_state = nnx.split(vae)
+        self.scheduler = seine_scheduler(config.sampler, config.num_steps)
+        self._model_fn = guided(seine_model_fn(graphdef), batched=True)
+        self._sample = jax.jit(functools.partial(sample_window, self._model_fn))
+        self._encode = jax.jit(self._encode_impl)
+        self._decode = jax.jit(self._decode_impl)
+
+    def _encode_impl(self, vae_state, frames: jax.Array, key: jax.Array) -> jax.Array:
+        from m3cvc_jax.nn.vae import sample_posterior
+
+        vae = nnx.merge(self.vae_graphdef, vae_state)
+        b, t = frames.shape[:2]
+        mean, logvar = vae.encode(frames.reshape(b * t, *frames.shape[2:]))
+        z = sample_posterior(mean, logvar, key) if self.config.sample_posterior else mean
+        return (z * self.config.latent_scale).reshape(b, t, *z.shape[1:])
+
+    def _decode_impl(self, vae_state, latents: jax.Array) -> jax.Array:
+        vae = nnx.merge(self.vae_graphdef, vae_state)
+        b, t = latents.shape[:2]
+        x = vae.decode(latents.reshape(b * t, *latents.shape[2:]) / self.config.latent_scale)
+        return jnp.clip(x, -1.0, 1.0).reshape(b, t, *x.shape[1:])
+
+    def _fit(self, image: jax.Array) -> jax.Array:
+        """(B, H, W, 3) in [-1, 1] at the generation size (bilinear, as SEINE's ResizeVideo)."""
+        cfg = self.config
+        image = jnp.asarray(image, jnp.float32)
+        if image.ndim == 3:
+            image = image[None]
+        if image.shape[1:3] == (cfg.height, cfg.width):
+            return image
+        return jax.image.resize(image, (image.shape[0], cfg.height, cfg.width, image.shape[-1]), "bilinear",
+                                antialias=False)
+
+    def window(self, first: jax.Array, last: jax.Array | None, mode: str, text: jax.Array,
+               null_text: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One SEINE window: (frames (B, window, H, W, 3) in [-1, 1], latents (B, window, h, w, 4))."""
+        cfg = self.config
+        mask_type = seine_masks.mask_type_for(mode)
+        mask = seine_masks.frame_mask(mask_type, cfg.window)
+        first = self._fit(first)
+        last = None if last is None else self._fit(last)
+        video = seine_masks.window_video(first, last, mask_type, cfg.window)
+        enc_key, sample_key = jax.random.split(key)
+        masked = self._encode(self.vae_state, seine_masks.masked_video(video, mask), enc_key)
+        b, _, h, w, _ = masked.shape
+        lat_mask = seine_masks.latent_mask(mask, b, (h, w))
+        text = jnp.broadcast_to(jnp.asarray(text, jnp.float32), (b, *text.shape[-2:]))
+        cond = SeineCond(text, lat_mask, masked)
+        latents = self._sample(self.state, self.scheduler, cond, jnp.asarray(null_text, jnp.float32),
+                               jnp.float32(cfg.cfg_scale), key=sample_key)
+        if cfg.keep_keyframes:
+            latents = jnp.where(lat_mask == 0, masked, latents)
+        return self._decode(self.vae_state, latents), latents
+
+    def clip(self, first: jax.Array, last: jax.Array | None, num_frames: int, mode: str, text: jax.Array,
+             null_text: jax.Array, key: jax.Array) -> jax.Array:
+        """`num_frames` frames at SEINE's rate starting on `first` (and, in interpolation mode, ending on
+        `last`), chained over windows; then retimed and resized per the config. Returns (B, N, H, W, 3)."""
+        cfg = self.config
+        seine_masks.mask_type_for(mode)
+        if num_frames < 1:
+            raise ConfigError(f"a clip needs at least one frame, got {num_frames}")
+        if mode == "interpolation" and num_frames < 2:
+            raise ConfigError("interpolation needs at least 2 frames (both keyframes)")
+        step = cfg.window - 1
+        frames, start, index = [], self._fit(first), 0
+        have = 1  # frames produced so far, counting the first keyframe
+        while True:
+            remaining = num_frames - have
+            final = remaining <= step
+            wmode = "interpolation" if (mode == "interpolation" and final) else "prediction"
+            out, _ = self.window(start, last if wmode == "interpolation" else None, wmode, text, null_text,
+                                 jax.random.fold_in(key, index))
+            if wmode == "interpolation":
+                out = out[:, subsample(cfg.window, remaining + 1)]
+            else:
+                out = out[:, : min(cfg.window, remaining + 1)]
+            frames.append(out if index == 0 else out[:, 1:])
+            have += out.shape[1] - 1
+            if final:
+                break
+            start, index = out[:, -1], index + 1
+        video = jnp.concatenate(frames, axis=1)[:, :num_frames]
+        return self.finish(video)
+
+    def finish(self, video: jax.Array) -> jax.Array:
+        """Apply the output frame rate and resolution."""
+        cfg = self.config
+        video = video[:, retime(video.shape[1], cfg.source_fps, cfg.out_fps)]
+        oh, ow = cfg.out_height or cfg.height, cfg.out_width or cfg.width
+        if (oh, ow) != video.shape[2:4]:
+            b, t = video.shape[:2]
+            video = jax.image.resize(video, (b, t, oh, ow, video.shape[-1]), "bilinear")
+        return video
+
+
+def load_video_unet(directory: str, *, dtype: Any = jnp.float32) -> VideoUNet:
+    """A converted SEINE checkpoint (`python -m convert_weights seine ...`) as a VideoUNet."""
+    from m3cvc_jax.weights import assign_params, load_checkpoint
+
+    meta, params = load_checkpoint(directory, family="seine")
+    config = VideoUNetConfig(**meta["config"])
+    model = nnx.eval_shape(lambda: VideoUNet(config, dtype=dtype, rngs=nnx.Rngs(0)))
+    assign_params(model, params, source=directory)
+    return model
