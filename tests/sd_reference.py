@@ -34,6 +34,16 @@ def _alias(key: str) -> str:
     return key.replace("Conv2d_0.", "conv.")
 
 
+def abstract(build):
+    """Build a module without initialising it (each eager init op compiles separately: seconds here)."""
+    return nnx.eval_shape(build)
+
+
+def call(model: nnx.Module, method: str = "__call__", *args, **kwargs):
+    """One jitted call of `model.method` (one compile instead of one per eager op)."""
+    return nnx.jit(lambda m, *a: getattr(m, method)(*a, **kwargs))(model, *args)
+
+
 def load_from_torch(model: nnx.Module, module, rename=_alias) -> None:
     """Map a torch module's state dict onto `model` with the converters' code (map_onto + assign_params)."""
     shapes = {path_key(p): tuple(v.get_value().shape) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
