@@ -23,7 +23,7 @@ from flax import nnx
 from convert_weights.core import abstract_shapes, map_onto
 from convert_weights.ldm_names import UNET_PREFIX, renamer, unet_table
 from convert_weights.sd_source import config_dict, read_component
-from m3cvc_jax.errors import WeightsError
+from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.nn.unet import CROSS_DOWN, CROSS_UP, PLAIN_DOWN, PLAIN_UP, UNet2DConditionModel, UNetConfig
 from m3cvc_jax.weights import save_checkpoint
 
@@ -58,7 +58,7 @@ def infer_config(sd: dict[str, np.ndarray]) -> UNetConfig:
         proj = next(sd[f"input_blocks.{i}.1.proj_in.weight"] for i, a in zip(first, attn) if a)
         linear = proj.ndim == 2
         to_k = next(v for k, v in sd.items() if k.endswith("attn2.to_k.weight"))
-        return UNetConfig(
+        cfg = UNetConfig(
             in_channels=sd["input_blocks.0.0.weight"].shape[1], out_channels=sd["out.2.weight"].shape[0],
             block_out_channels=ch, layers_per_block=layers,
             down_block_types=tuple(CROSS_DOWN if a else PLAIN_DOWN for a in attn),
@@ -67,6 +67,10 @@ def infer_config(sd: dict[str, np.ndarray]) -> UNetConfig:
             num_attention_heads=tuple(c // 64 for c in ch) if linear else 8)
     except (KeyError, ValueError, IndexError, StopIteration) as e:
         raise WeightsError(f"cannot infer the UNet config from the weights ({e!r}); pass --config") from None
+    if any(c % 32 for c in cfg.block_out_channels):
+        raise WeightsError(f"widths {cfg.block_out_channels} are not multiples of SD's 32 norm groups: "
+                           "the groups cannot be inferred from the weights; pass --config")
+    return cfg
 
 
 def load_reference(src: str, config: str | None = None, extra_in_channels: int = 0
@@ -106,7 +110,7 @@ def convert_params(cfg: UNetConfig, sd, rename, *, source: str = "checkpoint") -
 
 def convert(src: str, dst: str, config: str | None = None, extra_in_channels: int = 0) -> str:
     if extra_in_channels < 0:
-        raise WeightsError(f"--extra-in-channels must be >= 0, got {extra_in_channels}")
+        raise ConfigError(f"--extra-in-channels must be >= 0, got {extra_in_channels}")
     cfg, sd, rename = load_reference(src, config, extra_in_channels)
     params = convert_params(cfg, sd, rename, source=src)
     return save_checkpoint(dst, family="sd-unet", config=dataclasses.asdict(cfg), params=params)

@@ -37,13 +37,17 @@ def infer_config(sd: dict[str, np.ndarray]) -> VAEConfig:
     try:
         n = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.(\d+)\.", k)))
         layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k)))
-        return VAEConfig(
+        cfg = VAEConfig(
             in_channels=sd["encoder.conv_in.weight"].shape[1], out_channels=sd["decoder.conv_out.weight"].shape[0],
             block_out_channels=tuple(sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(n)),
             layers_per_block=layers, latent_channels=sd["decoder.conv_in.weight"].shape[1],
             use_quant_conv="quant_conv.weight" in sd, use_post_quant_conv="post_quant_conv.weight" in sd)
     except (KeyError, ValueError) as e:
         raise WeightsError(f"cannot infer the VAE config from the weights ({e}); pass --config") from None
+    if any(c % 32 for c in cfg.block_out_channels):
+        raise WeightsError(f"widths {cfg.block_out_channels} are not multiples of SD's 32 norm groups: "
+                           "the groups cannot be inferred from the weights; pass --config")
+    return cfg
 
 
 def load_reference(src: str, config: str | None = None) -> tuple[VAEConfig, dict[str, np.ndarray], Callable]:
