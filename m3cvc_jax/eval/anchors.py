@@ -233,10 +233,10 @@ class VTM:
 ANCHORS = {"x264": "libx264", "x265": "libx265", "svtav1": "libsvtav1", "vvenc": "libvvenc"}
 
 
-def _vtm_factory(vtm: str | None = None, vtm_cfg: str | None = None, **_):
+def _vtm_factory(vtm: str | None = None, vtm_cfg: str | None = None, rate_points: Sequence[int] | None = None, **_):
     if not vtm or not vtm_cfg:
         raise ConfigError("codec vtm needs --vtm PATH/TO/EncoderApp and --vtm-cfg PATH/TO/encoder_lowdelay_P_vtm.cfg")
-    return VTM(vtm, vtm_cfg)
+    return VTM(vtm, vtm_cfg, **({"rate_points": tuple(rate_points)} if rate_points else {}))
 
 
 def _anchor_factory(cls):

@@ -1,0 +1,113 @@
+"""`m3cvc eval DATASET --codecs ours,x264,x265 --out DIR`: rate-distortion evaluation against the anchors.
+
+DATASET is a folder of videos, one video, or `uvg`, `mcl-jcv`, `hevc-b`, `hevc-c` under `--data-root` (see
+`m3cvc_jax/eval/datasets.py` for the expected layout). Writes OUT/results.csv, curves.csv, bdrate.csv,
+summary.md, rd_<metric>.png and grid_<sequence>.png; re-running resumes from results.csv.
+"""
+
+from __future__ import annotations
+
+import os
+
+from m3cvc_jax.errors import ConfigError
+
+DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="rate-distortion evaluation of codecs on a dataset", description=DESCRIPTION)
+    p.add_argument("dataset", metavar="DATASET", help="folder, video file, or uvg | mcl-jcv | hevc-b | hevc-c")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--codecs", default="x264,x265", help="comma-separated codec names (default: x264,x265)")
+    p.add_argument("--anchor", default=None, help="BD-rate anchor (default: vtm, vvenc, x265 or x264, if evaluated)")
+    p.add_argument("--data-root", default=None, help="root of the manual downloads (default: $M3CVC_DATA)")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated among psnr, ms_ssim, lpips, clip_sim (default: psnr, ms_ssim, and lpips / "
+                        "clip_sim when their weights are given)")
+    p.add_argument("--lpips-weights", default=None, help="converted LPIPS checkpoint (python -m convert_weights lpips)")
+    p.add_argument("--clip-weights", default=None, help="converted CLIP checkpoint (python -m convert_weights clip)")
+    p.add_argument("--rate-points", action="append", default=[], metavar="CODEC=V1,V2",
+                   help="override a codec's rate points (QPs for the anchors); repeatable")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=320)
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames per sequence")
+    p.add_argument("--start-time", type=float, default=0.0)
+    p.add_argument("--vtm", default=None, help="path of VTM's EncoderApp (enables codec vtm)")
+    p.add_argument("--vtm-cfg", default=None, help="VTM low-delay P cfg (encoder_lowdelay_P_vtm.cfg)")
+    p.add_argument("--preset", default=None, help="preset of codec 'ours'")
+    p.add_argument("--weights", default=None, help="weights folder of codec 'ours'")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config override for codec 'ours'; repeatable")
+    p.add_argument("--ablation", default=None, metavar="CONFIG",
+                   help="run the ablation rows of CONFIG (e.g. configs/ablations/table1.py) as codecs 'ours[row]'")
+    p.add_argument("--per-device", type=int, default=4, help="frames per device in one metric batch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from m3cvc_jax.eval import ablations, report, runner, sharding
+    from m3cvc_jax.eval.codecs import make_codec
+    from m3cvc_jax.eval.datasets import list_sequences
+    from m3cvc_jax.io.video import PreprocessConfig
+
+    sharding.maybe_initialize_distributed()
+    label, sequences = list_sequences(args.dataset, args.data_root)
+    pre = PreprocessConfig(width=args.width, height=args.height, fps=args.fps, start_time=args.start_time,
+                           max_frames=args.max_frames)
+    rate_points = runner.parse_rate_points(args.rate_points)
+    options = dict(vtm=args.vtm, vtm_cfg=args.vtm_cfg, preset=args.preset, weights=args.weights,
+                   overrides=tuple(args.overrides))
+    names = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    if not names:
+        raise ConfigError("--codecs is empty")
+    codecs = {}
+    for name in names:
+        codecs[name] = make_codec(name, rate_points=rate_points.get(name), **options)
+    if args.ablation:
+        for row_name, codec in ablations.ablation_codecs(args.ablation, **options).items():
+            codecs[row_name] = codec
+
+    metric_names = _metric_names(args)
+    metric_names, dropped = runner.usable_metrics(metric_names, args.height, args.width)
+    batch = sharding.BatchMetrics(_metric_objects(metric_names, args), per_device=args.per_device)
+    settings = runner.EvalSettings(out=args.out, metrics=metric_names, preprocess=pre, rate_points=rate_points,
+                                   progress=not args.no_progress)
+    rows = runner.evaluate(label, sequences, codecs, batch, settings)
+    anchor = args.anchor or next((a for a in ("vtm", "vvenc", "x265", "x264") if a in codecs), None)
+    if args.anchor and args.anchor not in codecs:
+        raise ConfigError(f"--anchor {args.anchor} is not among the evaluated codecs ({', '.join(codecs)})")
+    notes = [f"metric dropped: {d}" for d in dropped]
+    written = report.write_report(args.out, rows, anchor=anchor, dataset=label, notes=notes)
+    print(f"evaluated {len(sequences)} sequence(s) x {len(codecs)} codec(s): {len(rows)} points")
+    for kind, path in written.items():
+        print(f"{kind:10s} {os.path.relpath(path)}")
+    return 0
+
+
+def _metric_names(args) -> list[str]:
+    if args.metrics:
+        names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        for n in names:
+            if n not in ("psnr", "ms_ssim", "lpips", "clip_sim"):
+                raise ConfigError(f"unknown metric {n!r}; one of psnr, ms_ssim, lpips, clip_sim")
+        if "lpips" in names and not args.lpips_weights:
+            raise ConfigError("metric lpips needs --lpips-weights DIR (python -m convert_weights lpips ...)")
+        if "clip_sim" in names and not args.clip_weights:
+            raise ConfigError("metric clip_sim needs --clip-weights DIR (python -m convert_weights clip ...)")
+        return names
+    names = ["psnr", "ms_ssim"]
+    if args.lpips_weights:
+        names.append("lpips")
+    if args.clip_weights:
+        names.append("clip_sim")
+    return names
+
+
+def _metric_objects(names, args):
+    from m3cvc_jax.eval import metrics, sharding
+
+    lp = {"lpips": metrics.load_lpips(args.lpips_weights)} if "lpips" in names else None
+    clip = sharding.clip_embedder(metrics.load_clip_model(args.clip_weights)) if "clip_sim" in names else None
+    return sharding.default_metrics(names, lpips_models=lp, clip=clip)

@@ -1,0 +1,188 @@
+"""The evaluation loop: every sequence x codec x rate point -> real file -> decoded frames -> metrics.
+
+Results go to `OUT/results.csv` (one row per sequence, codec and rate point; rewritten atomically after each
+row, so an interrupted run resumes where it stopped), the bitstreams to `OUT/streams/<sequence>/<codec>/`,
+and the middle frame of every decode to `OUT/frames/<sequence>/` for the visual grid. bpp is always the
+bitstream file's size: bytes · 8 / (W · H · frames).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from m3cvc_jax.errors import ConfigError, M3CVCError
+from m3cvc_jax.eval.codecs import Codec
+from m3cvc_jax.eval.datasets import Sequence as Seq, load_sequence
+from m3cvc_jax.io.video import PreprocessConfig
+
+BASE_FIELDS = ("dataset", "sequence", "codec", "rate_point", "width", "height", "frames", "fps", "bytes", "bpp",
+               "encode_s", "decode_s")
+MS_SSIM_MIN_SIDE = 161
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    out: str
+    metrics: Sequence[str] = ("psnr", "ms_ssim")
+    preprocess: PreprocessConfig = PreprocessConfig()
+    rate_points: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)  # codec -> override
+    progress: bool = True
+
+
+def results_path(out: str) -> str:
+    return os.path.join(out, "results.csv")
+
+
+def read_results(path: str) -> list[dict]:
+    """Rows of a results CSV with numbers parsed back."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k, v in r.items():
+            if k in ("dataset", "sequence", "codec", "rate_point"):
+                continue
+            try:
+                r[k] = float(v) if v not in ("", None) else float("nan")
+            except ValueError:
+                pass
+    return rows
+
+
+def write_results(path: str, rows: list[dict], metric_names: Sequence[str]) -> None:
+    fields = list(BASE_FIELDS) + [m for m in metric_names if m not in BASE_FIELDS]
+    extra = sorted({k for r in rows for k in r} - set(fields))
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".csv", dir=directory)
+    with os.fdopen(fd, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields + extra)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(v) for k, v in r.items()})
+    os.replace(tmp, path)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.6g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.6e}"
+    return v
+
+
+def _key(dataset, sequence, codec, rate_point) -> tuple:
+    return (str(dataset), str(sequence), str(codec), str(rate_point))
+
+
+def evaluate(
+    dataset: str,
+    sequences: Sequence[Seq],
+    codecs: Mapping[str, Codec],
+    batch_metrics,
+    settings: EvalSettings,
+) -> list[dict]:
+    """Run the loop; `batch_metrics(a, b) -> {name: per-frame values}` (e.g. `sharding.BatchMetrics`)."""
+    from tqdm.auto import tqdm
+
+    os.makedirs(settings.out, exist_ok=True)
+    csv_path = results_path(settings.out)
+    rows = read_results(csv_path)
+    done = {_key(r["dataset"], r["sequence"], r["codec"], r["rate_point"]) for r in rows}
+    points = {name: list(settings.rate_points.get(name) or codec.rate_points) for name, codec in codecs.items()}
+    total = len(sequences) * sum(len(p) for p in points.values())
+    metric_names = [m for m in settings.metrics]
+    bar = tqdm(total=total, desc=f"eval {dataset}", unit="point", disable=not settings.progress)
+    try:
+        for seq in sequences:
+            todo = [(c, rp) for c in codecs for rp in points[c] if _key(dataset, seq.name, c, rp) not in done]
+            bar.update(sum(len(p) for p in points.values()) - len(todo))
+            if not todo:
+                continue
+            video = load_sequence(seq, settings.preprocess)
+            frames = video.frames
+            t, h, w, _ = frames.shape
+            frame_dir = os.path.join(settings.out, "frames", seq.name)
+            os.makedirs(frame_dir, exist_ok=True)
+            _save_png(os.path.join(frame_dir, "gt.png"), frames[t // 2])
+            for codec_name, rp in todo:
+                bar.set_postfix_str(f"{seq.name} {codec_name}@{rp}")
+                row = _one_point(dataset, seq.name, codec_name, codecs[codec_name], rp, video, batch_metrics, settings)
+                _save_png(os.path.join(frame_dir, f"{codec_name}_{rp}.png"), row.pop("_middle"))
+                rows.append(row)
+                write_results(csv_path, rows, metric_names)
+                bar.update(1)
+    finally:
+        bar.close()
+    return rows
+
+
+def _one_point(dataset, seq_name, codec_name, codec, rp, video, batch_metrics, settings) -> dict:
+    frames = video.frames
+    t, h, w, _ = frames.shape
+    workdir = os.path.join(settings.out, "streams", seq_name, codec_name)
+    t0 = time.perf_counter()
+    path = codec.encode(frames, video.fps, rp, workdir)
+    t1 = time.perf_counter()
+    decoded = np.asarray(codec.decode(path))
+    t2 = time.perf_counter()
+    if not os.path.isfile(path):
+        raise M3CVCError(f"codec {codec_name} reported {path}, which does not exist")
+    if decoded.shape != frames.shape or decoded.dtype != np.uint8:
+        raise M3CVCError(
+            f"codec {codec_name} at {rp} decoded {decoded.dtype} {decoded.shape}, expected uint8 {frames.shape}"
+        )
+    nbytes = os.path.getsize(path)
+    values = batch_metrics(frames, decoded)
+    row = {
+        "dataset": dataset, "sequence": seq_name, "codec": codec_name, "rate_point": str(rp),
+        "width": w, "height": h, "frames": t, "fps": float(video.fps), "bytes": nbytes,
+        "bpp": nbytes * 8.0 / (w * h * t), "encode_s": t1 - t0, "decode_s": t2 - t1,
+    }
+    for name, v in values.items():
+        row[name] = float(np.mean(v))
+    row["_middle"] = decoded[t // 2]
+    return row
+
+
+def _save_png(path: str, frame: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.asarray(frame, np.uint8)).save(path)
+
+
+def usable_metrics(names: Sequence[str], height: int, width: int) -> tuple[list[str], list[str]]:
+    """(metrics computable at this frame size, dropped ones with the reason)."""
+    keep, dropped = [], []
+    for n in names:
+        if n == "ms_ssim" and min(height, width) < MS_SSIM_MIN_SIDE:
+            dropped.append(f"ms_ssim needs frames of at least {MS_SSIM_MIN_SIDE} px, these are {width}x{height}")
+        else:
+            keep.append(n)
+    return keep, dropped
+
+
+def parse_rate_points(specs: Sequence[str]) -> dict[str, list[Any]]:
+    """["x264=51,45,39", "ours=0,1"] -> {"x264": [51, 45, 39], "ours": [0, 1]} (numbers where they parse)."""
+    out: dict[str, list[Any]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not name or not values:
+            raise ConfigError(f"--rate-points {spec!r}: expected CODEC=V1,V2,...")
+        out[name] = [_num(v) for v in values.split(",") if v]
+    return out
+
+
+def _num(v: str):
+    try:
+        return int(v)
+    except ValueError:
+        try:
+            return float(v)
+        except ValueError:
+            return v

@@ -1,0 +1,187 @@
+"""`m3cvc eval` end to end on tiny clips with a real anchor and a stand-in for "ours"; datasets; ablations."""
+
+import csv
+import os
+import zlib
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from m3cvc_jax.cli import main as cli_main
+from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.eval import ablations, codecs, datasets
+from m3cvc_jax.eval.anchors import ffmpeg_exe
+from m3cvc_jax.io.video import PreprocessConfig, Video, preprocess, write_mp4
+
+
+class ToyCodec:
+    """Stands in for "ours": quantise pixels by the rate point, zlib the bytes, a real file either way."""
+
+    name = "toy"
+    rate_points = (64, 16, 4)
+
+    def __init__(self, log):
+        self.log = log
+
+    def encode(self, frames, fps, rate_point, workdir):
+        os.makedirs(workdir, exist_ok=True)
+        q = (frames // rate_point).astype(np.uint8)
+        path = os.path.join(workdir, f"toy_{rate_point}.bin")
+        header = np.asarray(frames.shape + (rate_point,), np.uint32).tobytes()
+        with open(path, "wb") as f:
+            f.write(header + zlib.compress(q.tobytes(), 9))
+        self.log.append(("encode", rate_point))
+        return path
+
+    def decode(self, path):
+        with open(path, "rb") as f:
+            data = f.read()
+        t, h, w, c, step = np.frombuffer(data[:20], np.uint32)
+        q = np.frombuffer(zlib.decompress(data[20:]), np.uint8).reshape(t, h, w, c)
+        return np.clip(q.astype(np.int32) * step + step // 2, 0, 255).astype(np.uint8)
+
+
+def _clip(seed, t=12, h=180, w=190):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = rng.uniform(0, 6.28, size=3)
+    frames = [np.stack([128 + 100 * np.sin(xx / (9 + 3 * c) + base[c] + 0.4 * i) * np.cos(yy / 13.0) for c in range(3)], -1)
+              for i in range(t)]
+    return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def toy_registered(monkeypatch):
+    log = []
+    monkeypatch.setitem(codecs._REGISTRY, "toy", lambda rate_points=None, **_: ToyCodec(log))
+    return log
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_command_end_to_end(tmp_path, toy_registered, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(2):
+        write_mp4(folder / f"clip{i}.mp4", Video(_clip(i), Fraction(16)))
+    out = tmp_path / "out"
+    argv = ["eval", str(folder), "--codecs", "x264,toy", "--out", str(out), "--width", "176", "--height", "168",
+            "--fps", "8", "--max-frames", "4", "--rate-points", "x264=45,35,25", "--anchor", "x264", "--no-progress"]
+    assert cli_main(argv) == 0
+    rows = _read_csv(out / "results.csv")
+    assert len(rows) == 2 * (3 + 3)
+    for r in rows:
+        assert (int(r["width"]), int(r["height"]), int(r["frames"]), float(r["fps"])) == (176, 168, 4, 8.0)
+        stream_dir = out / "streams" / r["sequence"] / r["codec"]
+        stream = [p for p in stream_dir.iterdir() if p.name.split("_")[1].split(".")[0] == r["rate_point"]
+                  and not p.name.endswith(".size")]
+        assert len(stream) == 1
+        nbytes = stream[0].stat().st_size
+        assert int(r["bytes"]) == nbytes
+        assert float(r["bpp"]) == pytest.approx(nbytes * 8 / (176 * 168 * 4), rel=1e-5)
+        assert 10 < float(r["psnr"]) < 60 and 0 < float(r["ms_ssim"]) <= 1
+    # Recompute one row's PSNR independently from the stored stream.
+    r = next(r for r in rows if r["codec"] == "toy" and r["rate_point"] == "16" and r["sequence"] == "clip0")
+    from m3cvc_jax.eval.datasets import list_sequences, load_sequence
+
+    seq = [s for s in list_sequences(str(folder))[1] if s.name == "clip0"][0]
+    gt = load_sequence(seq, PreprocessConfig(width=176, height=168, fps=8, max_frames=4)).frames
+    dec = ToyCodec([]).decode(str(out / "streams" / "clip0" / "toy" / "toy_16.bin"))
+    mse = ((gt.astype(np.float64) - dec) ** 2).mean(axis=(1, 2, 3))
+    assert float(r["psnr"]) == pytest.approx(np.mean(10 * np.log10(255**2 / mse)), abs=1e-3)
+    # Quality rises and size grows with the rate for both codecs.
+    for codec, order in (("x264", ["45", "35", "25"]), ("toy", ["64", "16", "4"])):
+        pts = {x["rate_point"]: x for x in rows if x["codec"] == codec and x["sequence"] == "clip1"}
+        bpps = [float(pts[k]["bpp"]) for k in order]
+        assert bpps == sorted(bpps)
+    summary = (out / "summary.md").read_text()
+    assert "BD-rate (%) against **x264**" in summary and "| toy |" in summary
+    bd = _read_csv(out / "bdrate.csv")
+    assert {b["metric"] for b in bd} == {"psnr", "ms_ssim"}
+    for name in ("rd_psnr.png", "rd_ms_ssim.png", "grid_clip0.png"):
+        assert (out / name).stat().st_size > 1000, name
+    assert "results" not in capsys.readouterr().err
+
+    # A second run resumes: nothing is encoded again and the rows stay.
+    toy_registered.clear()
+    assert cli_main(argv) == 0
+    assert toy_registered == [] and len(_read_csv(out / "results.csv")) == 12
+
+
+def test_eval_command_user_errors(tmp_path, capsys):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    write_mp4(folder / "a.mp4", Video(_clip(0, t=2, h=32, w=32), Fraction(8)))
+    assert cli_main(["eval", str(folder), "--codecs", "h263", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("m3cvc: error: unknown codec 'h263'")
+    assert cli_main(["eval", str(folder), "--metrics", "lpips", "--out", str(tmp_path / "o")]) == 2
+    assert "--lpips-weights" in capsys.readouterr().err
+    assert cli_main(["eval", "hevc-b", "--out", str(tmp_path / "o"), "--data-root", str(tmp_path)]) == 2
+    assert "HEVC_B" in capsys.readouterr().err
+
+
+def test_raw_yuv_layout_and_conversion(tmp_path):
+    import subprocess
+
+    root = tmp_path / "root"
+    (root / "HEVC_C").mkdir(parents=True)
+    rgb = _clip(3, t=10, h=48, w=64)
+    yuv = root / "HEVC_C" / "RaceHorses_64x48_30.yuv"
+    # ffmpeg makes the raw file (BT.601 limited range, what SD-sized test sequences use).
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x48", "-i", "-",
+                    "-sws_flags", "bicubic+accurate_rnd+full_chroma_int", "-pix_fmt", "yuv420p", "-f", "rawvideo", str(yuv)],
+                   input=rgb.tobytes(), check=True)
+    label, seqs = datasets.list_sequences("hevc-c", str(root))
+    assert label == "hevc-c" and [s.name for s in seqs] == ["RaceHorses"]
+    assert (seqs[0].width, seqs[0].height, seqs[0].fps, seqs[0].bit_depth) == (64, 48, 30, 8)
+    video = datasets.load_sequence(seqs[0], PreprocessConfig(width=None, height=None, fps=None))
+    assert video.frames.shape == rgb.shape and video.fps == 30
+    # Chroma subsampling loses detail; the colour matrix must still match ffmpeg's on average.
+    assert np.abs(video.frames.astype(int) - rgb).mean() < 6
+    small = datasets.load_sequence(seqs[0], PreprocessConfig(width=32, height=16, fps=8))
+    assert small.frames.shape == (3, 16, 32, 3) and small.fps == 8
+
+
+@pytest.mark.parametrize("n,src,fps,start,max_frames", [(25, 25, 8, 0.0, None), (31, 30, 8, 0.3, None),
+                                                        (10, 24, 7, 0.0, 2), (9, 8, None, 0.5, None)])
+def test_raw_frame_selection_matches_video_io(n, src, fps, start, max_frames):
+    marks = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    cfg = PreprocessConfig(width=None, height=None, fps=fps, start_time=start, max_frames=max_frames)
+    want = preprocess(Video(marks, Fraction(src)), cfg).frames[:, 0, 0, 0].tolist()
+    assert datasets.select_indices(n, src, cfg) == want
+
+
+def test_dataset_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("M3CVC_DATA", raising=False)
+    with pytest.raises(ConfigError, match="--data-root"):
+        datasets.list_sequences("uvg", None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no videos"):
+        datasets.list_sequences(str(tmp_path / "empty"))
+    with pytest.raises(Exception, match="_<W>x<H>_<fps>"):
+        datasets.raw_format("foo.yuv")
+
+
+def test_table1_ablation_rows(monkeypatch):
+    import importlib
+
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", "ablations", "table1.py")
+    rows = ablations.load_rows(path)
+    names = [n for n, _ in rows]
+    assert names[0] == "full" and {"kf_fixed_interval", "kf_lambda2_0", "turns_1", "turns_2", "turns_4",
+                                    "mode_interpolation", "mode_prediction"} <= set(names)
+    m3cvc_config = importlib.import_module("configs.m3cvc").get_config("paper")
+    ablations.check_overrides(rows, m3cvc_config)  # every key is a real field of the codec config
+    with pytest.raises(ConfigError, match="not a field"):
+        ablations.check_overrides([("x", ("keyframes.nope=1",))], m3cvc_config)
+
+    made = []
+    monkeypatch.setitem(codecs._REGISTRY, "ours", lambda overrides=(), **kw: made.append(overrides) or ToyCodec([]))
+    got = ablations.ablation_codecs(path, overrides=("seed=1",), preset="tiny")
+    assert list(got) == [f"ours[{n}]" for n in names]
+    assert made[names.index("turns_2")] == ("seed=1", "dialogue.turns=2")
