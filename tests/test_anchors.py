@@ -119,3 +119,10 @@ def test_vtm_real_binary(tmp_path):
     frames = _clip(t=2)
     path = codec.encode(frames, 8, 43, str(tmp_path))
     assert os.path.getsize(path) > 0 and codec.decode(path).shape == frames.shape
+
+
+@pytest.mark.parametrize("name", ["x264", "x265"])
+def test_encoder_option_strings_are_not_in_the_stream(name, tmp_path):
+    path = make_codec(name).encode(_clip(t=2), 8, 51, str(tmp_path))
+    data = open(path, "rb").read()
+    assert b"options:" not in data and b"x265 (build" not in data and b"x264 - core" not in data

@@ -3,7 +3,8 @@
 All run low-delay (no B-frames / no picture reordering, one intra picture at the start unless the GOP says
 otherwise) and sweep a constant QP reaching each codec's lowest rates, as the paper's anchors do. Each
 encode writes the raw elementary stream (`.264`, `.265`, `.obu`, `.266`: no container overhead), so
-bpp = file bytes · 8 / (W·H·T) is the real cost. Decoding goes back through ffmpeg to RGB.
+bpp = file bytes · 8 / (W·H·T) is the real cost. x264's and x265's informational SEI messages (their option
+strings, 0.5-2 KB) are removed, as they would dominate ultra-low-rate streams. Decoding goes back through ffmpeg to RGB.
 
 RGB <-> YUV: ffmpeg's swscale with BT.601 limited range both ways (accurate rounding), so the colour
 conversion costs the same for every anchor. ffmpeg is the static build in the `imageio-ffmpeg` wheel
@@ -155,7 +156,10 @@ class X264(FFmpegCodec):
         super().__init__("x264", "libx264", ".264", "h264", tuple(rate_points), preset=preset)
 
     def args(self, qp, num_frames):
-        return ["-preset", self.preset, "-bf", "0", "-g", str(max(num_frames, 1)), "-qp", str(qp)]
+        # x264 writes its whole option string as an SEI (~550 bytes): at 0.01 bpp that would be most of the
+        # stream, so SEI units (non-normative) are dropped; the stream stays decodable.
+        return ["-preset", self.preset, "-bf", "0", "-g", str(max(num_frames, 1)), "-qp", str(qp),
+                "-bsf:v", "filter_units=remove_types=6"]
 
 
 class X265(FFmpegCodec):
@@ -163,8 +167,9 @@ class X265(FFmpegCodec):
         super().__init__("x265", "libx265", ".265", "hevc", tuple(rate_points), preset=preset)
 
     def args(self, qp, num_frames):
-        params = f"bframes=0:keyint={max(num_frames, 1)}:qp={qp}:log-level=error"
-        return ["-preset", self.preset, "-x265-params", params]
+        # info=0 and no SEI: x265's settings SEI alone is ~2 KB (see X264.args).
+        params = f"bframes=0:keyint={max(num_frames, 1)}:qp={qp}:info=0:log-level=error"
+        return ["-preset", self.preset, "-x265-params", params, "-bsf:v", "filter_units=remove_types=39|40"]
 
 
 class SVTAV1(FFmpegCodec):
