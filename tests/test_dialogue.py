@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.lmm import dialogue
 from m3cvc_jax.lmm.chat import format_chat
 from m3cvc_jax.lmm.describers import (
@@ -111,6 +111,8 @@ def test_fixed_none_and_override_describers(tmp_path):
         fixed.describe_clip(CLIP, "k1")
     none = make_describer("none")
     assert none.describe_keyframe(FRAME, None) == "" and none.describe_clip(CLIP, "") == ""
+    with pytest.raises(WeightsError, match="convert_weights qwen2-vl"):
+        make_describer("qwen2-vl", weights_dir=str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="unknown describer"):
         make_describer("gpt")
     with pytest.raises(ConfigError):

@@ -71,6 +71,16 @@ def _hf_inputs(ids, **vision):
     return out
 
 
+def _forward(model, ids, **vision):
+    """Our logits, jitted (one compilation is much cheaper than eager op-by-op dispatch)."""
+    from flax import nnx
+
+    grids = {k: v for k, v in vision.items() if k.endswith("grid_thw")}
+    pixels = {k: v for k, v in vision.items() if not k.endswith("grid_thw")}
+    positions, _ = get_rope_index(ids, CFG, **grids)
+    return np.asarray(nnx.jit(lambda m, i, p, px: m(i, p, **px, **grids)[0])(model, ids, positions, pixels))
+
+
 def test_qwen2_vl_sharded_index_written(pair):
     _, _, src = pair
     assert os.path.isfile(os.path.join(src, "model.safetensors.index.json"))
@@ -79,13 +89,15 @@ def test_qwen2_vl_sharded_index_written(pair):
 
 @pytest.mark.parity
 def test_qwen2_vl_parity_image_logits(pair):
+    """Two images of different sizes in one prompt: separate attention blocks, features in order."""
     ref, ours, _ = pair
     rng = np.random.default_rng(1)
-    ids = _ids(rng, IMAGE_GRID, CFG.image_token_id)
-    pixels = rng.standard_normal((24, PATCH_DIM)).astype(np.float32)
+    grids = IMAGE_GRID + ((1, 2, 4),)
+    ids = np.concatenate([_ids(rng, IMAGE_GRID, CFG.image_token_id), _ids(rng, grids[1:], CFG.image_token_id)], 1)
+    pixels = rng.standard_normal((24 + 8, PATCH_DIM)).astype(np.float32)
     with torch.no_grad():
-        want = ref(**_hf_inputs(ids, pixel_values=pixels, image_grid_thw=np.asarray(IMAGE_GRID))).logits.numpy()
-    got, _ = ours(ids, pixel_values=pixels, image_grid_thw=IMAGE_GRID)
+        want = ref(**_hf_inputs(ids, pixel_values=pixels, image_grid_thw=np.asarray(grids))).logits.numpy()
+    got = _forward(ours, ids, pixel_values=pixels, image_grid_thw=grids)
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
 
 
@@ -97,21 +109,29 @@ def test_qwen2_vl_parity_video_logits(pair):
     pixels = rng.standard_normal((48, PATCH_DIM)).astype(np.float32)
     with torch.no_grad():
         want = ref(**_hf_inputs(ids, pixel_values_videos=pixels, video_grid_thw=np.asarray(VIDEO_GRID))).logits.numpy()
-    got, _ = ours(ids, pixel_values_videos=pixels, video_grid_thw=VIDEO_GRID)
+    got = _forward(ours, ids, pixel_values_videos=pixels, video_grid_thw=VIDEO_GRID)
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parity
 def test_qwen2_vl_parity_rope_index(pair):
+    """Two images and a video in one row, plus a left-padded second row."""
     ref, _, _ = pair
     rng = np.random.default_rng(3)
-    ids = np.concatenate([_ids(rng, IMAGE_GRID, CFG.image_token_id), _ids(rng, IMAGE_GRID, CFG.image_token_id)], 1)
-    grids = IMAGE_GRID * 2
+    row = np.concatenate([_ids(rng, IMAGE_GRID, CFG.image_token_id), _ids(rng, VIDEO_GRID, CFG.video_token_id),
+                          _ids(rng, IMAGE_GRID, CFG.image_token_id)], 1)
+    short = _ids(rng, IMAGE_GRID, CFG.image_token_id)
+    ids = np.zeros((2, row.shape[1]), np.int64)
+    ids[0], ids[1, -short.shape[1]:] = row[0], short[0]
+    mask = ids != 0
+    mask[0] = True
+    images, videos = IMAGE_GRID * 3, VIDEO_GRID
     want, want_d = ref.model.get_rope_index(
         torch.from_numpy(ids), mm_token_type_ids=torch.from_numpy(mm_token_type_ids(ids, CFG)),
-        image_grid_thw=torch.tensor(grids),
+        image_grid_thw=torch.tensor(images), video_grid_thw=torch.tensor(videos),
+        attention_mask=torch.from_numpy(mask).long(),
     )
-    got, got_d = get_rope_index(ids, CFG, image_grid_thw=grids)
+    got, got_d = get_rope_index(ids, CFG, image_grid_thw=images, video_grid_thw=videos, attention_mask=mask)
     np.testing.assert_array_equal(got, want.numpy())
     np.testing.assert_array_equal(got_d, want_d.numpy())
 
@@ -168,6 +188,16 @@ def test_qwen2_vl_converter_reports_missing_keys(pair, tmp_path):
         json.dump(json.load(open(os.path.join(src, "config.json"))), f)
     with pytest.raises(WeightsError, match="missing.*blocks.1.mlp.fc2"):
         conv.convert(str(folder), str(tmp_path / "out"))
+
+
+def test_qwen2_vl_converter_cli(pair, tmp_path):
+    from convert_weights.__main__ import main
+
+    _, _, src = pair
+    assert main(["qwen2-vl", src, str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "config.json").is_file()
+    assert (tmp_path / "cli" / "tokenizer" / "generation_config.json").is_file()  # SRC's side files travel along
+    assert main(["qwen2-vl", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
 
 
 def test_qwen2_vl_config_roundtrip():

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import jax
 import numpy as np
 
-from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.lmm import dialogue
 from m3cvc_jax.lmm.chat import build_inputs
 from m3cvc_jax.lmm.generate import Generator, SamplingConfig
@@ -188,6 +188,11 @@ def make_describer(
         from m3cvc_jax.lmm.model_io import load_model, random_model
         from m3cvc_jax.lmm.tokenizer import load_tokenizer
 
+        if weights_dir and not os.path.isfile(os.path.join(weights_dir, "config.json")):
+            raise WeightsError(
+                f"{weights_dir}: no converted Qwen2-VL weights; make them with "
+                f"`python -m convert_weights qwen2-vl <transformers Qwen2-VL folder> {weights_dir}`"
+            )
         model = load_model(weights_dir) if weights_dir else random_model(preset, seed=seed)
         chat = Qwen2VLChat(model, load_tokenizer(weights_dir), sampling=sampling, seed=seed, value_range=value_range)
         return DialogueDescriber(chat, dialogue.load_templates(templates, prompt_overrides),

@@ -2,7 +2,7 @@
 
 Mirrors transformers' `Qwen2VisionTransformerPretrainedModel`. Patches arrive flattened as the processor
 makes them, `(num_patches, C * T * P * P)`, for any number of images/videos; their grids `(t, h, w)` are
-static Python ints, so positions and the block-diagonal attention mask are built on the host.
+static Python ints, so positions and the per-slice attention blocks are laid out on the host.
 """
 
 from __future__ import annotations
@@ -90,13 +90,21 @@ class VisionAttention(nnx.Module):
         self.proj = nnx.Linear(d, d, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.num_heads = cfg.num_heads
 
-    def __call__(self, x: jax.Array, angles: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, angles: jax.Array, grid_thw: Grid) -> jax.Array:
         n = x.shape[0]
         q, k, v = jnp.moveaxis(self.qkv(x).reshape(n, 3, self.num_heads, -1), 1, 0)
         q = apply_rotary(q, angles[:, None, :], interleaved=False)
         k = apply_rotary(k, angles[:, None, :], interleaved=False)
-        out = dot_product_attention(q[None], k[None], v[None], mask=mask)[0]
-        return self.proj(out.reshape(n, -1))
+        # The reference's cu_seqlens make attention block-diagonal, one block per temporal slice of each
+        # image/video. The blocks of one grid entry have equal size, so each entry is one batched attention
+        # over its t slices: the same result as a block-diagonal mask without the (N, N) logits.
+        outs, start = [], 0
+        for t, h, w in grid_thw:
+            size = t * h * w
+            sl = lambda a: a[start:start + size].reshape(t, h * w, *a.shape[1:])  # noqa: E731
+            outs.append(dot_product_attention(sl(q), sl(k), sl(v)).reshape(size, -1))
+            start += size
+        return self.proj(jnp.concatenate(outs, 0) if len(outs) > 1 else outs[0])
 
 
 class VisionMlp(nnx.Module):
@@ -118,8 +126,8 @@ class Qwen2VLVisionBlock(nnx.Module):
         self.attn = VisionAttention(cfg, rngs=rngs, **kw)
         self.mlp = VisionMlp(cfg, rngs=rngs, **kw)
 
-    def __call__(self, x: jax.Array, angles: jax.Array, mask: jax.Array) -> jax.Array:
-        x = x + self.attn(self.norm1(x), angles, mask)
+    def __call__(self, x: jax.Array, angles: jax.Array, grid_thw: Grid) -> jax.Array:
+        x = x + self.attn(self.norm1(x), angles, grid_thw)
         return x + self.mlp(self.norm2(x))
 
 
@@ -163,12 +171,6 @@ def vision_positions(grid_thw: Grid, merge: int) -> np.ndarray:
     return np.concatenate(out, 0)
 
 
-def vision_segments(grid_thw: Grid) -> np.ndarray:
-    """Segment id per patch: each temporal slice of each image/video attends only within itself."""
-    sizes = [h * w for t, h, w in grid_thw for _ in range(t)]
-    return np.repeat(np.arange(len(sizes)), sizes)
-
-
 class Qwen2VisionTransformer(nnx.Module):
     def __init__(self, cfg: Qwen2VLVisionConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
         kw = dict(dtype=dtype, param_dtype=param_dtype)
@@ -185,9 +187,9 @@ class Qwen2VisionTransformer(nnx.Module):
         inv_freq = inverse_frequencies(head_dim // 2, self.cfg.rope_theta)
         pos = jnp.asarray(vision_positions(grid_thw, self.cfg.spatial_merge_size), jnp.float32)
         angles = (pos[:, :, None] * inv_freq).reshape(pos.shape[0], -1)
-        seg = jnp.asarray(vision_segments(grid_thw))
-        mask = seg[:, None] == seg[None, :]
+        if sum(t * h * w for t, h, w in grid_thw) != patches.shape[0]:
+            raise ValueError(f"{patches.shape[0]} patches do not match the grids {grid_thw}")
         x = self.patch_embed(patches)
         for block in self.blocks:
-            x = block(x, angles, mask)
+            x = block(x, angles, grid_thw)
         return self.merger(x)
