@@ -10,6 +10,7 @@ port recomputes them, so here they are checked against the recomputed values and
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -47,19 +48,24 @@ def check_rotary(state_dict: dict[str, np.ndarray], rotary_dim: int, *, source: 
     return len(keys)
 
 
+@functools.lru_cache(maxsize=4)
+def model_shapes(config) -> dict[str, tuple[int, ...]]:
+    """Flat key -> shape of our VideoUNet for a config (traced once per config)."""
+    from flax import nnx
+
+    from m3cvc_jax.nn.video_unet import VideoUNet
+
+    return abstract_shapes(lambda: VideoUNet(config, rngs=nnx.Rngs(0)))
+
+
 def _rename(key: str) -> str | None:
     return None if key.endswith("rotary_emb.freqs") else key
 
 
 def convert_state_dict(state_dict: dict[str, np.ndarray], config, *, source: str = "checkpoint") -> dict[str, np.ndarray]:
     """Reference state dict -> our flat params (float32), strictly."""
-    from flax import nnx
-
-    from m3cvc_jax.nn.video_unet import VideoUNet
-
     check_rotary(state_dict, config.rotary_dim, source=source)
-    shapes = abstract_shapes(lambda: VideoUNet(config, rngs=nnx.Rngs(0)))
-    params = map_onto(shapes, state_dict, rename=_rename, source=source)
+    params = map_onto(model_shapes(config), state_dict, rename=_rename, source=source)
     return {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
 
 
