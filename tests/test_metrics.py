@@ -10,6 +10,11 @@ from skimage.metrics import structural_similarity
 from m3cvc_jax.eval import metrics
 
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+# Jitted once per shape and shared by the tests (eager MS-SSIM dispatches hundreds of small ops).
+ms_ssim = jax.jit(metrics.ms_ssim)
+ssim = jax.jit(metrics.ssim)
+psnr = jax.jit(metrics.psnr)
+MS_SHAPE = (2, 171, 197, 3)  # odd sides: exercises the padded 2x2 pooling
 
 
 def _pair(shape, seed=0, noise=20.0):
@@ -58,7 +63,7 @@ def _np_ms_ssim(x, y):
 
 def test_psnr_matches_numpy_per_frame():
     a, b = _pair((3, 32, 48, 3))
-    got = np.asarray(metrics.psnr(jnp.asarray(a), jnp.asarray(b)))
+    got = np.asarray(psnr(jnp.asarray(a), jnp.asarray(b)))
     mse = ((a.astype(np.float64) - b) ** 2).mean(axis=(1, 2, 3))
     np.testing.assert_allclose(got, 10 * np.log10(255**2 / mse), rtol=1e-5)
     assert got.shape == (3,)
@@ -73,7 +78,7 @@ def test_psnr_signed_input_equals_uint8_input():
 
 def test_ssim_matches_skimage():
     a, b = _pair((2, 40, 56, 3), seed=1)
-    got = np.asarray(metrics.ssim(jnp.asarray(a), jnp.asarray(b)))
+    got = np.asarray(ssim(jnp.asarray(a), jnp.asarray(b)))
     for i in range(2):
         ref = structural_similarity(
             a[i], b[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1
@@ -83,22 +88,22 @@ def test_ssim_matches_skimage():
 
 
 def test_ms_ssim_matches_numpy_reference_with_odd_sizes():
-    a, b = _pair((2, 171, 197, 3), seed=2)
-    got = np.asarray(jax.jit(metrics.ms_ssim)(jnp.asarray(a), jnp.asarray(b)))
+    a, b = _pair(MS_SHAPE, seed=2)
+    got = np.asarray(ms_ssim(jnp.asarray(a), jnp.asarray(b)))
     for i in range(2):
         ref = np.mean([_np_ms_ssim(a[i, ..., c].astype(np.float64), b[i, ..., c].astype(np.float64)) for c in range(3)])
         np.testing.assert_allclose(got[i], ref, atol=1e-5)
     assert 0.1 < got.min() < 0.99
-    np.testing.assert_allclose(metrics.ms_ssim(jnp.asarray(a), jnp.asarray(a)), 1.0, atol=1e-6)
+    np.testing.assert_allclose(ms_ssim(jnp.asarray(a), jnp.asarray(a)), 1.0, atol=1e-6)
 
 
 def test_ms_ssim_matches_pytorch_msssim():
     torch = pytest.importorskip("torch")
     pm = pytest.importorskip("pytorch_msssim", reason="pytorch_msssim (optional cross-check) is not installed")
-    a, b = _pair((2, 176, 168, 3), seed=3)
+    a, b = _pair(MS_SHAPE, seed=3)
     t = lambda x: torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2)
     ref = pm.ms_ssim(t(a), t(b), data_range=255, size_average=False).numpy()
-    np.testing.assert_allclose(metrics.ms_ssim(jnp.asarray(a), jnp.asarray(b)), ref, atol=1e-5)
+    np.testing.assert_allclose(ms_ssim(jnp.asarray(a), jnp.asarray(b)), ref, atol=1e-5)
 
 
 def test_ms_ssim_rejects_small_frames():
@@ -109,8 +114,8 @@ def test_ms_ssim_rejects_small_frames():
 
 def test_metrics_keep_leading_axes():
     a, b = _pair((2, 3, 24, 24, 3))
-    assert metrics.psnr(jnp.asarray(a), jnp.asarray(b)).shape == (2, 3)
-    assert metrics.ssim(jnp.asarray(a), jnp.asarray(b)).shape == (2, 3)
+    assert psnr(jnp.asarray(a), jnp.asarray(b)).shape == (2, 3)
+    assert ssim(jnp.asarray(a), jnp.asarray(b)).shape == (2, 3)
 
 
 def test_clip_similarity_is_per_frame_cosine():

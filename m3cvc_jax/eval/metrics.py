@@ -52,16 +52,23 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     return (g / g.sum()).astype(np.float32)
 
 
-def _blur(x: jax.Array, win: jax.Array) -> jax.Array:
-    """Separable valid filtering of `(N, H, W, C)` with a 1-D window, channel by channel."""
-    n, h, w, c = x.shape
-    y = jnp.moveaxis(x, -1, 1).reshape(n * c, 1, h, w)
+def _band(n: int, win: np.ndarray) -> np.ndarray:
+    """(n - k + 1, n) matrix whose product with a signal is its valid correlation with `win`."""
     k = win.size
-    dn = ("NCHW", "OIHW", "NCHW")
+    m = np.zeros((n - k + 1, n), np.float32)
+    for i in range(n - k + 1):
+        m[i, i : i + k] = win
+    return m
+
+
+def _blur(x: jax.Array, win: np.ndarray) -> jax.Array:
+    """Separable valid Gaussian filtering of `(N, H, W, C)`, as two banded matmuls (XLA CPU runs these far
+    faster than single-channel convolutions)."""
     hp = jax.lax.Precision.HIGHEST
-    y = jax.lax.conv_general_dilated(y, win.reshape(1, 1, k, 1), (1, 1), "VALID", dimension_numbers=dn, precision=hp)
-    y = jax.lax.conv_general_dilated(y, win.reshape(1, 1, 1, k), (1, 1), "VALID", dimension_numbers=dn, precision=hp)
-    return jnp.moveaxis(y.reshape(n, c, h - k + 1, w - k + 1), 1, -1)
+    kh = jnp.asarray(_band(x.shape[1], win))
+    kw = jnp.asarray(_band(x.shape[2], win))
+    y = jnp.einsum("ih,nhwc->niwc", kh, x, precision=hp)
+    return jnp.einsum("jw,niwc->nijc", kw, y, precision=hp)
 
 
 def _ssim_terms(x, y, win):
@@ -90,7 +97,7 @@ def ssim(a: jax.Array, b: jax.Array, *, win_size: int = 11, sigma: float = 1.5) 
     lead = a.shape[:-3]
     x = to_unit255(a).reshape((-1,) + a.shape[-3:])
     y = to_unit255(b).reshape((-1,) + b.shape[-3:])
-    s, _ = _ssim_terms(x, y, jnp.asarray(gaussian_window(win_size, sigma)))
+    s, _ = _ssim_terms(x, y, gaussian_window(win_size, sigma))
     return jnp.mean(s, axis=-1).reshape(lead)
 
 
@@ -102,7 +109,7 @@ def ms_ssim(a: jax.Array, b: jax.Array, *, weights=MS_SSIM_WEIGHTS, win_size: in
     lead = a.shape[:-3]
     x = to_unit255(a).reshape((-1,) + a.shape[-3:])
     y = to_unit255(b).reshape((-1,) + b.shape[-3:])
-    win = jnp.asarray(gaussian_window(win_size, sigma))
+    win = gaussian_window(win_size, sigma)
     w = jnp.asarray(weights, jnp.float32)
     mcs = []
     for level in range(levels):
