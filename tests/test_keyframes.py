@@ -157,3 +157,60 @@ def test_jit_equals_no_jit(method):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-6)
     keys = keyframe_indices(jitted)
     assert keys[0] == 0 and len(keys) >= 2
+
+
+def _clip_with_cut(t=6, cut=3, h=64, w=96, shift=(0, 0)):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = 127 + 60 * np.sin(xx / 6.0)[..., None] * np.cos(yy / 5.0)[..., None] + rng.normal(0, 5, (h, w, 3))
+    b = rng.uniform(0, 255, (h, w, 3))
+    frames = []
+    for n in range(t):
+        base = a if n < cut else b
+        frames.append(np.roll(base, (n * shift[1], n * shift[0]), axis=(0, 1)))
+    return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
+
+
+def test_runner_measures_flow_against_the_current_keyframe():
+    """The on-the-fly RAFT scan (tiny random weights) against RAFT called pair by pair afterwards."""
+    from flax import nnx
+
+    from m3cvc_jax.codec.keyframe_runner import _resize_for_flow, build_models, flow_resolution, select_keyframes
+
+    frames = _clip_with_cut(t=5, cut=3)
+    cfg = KeyframeConfig(method="m3cvc", clip_model="tiny", flow_model="tiny", threshold=0.0, lambda1=0.0,
+                         lambda2=1.0, max_clip_length=3)
+    models = build_models(cfg)
+    keys, d = select_keyframes(frames, cfg, models, num_flow_updates=2)
+    # threshold 0 and lambda1 0: any motion makes a keyframe; max_clip_length=3 forces every 2nd anyway.
+    assert keys[0] == 0 and len(keys) >= 3
+    size = flow_resolution(64, 96)
+    assert size == (128, 192)
+    x = np.asarray(_resize_for_flow(jnp.asarray(frames), size))
+    ref = 0
+    raft = nnx.jit(lambda m, a, b: m(a, b, num_flow_updates=2))
+    for n in range(1, len(frames)):
+        want = float(motion_magnitude(raft(models.raft, x[ref][None], x[n][None])[0]))
+        np.testing.assert_allclose(float(d.motion[n]), want, rtol=1e-4, atol=1e-6)
+        if n in keys:
+            ref = n
+
+
+def test_runner_semantic_and_classical_fallback():
+    from m3cvc_jax.codec.keyframe_runner import build_models, select_keyframes
+
+    static = _clip_with_cut(t=4, cut=10)
+    panning = _clip_with_cut(t=4, cut=10, shift=(2, 1))
+    cfg = KeyframeConfig(method="m3cvc", clip_model="tiny", flow_model="classical", lambda1=0.0, lambda2=1.0,
+                         threshold=0.01, max_clip_length=100)
+    models = build_models(cfg, seed=3)
+    assert models.raft is None
+    keys_static, d_static = select_keyframes(static, cfg, models)
+    keys_pan, d_pan = select_keyframes(panning, cfg, models)
+    assert keys_static == [0] and float(jnp.max(d_static.motion)) < 1e-3
+    # ~2.2 px per frame against frame 0 over a 115 px diagonal: 0.019, 0.039 -> a keyframe at frame 1.
+    assert keys_pan[:2] == [0, 1]
+    np.testing.assert_allclose(float(d_pan.motion[1]), np.hypot(2, 1) / np.hypot(64, 96), rtol=0.35)
+    fixed_keys, _ = select_keyframes(static, KeyframeConfig(method="fixed", interval=2), build_models(
+        KeyframeConfig(method="fixed")))
+    assert fixed_keys == [0, 2]
