@@ -64,11 +64,13 @@ def sample(
     noises: jax.Array | None = None,
     known: KnownHook | tuple[jax.Array, jax.Array] | None = None,
     return_x0: bool = False,
+    unroll: int = 1,
 ):
     """Run every step of `scheduler` from x_T; returns x_0 (and the last predicted x_0 if `return_x0`).
 
     x_T: the initial noise; if None, drawn from `key` with `shape`/`dtype`. key: needed for stochastic
     schedulers (DDPM, DDIM with eta > 0) unless `noises` `(num_steps, *x.shape)` is given, and for `known`.
+    unroll: steps per loop iteration in the compiled scan (`lax.scan`'s unroll).
     """
     if key is not None:
         init_key, step_key = jax.random.split(key)
@@ -108,5 +110,5 @@ def sample(
         return ((prev, x0.astype(x.dtype)) if return_x0 else prev), None
 
     init = (x_T, jnp.zeros_like(x_T)) if return_x0 else x_T
-    final, _ = jax.lax.scan(body, init, (jnp.arange(num_steps), noises))
+    final, _ = jax.lax.scan(body, init, (jnp.arange(num_steps), noises), unroll=unroll)
     return final
