@@ -58,19 +58,49 @@ def toy_registered(monkeypatch):
     return log
 
 
+def _random_checkpoint(path, build, family, config, seed=0, std=0.1):
+    """A converted-checkpoint folder with random weights (no torch, no download)."""
+    from flax import nnx
+
+    from m3cvc_jax.weights import flat_params, save_checkpoint
+
+    shapes = {k: v.shape for k, v in flat_params(nnx.eval_shape(build)).items()}
+    rng = np.random.default_rng(seed)
+    # Norm scales near 1 and std 0.3 keep a random CLIP's embedding image-dependent (not one shared vector).
+    params = {k: (rng.normal(0, std, s) + k.endswith("scale")).astype(np.float32) for k, s in shapes.items()}
+    save_checkpoint(str(path), family=family, config=config, params=params)
+
+
+@pytest.fixture
+def metric_weights(tmp_path):
+    import dataclasses
+
+    from flax import nnx
+
+    from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
+    from m3cvc_jax.nn.lpips import LPIPS, LPIPSConfig
+
+    _random_checkpoint(tmp_path / "lpips", lambda: LPIPS(LPIPSConfig("alex"), rngs=nnx.Rngs(0)), "lpips", {"net": "alex"})
+    cfg = CLIPConfig.preset("tiny")
+    _random_checkpoint(tmp_path / "clip", lambda: CLIPModel(cfg, rngs=nnx.Rngs(0)), "clip",
+                       {"kind": "full", **dataclasses.asdict(cfg)}, seed=1, std=0.3)
+    return tmp_path / "lpips", tmp_path / "clip"
+
+
 def _read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_eval_command_end_to_end(tmp_path, toy_registered, capsys):
+def test_eval_command_end_to_end(tmp_path, toy_registered, metric_weights, capsys):
     folder = tmp_path / "videos"
     folder.mkdir()
     for i in range(2):
         write_mp4(folder / f"clip{i}.mp4", Video(_clip(i), Fraction(16)))
     out = tmp_path / "out"
     argv = ["eval", str(folder), "--codecs", "x264,toy", "--out", str(out), "--width", "176", "--height", "168",
-            "--fps", "8", "--max-frames", "4", "--rate-points", "x264=45,35,25", "--anchor", "x264", "--no-progress"]
+            "--fps", "8", "--max-frames", "4", "--rate-points", "x264=45,35,25", "--anchor", "x264", "--no-progress",
+            "--lpips-weights", str(metric_weights[0]), "--clip-weights", str(metric_weights[1])]
     assert cli_main(argv) == 0
     rows = _read_csv(out / "results.csv")
     assert len(rows) == 2 * (3 + 3)
@@ -93,6 +123,21 @@ def test_eval_command_end_to_end(tmp_path, toy_registered, capsys):
     dec = ToyCodec([]).decode(str(out / "streams" / "clip0" / "toy" / "toy_16.bin"))
     mse = ((gt.astype(np.float64) - dec) ** 2).mean(axis=(1, 2, 3))
     assert float(r["psnr"]) == pytest.approx(np.mean(10 * np.log10(255**2 / mse)), abs=1e-3)
+    # LPIPS and CLIP-sim columns come from the weights given on the command line.
+    import jax.numpy as jnp
+
+    from m3cvc_jax.eval.metrics import load_clip_model, load_lpips
+    from m3cvc_jax.nn.clip import preprocess_images
+
+    lp = load_lpips(str(metric_weights[0]))
+    want_lp = np.mean(np.asarray(lp(jnp.asarray(gt) / 127.5 - 1, jnp.asarray(dec) / 127.5 - 1)))
+    assert float(r["lpips"]) == pytest.approx(float(want_lp), rel=1e-4, abs=1e-6)
+    clip = load_clip_model(str(metric_weights[1]))
+    ea = np.asarray(clip.get_image_features(preprocess_images(jnp.asarray(gt, jnp.float32))))
+    eb = np.asarray(clip.get_image_features(preprocess_images(jnp.asarray(dec, jnp.float32))))
+    cos = (ea * eb).sum(-1) / np.linalg.norm(ea, axis=-1) / np.linalg.norm(eb, axis=-1)
+    assert float(r["clip_sim"]) == pytest.approx(float(cos.mean()), abs=1e-4)
+    assert float(r["clip_sim"]) < 0.9999
     # Quality rises and size grows with the rate for both codecs.
     for codec, order in (("x264", ["45", "35", "25"]), ("toy", ["64", "16", "4"])):
         pts = {x["rate_point"]: x for x in rows if x["codec"] == codec and x["sequence"] == "clip1"}
@@ -101,8 +146,8 @@ def test_eval_command_end_to_end(tmp_path, toy_registered, capsys):
     summary = (out / "summary.md").read_text()
     assert "BD-rate (%) against **x264**" in summary and "| toy |" in summary
     bd = _read_csv(out / "bdrate.csv")
-    assert {b["metric"] for b in bd} == {"psnr", "ms_ssim"}
-    for name in ("rd_psnr.png", "rd_ms_ssim.png", "grid_clip0.png"):
+    assert {b["metric"] for b in bd} == {"psnr", "ms_ssim", "lpips", "clip_sim"}
+    for name in ("rd_psnr.png", "rd_ms_ssim.png", "rd_lpips.png", "rd_clip_sim.png", "grid_clip0.png"):
         assert (out / name).stat().st_size > 1000, name
     assert "results" not in capsys.readouterr().err
 
