@@ -310,3 +310,64 @@ def test_scheduler_seine_respaced_ddpm_golden():
     final = run(None, jnp.asarray(x_T), ours, noises=jnp.asarray(to_ours(g["noise"])))
     want = to_ours(g["sample"][-1])
     np.testing.assert_allclose(np.asarray(final), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parity
+def test_scheduler_training_targets_parity():
+    """add_noise and the v target at per-example timesteps, as diffusers' add_noise / get_velocity."""
+    from m3cvc_jax.diffusion import predictions
+
+    theirs = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    level = NoiseSchedule.stable_diffusion().level()
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal(SHAPE_NHWC).astype(np.float32)
+    noise = rng.standard_normal(SHAPE_NHWC).astype(np.float32)
+    t = np.array([3, 977])
+    tt = torch.from_numpy(t)
+    to_t = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())  # noqa: E731
+    lv = level[jnp.asarray(t)]
+    want = theirs.add_noise(to_t(x0), to_t(noise), tt).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(np.asarray(predictions.add_noise(jnp.asarray(x0), jnp.asarray(noise), lv)), want, atol=1e-6)
+    want_v = theirs.get_velocity(to_t(x0), to_t(noise), tt).numpy().transpose(0, 2, 3, 1)
+    got_v = predictions.training_target("v_prediction", jnp.asarray(x0), jnp.asarray(noise), lv)
+    np.testing.assert_allclose(np.asarray(got_v), want_v, atol=1e-6)
+    # And the round trip: the v target converts back to x_0 and eps.
+    x_t = predictions.add_noise(jnp.asarray(x0), jnp.asarray(noise), lv)
+    np.testing.assert_allclose(np.asarray(predictions.predict_x0("v_prediction", got_v, x_t, lv)), x0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(predictions.predict_eps("v_prediction", got_v, x_t, lv)), noise, atol=1e-5)
+
+
+def test_scheduler_bad_options_are_config_errors():
+    sd = NoiseSchedule.stable_diffusion()
+    with pytest.raises(ConfigError, match="beta schedule"):
+        NoiseSchedule.create("quadratic")
+    with pytest.raises(ConfigError, match="prediction_type"):
+        DDPMScheduler.create(sd, 10, prediction_type="noise")
+    with pytest.raises(ConfigError, match="variance_type"):
+        DDPMScheduler.create(sd, 10, variance_type="learned_range")
+    with pytest.raises(ConfigError, match="timestep_spacing"):
+        DDIMScheduler.create(sd, 10, timestep_spacing="even")
+    with pytest.raises(ConfigError, match="num_inference_steps"):
+        DDIMScheduler.create(sd, 1001)
+    with pytest.raises(ConfigError, match="descending"):
+        DDPMScheduler.create(sd, timesteps=[10, 20])
+    with pytest.raises(ConfigError, match="eta"):
+        DDIMScheduler.create(sd, 10, eta=-1.0)
+
+
+@pytest.mark.parity
+def test_scheduler_seine_respaced_ddim_golden():
+    """SEINE's DDIM path (respaced to 50, eta 0, no clipping) against its own loop, step by step."""
+    g = np.load(FIXTURE)
+    ours = DDIMScheduler.respaced(NoiseSchedule.seine(), str(g["ddim_section_counts"]))
+    to_ours = lambda a: np.moveaxis(a, -4, -1)  # noqa: E731
+    x_T = to_ours(g["x_T"])
+    for i in range(ours.num_steps):
+        x = jnp.asarray(x_T if i == 0 else to_ours(g["ddim_sample"][i - 1]))
+        eps = seine_toy_model(x, jnp.broadcast_to(ours.timesteps[i], (x.shape[0],)))
+        got, _ = _jit_step(ours, i, x, eps, None)
+        np.testing.assert_allclose(np.asarray(got), to_ours(g["ddim_sample"][i]), atol=1e-5, rtol=0,
+                                   err_msg=f"step {i}")
+    run = jax.jit(functools.partial(sample, lambda p, x, t, c: seine_toy_model(x, t)))
+    final = run(None, jnp.asarray(x_T), ours)
+    np.testing.assert_allclose(np.asarray(final), to_ours(g["ddim_sample"][-1]), atol=1e-5, rtol=0)

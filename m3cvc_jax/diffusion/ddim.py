@@ -13,7 +13,7 @@ from flax import struct
 
 from m3cvc_jax.diffusion import predictions
 from m3cvc_jax.diffusion.clipping import ClipConfig, process_x0
-from m3cvc_jax.diffusion.respacing import spaced_timesteps
+from m3cvc_jax.diffusion.respacing import space_timesteps, spaced_timesteps
 from m3cvc_jax.diffusion.schedules import NoiseLevel, NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 
@@ -105,6 +105,22 @@ class DDIMScheduler:
             use_clipped_model_output=use_clipped_model_output,
             stochastic=eta > 0,
         )
+
+    @classmethod
+    def respaced(
+        cls,
+        schedule: NoiseSchedule,
+        section_counts="50",
+        *,
+        eta: float = 0.0,
+        prediction_type: str = "epsilon",
+        clip_denoised: bool = False,
+    ) -> "DDIMScheduler":
+        """guided-diffusion's `ddim_sample_loop` on a respaced chain (SEINE's `sample_method: ddim`):
+        the kept timesteps in descending order, alpha_bar = 1 after the last."""
+        kept = np.array(sorted(space_timesteps(schedule.num_train_timesteps, section_counts)))[::-1]
+        return cls.create(schedule, timesteps=kept, eta=eta, set_alpha_to_one=True,
+                          prediction_type=prediction_type, clip_sample=clip_denoised)
 
     def step(self, i, x: jax.Array, model_output: jax.Array, noise: jax.Array | None):
         """(x at level i + 1, predicted x_0); `noise` is used only when eta > 0."""
