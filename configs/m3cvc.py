@@ -1,0 +1,101 @@
+"""The M3-CVC codec configuration: one `get_config(preset)` tree; every field settable with `--set`.
+
+    m3cvc encode clip.mp4 -o clip.m3cvc --preset tiny --set keyframes.method=fixed --set dialogue.turns=2
+
+Presets:
+  tiny   random weights drawn from `seed` (the decoder rebuilds them from the seed in the header), toy
+         widths, 128x80 frames, few sampling steps: a 33-frame round trip runs in seconds.
+  paper  converted checkpoints in `weights` (a folder with one sub-folder per component, see
+         `m3cvc_jax/pipelines/models.py`), 512x320 at 8 fps, the paper's settings.
+
+The fields mirror the paper's knobs (section numbers of M3-CVC): keyframe decision λ1, λ2, D_th (II-A),
+dialogue turns (II-B), keyframe decoding steps and guidance (II-C), clip reconstruction mode (II-D).
+Blocks map one to one onto the components' own configs: `keyframes` is `codec.keyframes.KeyframeConfig`
+(plus `flow_updates`), `video_model` feeds `pipelines.video_reconstruction.VideoReconstructionConfig`.
+Settings in `keyframe_codec` and `video_model` that differ from the preset travel in the bitstream (a small
+skippable section) so the decoder runs with what the encoder was told.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+PRESETS = ("tiny", "paper")
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.weights = ""  # folder of converted checkpoints (paper); ignored by tiny
+    c.seed = 0  # decoder sampling seed (written to the header); tiny: also the weights' seed
+
+    c.video = ml_collections.ConfigDict()
+    c.video.width = 512
+    c.video.height = 320
+    c.video.fps = 8.0
+    c.video.start_time = 0.0  # seconds skipped at the start of the input
+    c.video.max_frames = 0  # 0: all frames
+
+    c.keyframes = ml_collections.ConfigDict()
+    c.keyframes.method = "m3cvc"  # m3cvc | semantic | cmvc | fixed
+    c.keyframes.lambda1 = 1.0  # weight of the CLIP semantic change 1 - cos
+    c.keyframes.lambda2 = 1.0  # weight of the RAFT motion magnitude (mean flow length / frame diagonal)
+    c.keyframes.threshold = 0.25  # D_th
+    c.keyframes.max_clip_length = 16  # SEINE's window: a longer clip forces a keyframe
+    c.keyframes.interval = 8  # fixed interval (method=fixed) and CMVC's uniform intervals
+    c.keyframes.clip_model = "vit-l-14"  # CLIP preset; its image tower drives the decision, its text tower
+    #                                      conditions the keyframe UNet and SEINE (SD 1.x's text encoder)
+    c.keyframes.flow_model = "raft_small"  # raft_small | raft_large | tiny | classical (Lucas-Kanade, no weights)
+    c.keyframes.flow_updates = 12  # RAFT GRU iterations
+
+    c.dialogue = ml_collections.ConfigDict()
+    c.dialogue.describer = "qwen2-vl"  # qwen2-vl | fixed | none
+    c.dialogue.turns = 4  # keyframe dialogue rounds (1, 2, 4 in the paper's ablation)
+    c.dialogue.clip_turns = 1
+    c.dialogue.texts = ""  # JSON file {"keyframe": [...], "clip": [...]} for describer=fixed
+    c.dialogue.templates = ""  # prompt template file; empty: configs/prompts/m3cvc_dialogue.json
+    c.dialogue.max_new_tokens = 96
+    c.dialogue.temperature = 0.0  # 0: greedy
+    c.dialogue.model = "2b"  # Qwen2-VL preset for random weights (tiny); paper loads weights/qwen2-vl
+
+    c.coding = ml_collections.ConfigDict()
+    c.coding.text_codec = "zstd-dict"  # lzw | zlib | brotli | zstd | zstd-dict (benchmarks/text_coding.py)
+    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static (needs a histogram with the weights)
+
+    c.keyframe_codec = ml_collections.ConfigDict()
+    c.keyframe_codec.preset = "paper"  # configs/keyframe_codec.py preset (random weights only)
+    c.keyframe_codec.pixels_per_index = 16  # 16: 32x20 indices at 512x320 (0.031 bpp); 8: 64x40
+    c.keyframe_codec.steps = 20  # DDIM steps
+    c.keyframe_codec.guidance_scale = 3.0
+
+    c.video_model = ml_collections.ConfigDict()
+    c.video_model.preset = "seine"  # nn/video_unet.py preset (random weights only)
+    c.video_model.sampler = "ddpm"  # ddpm (respaced) | ddim
+    c.video_model.steps = 250
+    c.video_model.guidance_scale = 8.0
+    c.video_model.window = 16
+    c.video_model.keep_keyframes = True  # put the encoded keyframes back into the sampled latents
+    c.video_model.sample_posterior = True  # SEINE encodes the masked video with a posterior sample
+
+    c.decode = ml_collections.ConfigDict()
+    c.decode.mode = "interpolation"  # interpolation | prediction (written to the header)
+
+    if preset == "tiny":
+        c.video.width, c.video.height = 128, 80
+        c.video.max_frames = 33
+        c.keyframes.clip_model = "tiny"
+        c.keyframes.flow_model = "tiny"
+        c.keyframes.flow_updates = 2
+        c.keyframes.threshold = 0.05  # random features: keep the decision exercised on real motion
+        c.dialogue.model = "tiny"
+        c.dialogue.turns = 1
+        c.dialogue.max_new_tokens = 6
+        c.dialogue.temperature = 1.0  # greedy decoding of random weights repeats one token
+        c.keyframe_codec.preset = "tiny"
+        c.keyframe_codec.steps = 2
+        c.video_model.preset = "tiny"
+        c.video_model.sampler = "ddim"
+        c.video_model.steps = 2
+    elif preset != "paper":
+        raise ValueError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+    return c

@@ -1,0 +1,173 @@
+"""The research API: M3-CVC's stages as pure, jitted functions of the models (NNX modules are pytrees).
+
+    from m3cvc_jax.pipelines import api
+    params, spec = api.load("tiny")                       # {"codec", "clip", "seine"} modules + settings
+    idx = api.encode_keyframe(params, frame)              # (H, W, 3) in [-1, 1] -> (h, w) int32
+    emb = api.encode_text(params, api.tokenize(["a red bike"]))[0]
+    img = api.decode_keyframe(params, idx, emb, key, spec.keyframe)          # -> (H, W, 3)
+    vid = api.reconstruct_clip(params, img, img2, emb, key, spec.clip, "interpolation", 16)
+
+Every function is `jax.jit`-compiled with its settings static (`spec.keyframe`, `spec.clip` are frozen
+and hashable; the schedulers inside are rebuilt from them), so calls with the same shapes and settings
+compile once. The `*_batch` forms map over a leading axis with `jax.vmap` (one key per item, so item i of
+a batch equals the single call with key i) and can be sharded like any jitted function. The CLI pipeline
+(`pipelines/m3cvc.py`) calls these same functions for keyframes; see docs/api.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from m3cvc_jax.nn import keyframe_codec as kc
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyframeDecoding:
+    """How keyframes are decoded: DDIM steps and classifier-free guidance on the text (PerCo's 20, 3.0)."""
+
+    steps: int = 20
+    guidance_scale: float = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Static settings of a loaded model set: frame size, keyframe decoding, clip reconstruction."""
+
+    width: int
+    height: int
+    keyframe: KeyframeDecoding
+    clip: Any  # pipelines.video_reconstruction.VideoReconstructionConfig
+    grid: tuple[int, int]
+    codebook_size: int
+
+
+def load(preset: str = "tiny", overrides: Sequence[str] = (), weights: str | None = None):
+    """(params, spec) for a codec preset: params = {"codec": KeyframeCodec, "clip": CLIPModel,
+    "seine": VideoUNet}; overrides are `KEY=VALUE` strings as for `--set`."""
+    from m3cvc_jax.pipelines.models import Models
+    from m3cvc_jax.pipelines.settings import load_config
+
+    extra = [f"weights={weights}"] if weights else []
+    models = Models(load_config(preset, [*overrides, *extra]))
+    return models_params(models), spec_for(models)
+
+
+def models_params(models) -> dict[str, Any]:
+    return {"codec": models.codec, "clip": models.clip, "seine": models.seine}
+
+
+def spec_for(models) -> Spec:
+    from m3cvc_jax.pipelines.settings import reconstruction_config
+
+    c = models.config
+    cc = models.codec_config
+    return Spec(width=c.video.width, height=c.video.height,
+                keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale)),
+                clip=reconstruction_config(c), grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
+
+
+# ------------------------------------------------------------------------------------------- text
+
+
+def tokenize(texts: str | Sequence[str]) -> np.ndarray:
+    """Host side: CLIP token ids `(N, 77)`, padded with <|endoftext|> as Stable Diffusion 1.x does."""
+    from m3cvc_jax.nn import clip_tokenizer
+
+    return clip_tokenizer.tokenize(texts)
+
+
+@jax.jit
+def encode_text(params, token_ids: jax.Array) -> jax.Array:
+    """CLIP text hidden states `(N, 77, D)` (after the final layer norm): the UNets' cross-attention input."""
+    return params["clip"].text_model(jnp.asarray(token_ids, jnp.int32)).last_hidden_state
+
+
+# ------------------------------------------------------------------------------------------- keyframes
+
+
+@jax.jit
+def encode_keyframe(params, frame: jax.Array) -> jax.Array:
+    """A frame `(H, W, 3)` in [-1, 1] -> its VQ index map `(H/p, W/p)` int32 (p pixels per index)."""
+    return kc.encode_keyframe(params["codec"], jnp.asarray(frame, jnp.float32)[None])[0]
+
+
+@jax.jit
+def encode_keyframe_batch(params, frames: jax.Array) -> jax.Array:
+    """`(B, H, W, 3)` -> `(B, h, w)`."""
+    return kc.encode_keyframe(params["codec"], jnp.asarray(frames, jnp.float32))
+
+
+def _decode_keyframe(params, indices, text_emb, key, decoding: KeyframeDecoding, null_text_emb):
+    codec = params["codec"]
+    if null_text_emb is None:
+        null_text_emb = encode_text(params, tokenize([""]))[0]
+    scheduler = kc.make_scheduler(codec.config, decoding.steps)
+    out = kc.decode_keyframe(codec, indices[None], text_emb[None], key, null_text_emb=null_text_emb[None],
+                             scheduler=scheduler, guidance_scale=decoding.guidance_scale)
+    return out[0]
+
+
+@functools.partial(jax.jit, static_argnames=("decoding",))
+def decode_keyframe(params, indices: jax.Array, text_emb: jax.Array, key: jax.Array,
+                    decoding: KeyframeDecoding = KeyframeDecoding(), null_text_emb: jax.Array | None = None):
+    """Index map `(h, w)` + description hidden states `(77, D)` -> frame `(H, W, 3)` in [-1, 1].
+
+    Denoises from noise drawn with `key` (DDIM, guidance against `null_text_emb`, by default the empty
+    prompt's hidden states), then decodes with the VAE.
+    """
+    return _decode_keyframe(params, indices, text_emb, key, decoding, null_text_emb)
+
+
+@functools.partial(jax.jit, static_argnames=("decoding",))
+def decode_keyframe_batch(params, indices: jax.Array, text_emb: jax.Array, keys: jax.Array,
+                          decoding: KeyframeDecoding = KeyframeDecoding(), null_text_emb: jax.Array | None = None):
+    """`(B, h, w)`, `(B, 77, D)`, keys `(B,)` -> `(B, H, W, 3)`."""
+    if null_text_emb is None:
+        null_text_emb = encode_text(params, tokenize([""]))[0]
+    return jax.vmap(lambda i, t, k: _decode_keyframe(params, i, t, k, decoding, null_text_emb))(indices, text_emb, keys)
+
+
+# ------------------------------------------------------------------------------------------- clips
+
+
+def _reconstruct(params, first, last, text_emb, key, config, mode, num_frames, null_text_emb):
+    from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructor
+
+    if null_text_emb is None:
+        null_text_emb = encode_text(params, tokenize([""]))[0]
+    recon = VideoReconstructor(params["seine"], params["codec"].vae, config)
+    video = recon.clip(first[None], None if last is None else last[None], num_frames, mode, text_emb[None],
+                       null_text_emb[None], key)
+    return video[0]
+
+
+@functools.partial(jax.jit, static_argnames=("config", "mode", "num_frames"))
+def reconstruct_clip(params, first: jax.Array, last: jax.Array | None, text_emb: jax.Array, key: jax.Array,
+                     config, mode: str = "interpolation", num_frames: int = 16,
+                     null_text_emb: jax.Array | None = None) -> jax.Array:
+    """SEINE: `num_frames` frames `(N, H, W, 3)` in [-1, 1] from keyframe `first` (and `last` in
+    interpolation mode; None in prediction mode), guided by the clip description `text_emb` `(77, D)`.
+
+    config: a `VideoReconstructionConfig` (`spec.clip`); clips longer than its window are chained.
+    """
+    return _reconstruct(params, first, last, text_emb, key, config, mode, num_frames, null_text_emb)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "mode", "num_frames"))
+def reconstruct_clip_batch(params, first: jax.Array, last: jax.Array | None, text_emb: jax.Array, keys: jax.Array,
+                           config, mode: str = "interpolation", num_frames: int = 16,
+                           null_text_emb: jax.Array | None = None) -> jax.Array:
+    """`(B, H, W, 3)` keyframes (and `last`), `(B, 77, D)` texts, keys `(B,)` -> `(B, N, H, W, 3)`."""
+    if null_text_emb is None:
+        null_text_emb = encode_text(params, tokenize([""]))[0]
+    if last is None:
+        return jax.vmap(lambda f, t, k: _reconstruct(params, f, None, t, k, config, mode, num_frames,
+                                                     null_text_emb))(first, text_emb, keys)
+    return jax.vmap(lambda f, l, t, k: _reconstruct(params, f, l, t, k, config, mode, num_frames,
+                                                    null_text_emb))(first, last, text_emb, keys)

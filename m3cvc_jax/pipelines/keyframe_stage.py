@@ -1,0 +1,91 @@
+"""The keyframe decision on real frames: CLIP image features and optical flow feed `codec.keyframes`.
+
+`codec/keyframes.py` holds the decision rules over features; this runs the networks that produce them:
+CLIP image embeddings of every frame (in fixed-size chunks, so one compilation serves any length), and,
+for the M3-CVC rule with λ2 != 0, the motion magnitude of the flow from the current keyframe to each frame
+(RAFT, or the classical Lucas-Kanade flow of `codec/lk_flow.py` with `flow_model=classical`, computed
+inside the decision's scan, since the reference frame changes with every new keyframe).
+RAFT needs frames of at least 128 pixels per side (4-level pyramid) and multiples of 8: smaller frames
+are upscaled for the flow only; the magnitude is relative to the frame diagonal, so this does not bias it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from m3cvc_jax.codec import keyframes as kf
+
+CHUNK = 8  # frames per CLIP call
+
+
+def components(cfg: kf.KeyframeConfig) -> tuple[str, ...]:
+    """Weight folders the decision needs."""
+    if cfg.method == "fixed":
+        return ()
+    if cfg.uses_motion and cfg.flow_model != "classical":
+        return ("clip", "raft")
+    return ("clip",)
+
+
+@jax.jit
+def _image_features(clip, images: jax.Array) -> jax.Array:
+    from m3cvc_jax.nn.clip import preprocess_images
+
+    return clip.get_image_features(preprocess_images(images, clip.config.vision.image_size))
+
+
+def image_embeddings(clip, frames: np.ndarray) -> jax.Array:
+    """(T, D) CLIP image embeddings of uint8 frames (T, H, W, 3)."""
+    t = frames.shape[0]
+    pad = (-t) % CHUNK
+    padded = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)]) if pad else frames
+    out = [_image_features(clip, jnp.asarray(padded[i:i + CHUNK])) for i in range(0, len(padded), CHUNK)]
+    return jnp.concatenate(out)[:t]
+
+
+def flow_size(height: int, width: int, min_side: int) -> tuple[int, int]:
+    scale = max(1.0, min_side / min(height, width))
+    return 8 * math.ceil(height * scale / 8), 8 * math.ceil(width * scale / 8)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "updates"))
+def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig, updates: int) -> kf.Decision:
+    def motion(ref, frame):
+        return kf.motion_magnitude(raft(ref[None], frame[None], num_flow_updates=updates)[0])
+
+    return kf.select(embeddings, cfg, frames=frames, motion_fn=motion)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _select_classical(embeddings, frames, cfg: kf.KeyframeConfig) -> kf.Decision:
+    from m3cvc_jax.codec.lk_flow import lucas_kanade
+
+    return kf.select(embeddings, cfg, frames=frames, motion_fn=lambda a, b: kf.motion_magnitude(lucas_kanade(a, b)))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _select_features(embeddings, cfg: kf.KeyframeConfig) -> kf.Decision:
+    return kf.select(embeddings, cfg)
+
+
+def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models, flow_updates: int = 12) -> kf.Decision:
+    """The decision for uint8 frames (T, H, W, 3); `models` a `pipelines.models.Models`."""
+    t, h, w, _ = frames.shape
+    if cfg.method == "fixed":
+        return kf.fixed_select(t, cfg)
+    embeddings = image_embeddings(models.clip, frames)
+    if not cfg.uses_motion:
+        return _select_features(embeddings, cfg)
+    x = jnp.asarray(frames, jnp.float32) / 127.5 - 1.0
+    if cfg.flow_model == "classical":
+        return _select_classical(embeddings, x, cfg)
+    raft = models.raft
+    fh, fw = flow_size(h, w, 16 * 2 ** (raft.config.corr_block_num_levels - 1))
+    if (fh, fw) != (h, w):
+        x = jax.image.resize(x, (t, fh, fw, 3), "bilinear")
+    return _select_raft(raft, embeddings, x, cfg, flow_updates)

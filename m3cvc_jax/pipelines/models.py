@@ -1,0 +1,419 @@
+"""Every model the codec needs, built for a config: random weights (tiny) or converted checkpoints (paper).
+
+Weight sources are one entry per preset in `WEIGHT_SOURCES`:
+  random   weights drawn from `config.seed` with integer arithmetic only (numpy PCG64 bits scaled by
+           exactly representable factors), so every machine builds the same bytes and the same
+           fingerprint; the decoder rebuilds them from the seed in the header.
+  folder   `--weights DIR` (or a bundled folder: a `demo` preset is `"demo": FolderSource(BUNDLED)`)
+           holding one converted checkpoint per component in the sub-folders of `COMPONENTS`.
+
+The combined fingerprint covers the components decoding depends on (`DECODER_COMPONENTS`): a stream
+decodes the same whatever CLIP image tower, RAFT or Qwen2-VL chose its keyframes and wrote its texts, but
+not with another VAE, VQ codebook, UNet, text encoder or SEINE. Components load lazily: the encoder never
+touches SEINE's weights, the decoder never touches Qwen2-VL's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import zlib
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from m3cvc_jax.errors import ConfigError, WeightsError
+from m3cvc_jax.weights import assign_params, fingerprint, flat_params, load_checkpoint, path_key, read_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    family: str  # the `family` in the checkpoint's config.json
+    what: str
+    command: str  # how to make the sub-folder; {dst} is its path
+
+
+COMPONENTS: dict[str, Component] = {
+    "sd-vae": Component("sd-vae", "the Stable Diffusion 1.5 VAE",
+                        "python -m convert_weights sd-vae SD15_DIR/vae {dst}"),
+    "post-encoder": Component("keyframe-vq", "the VQ post-encoder and codebook",
+                              "python -m train.vq_pretrain --config configs/vq_pretrain.py --workdir WORKDIR "
+                              "&& cp -r WORKDIR/export {dst}"),
+    "keyframe-unet": Component("sd-unet", "the keyframe UNet (SD 1.5 with the index condition at conv_in)",
+                               "python -m convert_weights sd-unet SD15_DIR/unet {dst} --extra-in-channels 32"),
+    "clip": Component("clip", "CLIP ViT-L/14 (keyframe decision and SD's text encoder)",
+                      "python -m convert_weights clip CLIP_VIT_L14_DIR {dst}"),
+    "raft": Component("raft", "RAFT optical flow", "python -m convert_weights raft raft_small.pth {dst}"),
+    "seine": Component("seine", "SEINE", "python -m convert_weights seine seine.pt {dst}"),
+    "qwen2-vl": Component("qwen2-vl", "Qwen2-VL (the describer)",
+                          "python -m convert_weights qwen2-vl QWEN2_VL_2B_DIR {dst}"),
+}
+DECODER_COMPONENTS = ("sd-vae", "post-encoder", "keyframe-unet", "clip", "seine")
+FLOW_PRESETS = {"raft_small": "small", "raft_large": "large", "tiny": "tiny"}
+
+
+# ------------------------------------------------------------------------------------- weight sources
+
+
+class RandomSource:
+    """Deterministic random weights; nothing on disk."""
+
+    kind = "random"
+
+    def check(self, components) -> None:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSource:
+    """Converted checkpoints in `directory` (None: the config's `weights` field, which must be set)."""
+
+    directory: str | None = None
+    kind = "folder"
+
+    def root(self, config) -> str:
+        root = self.directory or config.weights
+        if not root:
+            raise WeightsError(f"preset {config.preset!r} needs converted weights: pass --weights DIR "
+                               f"(one sub-folder per component: {', '.join(COMPONENTS)})")
+        if not os.path.isdir(root):
+            raise WeightsError(f"weights folder {root} does not exist")
+        return root
+
+
+WEIGHT_SOURCES: dict[str, Any] = {"tiny": RandomSource(), "paper": FolderSource()}
+
+
+# ------------------------------------------------------------------------------------- random weights
+
+
+def _uniform(rng: np.random.Generator, shape, bound: float) -> np.ndarray:
+    # 24 random bits -> a float64 in (-1, 1) exactly, one IEEE multiply, one rounding to float32: the same
+    # bytes on every platform (no libm, no platform-specific normal sampler).
+    bits = rng.integers(0, 1 << 24, size=shape, dtype=np.int64)
+    return (((bits - (1 << 23)) + 0.5) / float(1 << 23) * bound).astype(np.float32)
+
+
+def _init_value(key: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in ("bias", "mean") or not shape:
+        return np.zeros(shape, np.float32)
+    if leaf in ("scale", "var"):
+        return np.ones(shape, np.float32)
+    if key == "embedding" or key.endswith("codebook.embedding"):
+        return _uniform(rng, shape, 1.0)  # codewords on the scale of post-encoder outputs
+    if leaf == "embedding":
+        return _uniform(rng, shape, 0.02 * 3**0.5)
+    fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
+    return _uniform(rng, shape, 1.0 / max(fan_in, 1) ** 0.5)  # PyTorch's default bound
+
+
+class _AbstractKeys:
+    """Stands in for `nnx.Rngs` while a module is traced abstractly: every stream gives the same key.
+
+    The values are overwritten anyway, and a real `Rngs` updates its counter under the trace, which
+    flax 0.12 makes slow (its `sharding` check on a tracer builds an error message each time).
+    """
+
+    def __call__(self):
+        import jax
+
+        return jax.random.key(0)
+
+    def __getattr__(self, name):
+        return self
+
+
+def abstract_module(build: Callable[[Any], Any]):
+    """`build(rngs)` traced without computing: parameters are shapes only."""
+    return nnx.eval_shape(lambda: build(_AbstractKeys()))
+
+
+def fill_random(modules: dict[str, Any], seed: int, name: str) -> None:
+    """Overwrite every variable of `modules` ({key prefix: module}) with deterministic values for
+    (seed, component name), drawn in the sorted order of their flat keys."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(seed) >> 32, zlib.crc32(name.encode())])
+    flat = []
+    for prefix, module in modules.items():
+        flat += [(prefix + path_key(p), v) for p, v in nnx.to_flat_state(nnx.state(module))]
+    for key, var in sorted(flat, key=lambda kv: kv[0]):
+        abstract = var.get_value()
+        var.set_value(jnp.asarray(_init_value(key, tuple(abstract.shape), rng), dtype=abstract.dtype))
+
+
+def random_module(build: Callable[[Any], Any], seed: int, name: str):
+    """`build(rngs)` (an NNX module constructor) with deterministic random weights for (seed, name).
+
+    Traced abstractly and filled from numpy: eager JAX initialisers would compile a program per
+    parameter shape, which costs far more than the tiny models' forward passes.
+    """
+    model = abstract_module(build)
+    fill_random({"": model}, seed, name)
+    return model
+
+
+def module_fingerprint(module) -> str:
+    return fingerprint(flat_params(module))
+
+
+def combine_fingerprints(parts: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(parts):
+        h.update(f"{name}:{parts[name]}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------- the model set
+
+
+# Built modules by component: (key, module) of the latest build. Encode and decode in one process, and
+# every stream of an evaluation, then share weights (and jit caches keyed on them) instead of rebuilding.
+_CACHE: dict[str, tuple[Any, Any]] = {}
+
+
+def _cached(name: str, key, build: Callable[[], Any]):
+    hit = _CACHE.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    _CACHE.pop(name, None)  # release the old weights before building new ones
+    value = build()
+    _CACHE[name] = (key, value)
+    return value
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+def _strip(params: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+class Models:
+    """The models of one config, built on first use. `config`: a (frozen) `configs/m3cvc.py` tree."""
+
+    def __init__(self, config, source=None, *, cache: bool = True):
+        """cache: share modules with earlier `Models` of the same weights in this process (modules are
+        mutable: pass False to get private copies, e.g. to train them)."""
+        self.config = config
+        self.cache = cache
+        if source is None:
+            if config.preset not in WEIGHT_SOURCES:
+                raise ConfigError(f"unknown preset {config.preset!r}; one of {', '.join(WEIGHT_SOURCES)}")
+            source = WEIGHT_SOURCES[config.preset]
+        self.source = source
+        self.root = source.root(config) if source.kind == "folder" else None
+        self._meta: dict[str, dict] = {}
+
+    # -- folders
+
+    def component_dir(self, name: str) -> str:
+        """The sub-folder of `name`; a missing one raises WeightsError naming it and how to make it."""
+        path = os.path.join(self.root, name)
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            c = COMPONENTS[name]
+            raise WeightsError(f"missing {c.what}: no converted checkpoint in {path}; make it with: "
+                               f"{c.command.format(dst=path)}")
+        return path
+
+    def require(self, names) -> None:
+        """Fail early (before any work) if a folder source lacks one of `names`."""
+        if self.root is not None:
+            for name in names:
+                self.meta(name)
+
+    def meta(self, name: str) -> dict:
+        if name not in self._meta:
+            meta = read_config(self.component_dir(name))
+            family = COMPONENTS[name].family
+            if meta.get("family") != family:
+                raise WeightsError(f"{os.path.join(self.root, name)} holds {meta.get('family')!r} weights, "
+                                   f"expected {family!r}")
+            self._meta[name] = meta
+        return self._meta[name]
+
+    def _load(self, name: str) -> dict:
+        return load_checkpoint(self.component_dir(name), family=COMPONENTS[name].family)[1]
+
+    # -- configs
+
+    @functools.cached_property
+    def clip_config(self):
+        from m3cvc_jax.nn.clip import CLIPConfig, PRESETS
+
+        name = self.config.keyframes.clip_model
+        if name not in PRESETS:
+            raise ConfigError(f"keyframes.clip_model: unknown CLIP preset {name!r}; one of {', '.join(PRESETS)}")
+        if self.root is None:
+            return PRESETS[name]
+        cfg = dict(self.meta("clip")["config"])
+        if cfg.pop("kind", "full") != "full":
+            raise WeightsError(f"{self.component_dir('clip')}: a text-only CLIP checkpoint; the codec needs both "
+                               f"towers (convert without --text-only)")
+        return CLIPConfig.from_dict(cfg)
+
+    @functools.cached_property
+    def codec_config(self):
+        """`configs.keyframe_codec.KeyframeCodecConfig` for the frame size and settings of the config."""
+        from configs.keyframe_codec import KeyframeCodecConfig
+        from m3cvc_jax.nn.post_encoder import PostEncoderConfig
+        from m3cvc_jax.nn.unet import UNetConfig
+        from m3cvc_jax.nn.vae import VAEConfig
+
+        c = self.config
+        kc = c.keyframe_codec
+        common = dict(width=c.video.width, height=c.video.height, num_inference_steps=kc.steps,
+                      guidance_scale=kc.guidance_scale)
+        if self.root is None:
+            cfg = KeyframeCodecConfig.preset(kc.preset, pixels_per_index=kc.pixels_per_index, **common)
+            return dataclasses.replace(cfg, text=self.clip_config.text)
+        pe = PostEncoderConfig(**self.meta("post-encoder")["config"])
+        ppi = 8 * 2**pe.num_stages
+        if ppi != kc.pixels_per_index:
+            raise WeightsError(f"the post-encoder in {self.root} codes {ppi} pixels per index but "
+                               f"keyframe_codec.pixels_per_index={kc.pixels_per_index}")
+        unet = UNetConfig.from_dict(self.meta("keyframe-unet")["config"])
+        unet = dataclasses.replace(unet, extra_in_channels=pe.codebook_dim)
+        vae = VAEConfig.from_dict(self.meta("sd-vae")["config"])
+        return KeyframeCodecConfig(vae=vae, unet=unet, text=self.clip_config.text, post_encoder=pe,
+                                   pixels_per_index=ppi, **common)
+
+    @functools.cached_property
+    def seine_config(self):
+        from m3cvc_jax.nn.video_unet import PRESETS, VideoUNetConfig
+
+        if self.root is None:
+            name = self.config.video_model.preset
+            if name not in PRESETS:
+                raise ConfigError(f"video_model.preset: unknown {name!r}; one of {', '.join(PRESETS)}")
+            cfg = PRESETS[name]()
+        else:
+            cfg = VideoUNetConfig(**self.meta("seine")["config"])
+        if cfg.cross_attention_dim != self.clip_config.text.hidden_size:
+            raise ConfigError(f"SEINE attends to {cfg.cross_attention_dim}-d text but the CLIP text tower is "
+                              f"{self.clip_config.text.hidden_size}-d")
+        return cfg
+
+    @functools.cached_property
+    def raft_config(self):
+        from m3cvc_jax.nn.raft import PRESETS, RAFTConfig
+
+        name = self.config.keyframes.flow_model
+        if name not in FLOW_PRESETS:
+            raise ConfigError(f"keyframes.flow_model: unknown {name!r}; one of {', '.join(FLOW_PRESETS)}")
+        if self.root is None:
+            return PRESETS[FLOW_PRESETS[name]]
+        cfg = dict(self.meta("raft")["config"])
+        cfg.pop("preset", None)
+        return RAFTConfig.from_dict(cfg)
+
+    # -- modules
+
+    def _identity(self, name: str, model_config) -> tuple:
+        """What determines a component's weights: its source, seed (random) and model config."""
+        source = ("random", int(self.config.seed)) if self.root is None else ("folder", os.path.abspath(self.root))
+        return (name, source, model_config)
+
+    def _get(self, name: str, model_config, build: Callable[[], Any]):
+        if not self.cache:
+            return build()
+        return _cached(name, self._identity(name, model_config), build)
+
+    def _module(self, name: str, model_config, build: Callable[[Any], Any]):
+        def make():
+            if self.root is None:
+                return random_module(build, self.config.seed, name)
+            model = abstract_module(build)
+            assign_params(model, self._load(name), source=self.component_dir(name))
+            return model
+
+        return self._get(name, model_config, make)
+
+    @functools.cached_property
+    def clip(self):
+        """CLIPModel: image features for the keyframe decision, text hidden states for conditioning."""
+
+        from m3cvc_jax.nn.clip import CLIPModel
+
+        return self._module("clip", self.clip_config, lambda rngs: CLIPModel(self.clip_config, rngs=rngs))
+
+    @functools.cached_property
+    def raft(self):
+
+        from m3cvc_jax.nn.raft import RAFT
+
+        return self._module("raft", self.raft_config, lambda rngs: RAFT(self.raft_config, rngs=rngs))
+
+    @functools.cached_property
+    def seine(self):
+
+        from m3cvc_jax.nn.video_unet import VideoUNet
+
+        return self._module("seine", self.seine_config, lambda rngs: VideoUNet(self.seine_config, rngs=rngs))
+
+    @functools.cached_property
+    def codec(self):
+        """KeyframeCodec (VAE, post-encoder, codebook, UNet); random weights per sub-module name."""
+        return self._get("codec", self.codec_config, self._build_codec)
+
+    def _build_codec(self):
+        from m3cvc_jax.nn.keyframe_codec import KeyframeCodec, extend_conv_in
+
+        cfg = self.codec_config
+        codec = abstract_module(lambda rngs: KeyframeCodec(cfg, rngs=rngs))
+        if self.root is None:
+            # One stream per component, under the keys its checkpoint would hold.
+            seed = self.config.seed
+            fill_random({"": codec.vae}, seed, "sd-vae")
+            fill_random({"": codec.unet}, seed, "keyframe-unet")
+            fill_random({"post_encoder.": codec.post_encoder, "codebook.": codec.codebook}, seed, "post-encoder")
+            return codec
+        assign_params(codec.vae, self._load("sd-vae"), source=self.component_dir("sd-vae"))
+        unet = self._load("keyframe-unet")
+        unet["conv_in.kernel"] = np.asarray(extend_conv_in(unet["conv_in.kernel"], cfg.unet.in_channels,
+                                                           cfg.unet.extra_in_channels))
+        assign_params(codec.unet, unet, source=self.component_dir("keyframe-unet"))
+        pe = self._load("post-encoder")
+        assign_params(codec.post_encoder, _strip(pe, "post_encoder."), source=self.component_dir("post-encoder"))
+        assign_params(codec.codebook, _strip(pe, "codebook."), source=self.component_dir("post-encoder"))
+        return codec
+
+    def describer(self, seed: int | None = None):
+        """A fresh describer (they keep per-stream state): `dialogue.describer` of the config."""
+        from m3cvc_jax.lmm.describers import make_describer
+        from m3cvc_jax.lmm.generate import SamplingConfig
+
+        d = self.config.dialogue
+        weights_dir = None
+        if d.describer == "qwen2-vl" and self.root is not None:
+            weights_dir = self.component_dir("qwen2-vl")
+        return make_describer(
+            d.describer, weights_dir=weights_dir, preset=d.model, fixed_texts=d.texts or None,
+            templates=d.templates or None, keyframe_turns=d.turns, clip_turns=d.clip_turns,
+            sampling=SamplingConfig(max_new_tokens=d.max_new_tokens, temperature=d.temperature),
+            seed=self.config.seed if seed is None else seed, value_range=(0.0, 255.0),
+        )
+
+    # -- identity
+
+    def fingerprint(self) -> str:
+        """Combined fingerprint of `DECODER_COMPONENTS` (16 hex digits)."""
+        return combine_fingerprints(self.fingerprints())
+
+    def fingerprints(self) -> dict[str, str]:
+        if self.root is not None:
+            return {name: str(self.meta(name).get("fingerprint", "")) for name in DECODER_COMPONENTS}
+        key = (self.codec_config, self.clip_config, self.seine_config)
+        return self._get("fingerprints", key, self._random_fingerprints)
+
+    def _random_fingerprints(self) -> dict[str, str]:
+        codec = self.codec
+        pe_params = {**{f"post_encoder.{k}": v for k, v in flat_params(codec.post_encoder).items()},
+                     **{f"codebook.{k}": v for k, v in flat_params(codec.codebook).items()}}
+        return {"sd-vae": module_fingerprint(codec.vae), "post-encoder": fingerprint(pe_params),
+                "keyframe-unet": module_fingerprint(codec.unet), "clip": module_fingerprint(self.clip),
+                "seine": module_fingerprint(self.seine)}
