@@ -30,7 +30,8 @@ CONFIGS = {
         text=Qwen2VLTextConfig(vocab_size=32768, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                                num_attention_heads=14, num_key_value_heads=2, mrope_section=(16, 8, 8)),
         vision=Qwen2VLVisionConfig(depth=1, embed_dim=32, hidden_size=896, num_heads=2),
-        tie_word_embeddings=True,
+        bos_token_id=32000, eos_token_id=32001, image_token_id=32002, video_token_id=32003,
+        vision_start_token_id=32004, vision_end_token_id=32005, tie_word_embeddings=True,
     ),
 }
 
@@ -77,20 +78,13 @@ def time_jax(ours, ids: np.ndarray, new: int) -> tuple[float, float, float]:
     p = gen.prepare(ids, max_new_tokens=new)
     key = jax.random.key(0)
 
-    def prefill():
-        return gen._prefill(gen.state, p["ids"], p["positions"], p["valid"], np.int32(p["true_len"]), None, None,
-                            key, image_grid_thw=None, video_grid_thw=None, max_len=p["max_len"], sampling=sampling)
-
     t0 = time.perf_counter()
-    first, cache, _ = jax.block_until_ready(prefill())
-    tokens, n = jax.block_until_ready(gen._decode(gen.state, first, cache, p["base_pos"], p["valid"], key,
-                                                  sampling=sampling))
+    tokens, n = jax.block_until_ready(gen.decode(p, *gen.prefill(p, sampling, key), sampling, key))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    first, cache, _ = jax.block_until_ready(prefill())
+    first, cache = jax.block_until_ready(gen.prefill(p, sampling, key))
     t1 = time.perf_counter()
-    tokens, n = jax.block_until_ready(gen._decode(gen.state, first, cache, p["base_pos"], p["valid"], key,
-                                                  sampling=sampling))
+    tokens, n = jax.block_until_ready(gen.decode(p, first, cache, sampling, key))
     t2 = time.perf_counter()
     assert int(n) == new
     return t1 - t0, (new - 1) / (t2 - t1), compile_s

@@ -123,6 +123,7 @@ class Generator:
     def prepare(self, input_ids, *, attention_mask=None, image_grid_thw=None, video_grid_thw=None,
                 max_new_tokens: int = 64) -> dict[str, Any]:
         """Host-side inputs of the two phases: padded ids, rotary positions, key mask, sizes."""
+        image_grid_thw, video_grid_thw = _grid(image_grid_thw), _grid(video_grid_thw)
         ids = np.asarray(input_ids, np.int32)
         if ids.ndim != 2:
             raise ConfigError(f"input_ids must be (batch, length), got shape {ids.shape}")
@@ -142,7 +143,24 @@ class Generator:
         valid[:, :l] = mask
         # The next token's position on every axis: one past the prompt's largest position.
         base_pos = (mask.sum(-1) + deltas[:, 0]).astype(np.int32)
-        return dict(ids=ids_p, positions=pos_p, valid=valid, true_len=l, max_len=max_len, base_pos=base_pos)
+        return dict(ids=ids_p, positions=pos_p, valid=valid, true_len=l, max_len=max_len, base_pos=base_pos,
+                    image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw)
+
+    def prefill(self, p: dict[str, Any], sampling: SamplingConfig, key: jax.Array, *, pixel_values=None,
+                pixel_values_videos=None) -> tuple[jax.Array, KVCache]:
+        """Phase 1 on `prepare`'s output: the prompt through the model -> (first new token, filled cache)."""
+        first, cache, _ = self._prefill(
+            self.state, p["ids"], p["positions"], p["valid"], jnp.int32(p["true_len"]),
+            _opt(pixel_values), _opt(pixel_values_videos), key,
+            image_grid_thw=p["image_grid_thw"], video_grid_thw=p["video_grid_thw"], max_len=p["max_len"],
+            sampling=sampling,
+        )
+        return first, cache
+
+    def decode(self, p: dict[str, Any], first: jax.Array, cache: KVCache, sampling: SamplingConfig,
+               key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Phase 2: the jitted while-loop -> (tokens `(B, max_new_tokens)`, number of steps run)."""
+        return self._decode(self.state, first, cache, p["base_pos"], p["valid"], key, sampling=sampling)
 
     def generate(
         self,
@@ -163,16 +181,11 @@ class Generator:
         if sampling.temperature > 0 and key is None:
             raise ConfigError("sampling with temperature > 0 needs an explicit PRNG key")
         key = jax.random.key(0) if key is None else key
-        image_grid_thw = _grid(image_grid_thw)
-        video_grid_thw = _grid(video_grid_thw)
         p = self.prepare(input_ids, attention_mask=attention_mask, image_grid_thw=image_grid_thw,
                          video_grid_thw=video_grid_thw, max_new_tokens=sampling.max_new_tokens)
-        first, cache, _ = self._prefill(
-            self.state, p["ids"], p["positions"], p["valid"], jnp.int32(p["true_len"]),
-            _opt(pixel_values), _opt(pixel_values_videos), key,
-            image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw, max_len=p["max_len"], sampling=sampling,
-        )
-        tokens, n = self._decode(self.state, first, cache, p["base_pos"], p["valid"], key, sampling=sampling)
+        first, cache = self.prefill(p, sampling, key, pixel_values=pixel_values,
+                                    pixel_values_videos=pixel_values_videos)
+        tokens, n = self.decode(p, first, cache, sampling, key)
         tokens = np.asarray(tokens)[:, : int(n)]
         return GenerationOutput(tokens=tokens, lengths=_lengths(tokens, sampling.stop_tokens), prompt_length=p["true_len"])
 
