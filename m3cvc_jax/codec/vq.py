@@ -91,8 +91,8 @@ class EMAState(NamedTuple):
 
 def ema_init(codebook: jax.Array) -> EMAState:
     """EMA statistics consistent with `codebook` (each code as if it had seen itself once)."""
-    codebook = codebook.astype(jnp.float32)
-    return EMAState(jnp.ones(codebook.shape[0], jnp.float32), codebook)
+    # A copy, never an alias of the codebook: callers donate both to a jitted step.
+    return EMAState(jnp.ones(codebook.shape[0], jnp.float32), jnp.array(codebook, jnp.float32, copy=True))
 
 
 def ema_update(

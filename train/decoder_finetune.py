@@ -1,0 +1,228 @@
+"""Decoder fine-tuning: the conditional SD UNet learns to denoise given z_hat (VQ indices) and D_F.
+
+    python -m train.decoder_finetune --config configs/decoder_finetune.py:tiny --workdir /tmp/ft_tiny
+
+Frozen: the VAE, the post-encoder + codebook (from VQ pretraining), the CLIP text tower and every UNet
+weight except its linear layers and the new conv_in input channels (optax.multi_transform with
+set_to_zero for the rest; the conv_in kernel's original channels get a zero gradient mask). The trained
+UNet is exported to `<workdir>/export` (family `sd-unet`, its config with `extra_in_channels`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from configs.keyframe_codec import KeyframeCodecConfig
+from m3cvc_jax import weights
+from m3cvc_jax.codec import vq
+from m3cvc_jax.diffusion import predictions
+from m3cvc_jax.diffusion.schedules import NoiseLevel, NoiseSchedule
+from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.nn import clip_tokenizer
+from m3cvc_jax.nn.clip import CLIPTextModel
+from m3cvc_jax.nn.keyframe_codec import condition, extend_conv_in, frame_latent, unet_eps
+from m3cvc_jax.nn.post_encoder import Codebook, PostEncoder
+from m3cvc_jax.nn.unet import UNet2DConditionModel
+from train import cli, loop, optim, sharding
+from train.data import loader
+from train.vq_pretrain import EXPORT_FAMILY as VQ_FAMILY
+from train.vq_pretrain import codec_config, load_frozen_vae, make_batches, pure_to_flat
+
+
+class Frozen(nnx.Module):
+    """The parts fine-tuning only runs forward."""
+
+    def __init__(self, cfg: KeyframeCodecConfig, vae, *, rngs: nnx.Rngs):
+        self.vae = vae
+        self.post_encoder = PostEncoder(cfg.post_encoder, rngs=rngs)
+        self.codebook = Codebook(cfg.post_encoder, rngs=rngs)
+        self.text = CLIPTextModel(cfg.text, rngs=rngs)
+
+
+def trainable_paths(unet: UNet2DConditionModel) -> frozenset[tuple]:
+    """Parameter paths the fine-tune trains: the reference's nn.Linear layers, plus conv_in.kernel.
+
+    Our 1x1 convolutions are nnx.Linear too (same matmul in channels-last); the reference's are Conv2d,
+    so `conv_shortcut` and, with conv projections, `proj_in`/`proj_out` stay frozen.
+    """
+    conv_like = {"conv_shortcut"} | (set() if unet.config.use_linear_projection else {"proj_in", "proj_out"})
+    paths = {("conv_in", "kernel")}
+    for path, module in nnx.iter_graph(unet):
+        if isinstance(module, nnx.Linear) and path[-1] not in conv_like:
+            paths.add((*path, "kernel"))
+            if module.bias is not None:
+                paths.add((*path, "bias"))
+    return frozenset(paths)
+
+
+def _path(keys) -> tuple:
+    return tuple(k.key for k in keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    unet: nnx.GraphDef
+    frozen: nnx.GraphDef
+    optimizer: optim.OptimizerConfig
+    schedule_steps: int  # the run length when the schedule depends on it (else 0: resuming with a
+                         # larger num_steps reuses the compiled step)
+    trainable: frozenset
+    in_channels: int
+    text_dropout: float
+    prediction_type: str = "epsilon"
+
+
+def _tx(spec: Spec, params: Any) -> optax.GradientTransformation:
+    trainable = jax.tree_util.tree_map_with_path(lambda p, _: _path(p) in spec.trainable, params)
+    return optim.masked(spec.optimizer, spec.schedule_steps, trainable)
+
+
+def _step(spec: Spec, frozen_params: Any, levels: NoiseLevel, null_ids: jax.Array, state: dict, batch: dict,
+          key: jax.Array) -> tuple[dict, dict]:
+    frozen = nnx.merge(spec.frozen, frozen_params)
+    latent = frame_latent(frozen.vae, batch["image"])
+    codebook = frozen.codebook()
+    indices = vq.nearest(frozen.post_encoder(latent), codebook)
+    z_hat = condition(codebook, indices, latent.shape[1:3])
+    text = frozen.text(batch["ids"]).last_hidden_state
+    null = frozen.text(null_ids).last_hidden_state
+    latent, z_hat, text, null = jax.lax.stop_gradient((latent, z_hat, text, null))
+
+    b = latent.shape[0]
+    k_drop, k_t, k_noise = jax.random.split(key, 3)
+    drop = jax.random.uniform(k_drop, (b,)) < spec.text_dropout
+    context = jnp.where(drop[:, None, None], null, text)
+    t = jax.random.randint(k_t, (b,), 0, levels.sqrt_alpha_prod.shape[0])
+    noise = jax.random.normal(k_noise, latent.shape, jnp.float32)
+    level = levels[t]
+    x_t = predictions.add_noise(latent, noise, level)
+    target = predictions.training_target(spec.prediction_type, latent, noise, level)
+
+    def loss_fn(params):
+        unet = nnx.merge(spec.unet, params)
+        out = unet_eps(unet, x_t, t, (z_hat, context))
+        return jnp.mean(jnp.square(out.astype(jnp.float32) - target))
+
+    params = state["params"]
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    # Only the new conv_in channels train: the SD channels keep the pretrained filters.
+    g = grads["conv_in"]["kernel"]
+    extension = (jnp.arange(g.shape[2]) >= spec.in_channels).astype(g.dtype)
+    grads = {**grads, "conv_in": {**grads["conv_in"], "kernel": g * extension[None, None, :, None]}}
+    updates, opt_state = _tx(spec, params).update(grads, state["opt_state"], params)
+    params = optax.apply_updates(params, updates)
+    metrics = dict(loss=loss, grad_norm=optax.global_norm(grads), text_dropped=jnp.mean(drop.astype(jnp.float32)))
+    return dict(step=state["step"] + 1, params=params, opt_state=opt_state), metrics
+
+
+train_step = jax.jit(_step, static_argnums=0, donate_argnums=4)
+
+
+def _load(model: nnx.Module, path: str, family: str, *, prefix: str = "", adapt=None) -> None:
+    _, params = weights.load_checkpoint(path, family=family)
+    if prefix:
+        params = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+    if adapt is not None:
+        params = adapt(params)
+    weights.assign_params(model, params, source=path)
+
+
+def build(config, codec_cfg: KeyframeCodecConfig):
+    """(UNet with its base weights, frozen parts) from the config's weight folders (random if empty)."""
+    k_vae, k_frozen, k_unet = jax.random.split(loop.init_key(config.seed), 3)
+    paper_sized = config.model != "tiny"
+    missing = [n for n in ("vae_weights", "unet_weights", "text_weights", "vq_weights") if not config[n]]
+    if paper_sized and missing:
+        raise ConfigError(f"the {config.model} decoder fine-tune needs {', '.join(missing)}")
+    vae = load_frozen_vae(codec_cfg, config.vae_weights, k_vae)
+    frozen = Frozen(codec_cfg, vae, rngs=nnx.Rngs(k_frozen))
+    if config.vq_weights:
+        _, vq_params = weights.load_checkpoint(config.vq_weights, family=VQ_FAMILY)
+        _load_parts(frozen, vq_params, config.vq_weights)
+    if config.text_weights:
+        text_prefix = "text_model."
+        _load(frozen.text, config.text_weights, "clip", adapt=lambda p: {k: v for k, v in p.items()
+                                                                          if k.startswith(text_prefix)})
+    unet = UNet2DConditionModel(codec_cfg.unet, rngs=nnx.Rngs(k_unet))
+    if config.unet_weights:
+        cfg = codec_cfg.unet
+
+        def widen(p):
+            return {**p, "conv_in.kernel": extend_conv_in(p["conv_in.kernel"], cfg.in_channels, cfg.extra_in_channels)}
+
+        _load(unet, config.unet_weights, "sd-unet", adapt=widen)
+    return unet, frozen
+
+
+def _load_parts(frozen: Frozen, params: dict, source: str) -> None:
+    for part in ("post_encoder", "codebook"):
+        sub = {k[len(part) + 1:]: v for k, v in params.items() if k.startswith(part + ".")}
+        weights.assign_params(getattr(frozen, part), sub, source=source)
+
+
+def _tokenize(pad_id: int):
+    def fn(example: dict) -> dict:
+        text = example["text"]
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        return {"image": loader.image_to_model(example)["image"],
+                "ids": clip_tokenizer.tokenize(text, pad_id=pad_id)[0]}
+
+    return fn
+
+
+def train(config, workdir: str) -> tuple[dict, list[dict]]:
+    mesh = sharding.data_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    if not 0.0 <= config.text_dropout <= 1.0:
+        raise ConfigError(f"text_dropout must lie in [0, 1], got {config.text_dropout}")
+    codec_cfg = codec_config(config)
+    unet, frozen = build(config, codec_cfg)
+    unet_def, params = nnx.split(unet, nnx.Param)
+    frozen_def, frozen_params = nnx.split(frozen, nnx.Param)
+    spec = Spec(unet_def, frozen_def, optim.OptimizerConfig.from_config(config.optimizer),
+                optim.schedule_steps(config.optimizer, config.num_steps),
+                trainable_paths(unet), codec_cfg.unet.in_channels, float(config.text_dropout))
+    params = params.to_pure_dict()
+    count_trained(params, spec)
+    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=_tx(spec, params).init(params))
+    state = sharding.put_replicated(state, mesh)
+    frozen_params = sharding.put_replicated(frozen_params.to_pure_dict(), mesh)
+    levels = sharding.put_replicated(NoiseSchedule.stable_diffusion().level(), mesh)
+    null_ids = sharding.put_replicated(jnp.asarray(clip_tokenizer.tokenize("", pad_id=codec_cfg.text_pad_id)), mesh)
+    batches = make_batches(config, workdir, _tokenize(codec_cfg.text_pad_id))
+
+    def step_fn(state, batch, key):
+        return train_step(spec, frozen_params, levels, null_ids, state, batch, key)
+
+    state, rows = loop.run(config=config, workdir=workdir, state=state, step_fn=step_fn, batches=batches,
+                           mesh=mesh, name="decoder_finetune")
+    weights.save_checkpoint(os.path.join(workdir, "export"), family="sd-unet",
+                            config=dataclasses.asdict(codec_cfg.unet), params=pure_to_flat(state["params"]))
+    return state, rows
+
+
+def count_trained(params: dict, spec: Spec) -> tuple[int, int]:
+    """(trained, total) UNet parameters, counting only the extension channels of conv_in; printed."""
+    total = trained = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        p, n = _path(path), int(np.prod(leaf.shape))
+        total += n
+        if p == ("conv_in", "kernel"):
+            trained += n // leaf.shape[2] * (leaf.shape[2] - spec.in_channels)
+        elif p in spec.trainable:
+            trained += n
+    print(f"decoder_finetune: training {trained:,} of {total:,} UNet parameters "
+          f"({100 * trained / total:.1f}%: linear layers + conv_in extension)", flush=True)
+    return trained, total
+
+
+if __name__ == "__main__":
+    cli.main(train)

@@ -1,0 +1,188 @@
+"""VQ pretraining: post-encoder + codebook on frozen SD VAE latents (commit loss + latent reconstruction).
+
+    python -m train.vq_pretrain --config configs/vq_pretrain.py:tiny --workdir /tmp/vq_tiny
+
+The paper trains the VQ with the commit loss ||z - sg(z_q)||^2 only; alone it is minimised by putting every
+vector on one codeword. We add the MSE of a small post-decoder's reconstruction of the SD latent from the
+straight-through quantised `h` (the post-decoder is dropped after training), and update the codebook by EMA
+with dead-code restarts (or by the codebook loss). The final post-encoder + codebook are exported to
+`<workdir>/export` (family `keyframe-vq`) for the decoder fine-tune and the codec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from configs.keyframe_codec import KeyframeCodecConfig
+from m3cvc_jax import weights
+from m3cvc_jax.codec import vq
+from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.nn.keyframe_codec import frame_latent
+from m3cvc_jax.nn.post_encoder import Codebook, PostDecoder, PostEncoder, PostEncoderConfig
+from m3cvc_jax.nn.vae import AutoencoderKL
+from train import cli, loop, optim, sharding
+from train.data import loader
+
+EXPORT_FAMILY = "keyframe-vq"
+
+
+class VQModel(nnx.Module):
+    """What VQ pretraining trains; names match `KeyframeCodec` (post_encoder.*, codebook.embedding)."""
+
+    def __init__(self, config: PostEncoderConfig, *, rngs: nnx.Rngs):
+        self.post_encoder = PostEncoder(config, rngs=rngs)
+        self.codebook = Codebook(config, rngs=rngs)
+        self.post_decoder = PostDecoder(config, rngs=rngs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Everything static about a step (hashable: jitted once per run shape)."""
+
+    model: nnx.GraphDef
+    vae: nnx.GraphDef
+    optimizer: optim.OptimizerConfig
+    schedule_steps: int  # the run length when the schedule depends on it (else 0: resuming with a
+                         # larger num_steps reuses the compiled step)
+    update: str
+    commit_weight: float
+    ema_decay: float
+    restart_every: int
+    restart_threshold: float
+
+
+def _tx(spec: Spec, params: Any) -> optax.GradientTransformation:
+    # With EMA updates the codebook moves by k-means averaging, never by the optimiser.
+    trainable = jax.tree_util.tree_map_with_path(
+        lambda path, _: not (spec.update == "ema" and path[0].key == "codebook"), params)
+    return optim.masked(spec.optimizer, spec.schedule_steps, trainable)
+
+
+def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array) -> tuple[dict, dict]:
+    vae = nnx.merge(spec.vae, vae_params)
+    latent = jax.lax.stop_gradient(frame_latent(vae, batch["image"]))
+
+    def loss_fn(params):
+        m = nnx.merge(spec.model, params)
+        h = m.post_encoder(latent)
+        q = vq.quantize(h, m.codebook())
+        rec = m.post_decoder(q.z_q)
+        rec_loss = jnp.mean(jnp.square(rec.astype(jnp.float32) - latent))
+        commit = vq.commit_loss(h, q.codewords)
+        book = vq.codebook_loss(h, q.codewords) if spec.update == "loss" else jnp.zeros(())
+        d = h.shape[-1]
+        # Per-element weighting as in VQ-VAE (the squared norms sum over D).
+        loss = rec_loss + spec.commit_weight * commit / d + book / d
+        return loss, dict(h=h, indices=q.indices, rec_loss=rec_loss, commit_loss=commit, codebook_loss=book)
+
+    params = state["params"]
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = _tx(spec, params).update(grads, state["opt_state"], params)
+    params = optax.apply_updates(params, updates)
+
+    h, indices = aux.pop("h"), aux.pop("indices")
+    ema, ema_codebook = vq.ema_update(state["ema"], h, indices, decay=spec.ema_decay)
+    codebook = ema_codebook if spec.update == "ema" else params["codebook"]["embedding"]
+    step = state["step"] + 1
+    due = (spec.restart_every > 0) & (step % max(spec.restart_every, 1) == 0)
+    restarted, dead = vq.restart_dead_codes(key, codebook, ema.cluster_size, h, threshold=spec.restart_threshold)
+    dead = dead & due
+    codebook = jnp.where(dead[:, None], restarted, codebook).astype(params["codebook"]["embedding"].dtype)
+    ema = vq.ema_reset(ema, codebook, dead)
+    params = {**params, "codebook": {"embedding": codebook}}
+
+    stats = vq.code_stats(indices, codebook.shape[0])
+    metrics = dict(loss=loss, **aux, perplexity=stats.perplexity, usage=stats.usage, dead_codes=stats.dead,
+                   index_entropy_bits=stats.entropy_bits, restarted_codes=jnp.sum(dead),
+                   grad_norm=optax.global_norm(grads))
+    return dict(step=step, params=params, opt_state=opt_state, ema=ema), metrics
+
+
+train_step = jax.jit(_step, static_argnums=0, donate_argnums=2)
+
+
+def load_frozen_vae(codec_cfg: KeyframeCodecConfig, path: str, key: jax.Array) -> AutoencoderKL:
+    vae = AutoencoderKL(codec_cfg.vae, rngs=nnx.Rngs(key))
+    if path:
+        _, params = weights.load_checkpoint(path, family="sd-vae")
+        weights.assign_params(vae, params, source=path)
+    elif codec_cfg.vae.block_out_channels == (128, 256, 512, 512):
+        raise ConfigError("vae_weights is empty: the paper-sized VAE must be converted weights "
+                          "(python -m convert_weights sd-vae SRC DST)")
+    return vae
+
+
+def codec_config(config) -> KeyframeCodecConfig:
+    return KeyframeCodecConfig.preset(config.model, pixels_per_index=config.pixels_per_index,
+                                      width=config.width, height=config.height)
+
+
+def make_batches(config, workdir: str, fn) -> loader.Batches:
+    d = config.data
+    data_dir = d.data_dir or os.path.join(workdir, "data")
+    b = loader.prepare(d.name, manual_dir=d.manual_dir, data_dir=data_dir, width=config.width,
+                       height=config.height, fps=d.fps, keyframes=d.keyframes, interval=d.interval,
+                       threshold=d.threshold, max_clip_length=d.max_clip_length, clip_weights=d.clip_weights,
+                       captions=d.captions, describer=d.describer, describer_weights=d.describer_weights,
+                       max_frames=d.max_frames)
+    return loader.Batches(b.as_data_source(split="train"), batch_size=config.batch_size, seed=config.seed, fn=fn)
+
+
+def _images(example: dict) -> dict:
+    return {"image": loader.image_to_model(example)["image"]}
+
+
+def train(config, workdir: str) -> tuple[dict, list[dict]]:
+    """Run (or resume) VQ pretraining; returns the final state and the metric rows logged by this call."""
+    mesh = sharding.data_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    codec_cfg = codec_config(config)
+    k_vae, k_model = jax.random.split(loop.init_key(config.seed))
+    vae = load_frozen_vae(codec_cfg, config.vae_weights, k_vae)
+    model = VQModel(codec_cfg.post_encoder, rngs=nnx.Rngs(k_model))
+    model_def, params = nnx.split(model, nnx.Param)
+    vae_def, vae_params = nnx.split(vae, nnx.Param)
+    spec = Spec(model_def, vae_def, optim.OptimizerConfig.from_config(config.optimizer),
+                optim.schedule_steps(config.optimizer, config.num_steps),
+                config.vq.codebook_update, config.vq.commit_weight, config.vq.ema_decay, config.vq.restart_every,
+                config.vq.restart_threshold)
+    if spec.update not in ("ema", "loss"):
+        raise ConfigError(f"vq.update must be 'ema' or 'loss', got {spec.update!r}")
+    params = params.to_pure_dict()
+    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=_tx(spec, params).init(params),
+                 ema=vq.ema_init(params["codebook"]["embedding"]))
+    state = sharding.put_replicated(state, mesh)
+    vae_params = sharding.put_replicated(vae_params.to_pure_dict(), mesh)
+    batches = make_batches(config, workdir, _images)
+
+    def step_fn(state, batch, key):
+        return train_step(spec, vae_params, state, batch, key)
+
+    state, rows = loop.run(config=config, workdir=workdir, state=state, step_fn=step_fn, batches=batches,
+                           mesh=mesh, name="vq_pretrain")
+    export(state["params"], codec_cfg.post_encoder, os.path.join(workdir, "export"))
+    return state, rows
+
+
+def pure_to_flat(tree: Any) -> dict[str, Any]:
+    """Nested pure dict (NNX `to_pure_dict`) -> flat dot-joined keys, as `m3cvc_jax.weights` stores them."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {".".join(str(k.key) for k in path): jax.device_get(v) for path, v in leaves}
+
+
+def export(params: dict, pe_config: PostEncoderConfig, directory: str) -> str:
+    """post_encoder.* and codebook.embedding as a weights checkpoint (what the codec loads)."""
+    flat = pure_to_flat({k: params[k] for k in ("post_encoder", "codebook")})
+    return weights.save_checkpoint(directory, family=EXPORT_FAMILY, config=dataclasses.asdict(pe_config),
+                                   params=flat)
+
+
+if __name__ == "__main__":
+    cli.main(train)
