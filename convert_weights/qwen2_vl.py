@@ -102,6 +102,9 @@ def convert(src: str, dst: str, *, dtype: str = "float32") -> str:
         shapes, _Stream(safetensors_files(src), dtype),
         rename=lambda k: rename(k, tied=cfg.tie_word_embeddings), source=src,
     )
+    for key in params:
+        # Transposed kernels are views of the tensors read; a compact copy each lets the originals go.
+        params[key] = np.ascontiguousarray(params[key])
     config = dataclasses.asdict(cfg)
     fp = save_checkpoint(dst, family=FAMILY, config=config, params=params)
     copied = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(src, f))]

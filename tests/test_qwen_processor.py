@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 
+@pytest.mark.parity
 def test_qwen2_vl_smart_resize_matches_reference():
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as ref
 
@@ -21,6 +22,7 @@ def test_qwen2_vl_smart_resize_matches_reference():
             assert smart_resize(h, w, 28, lo, hi) == ref(h, w, 28, lo, hi)
 
 
+@pytest.mark.parity
 def test_qwen2_vl_image_patches_match_reference():
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -31,6 +33,7 @@ def test_qwen2_vl_image_patches_match_reference():
     np.testing.assert_allclose(patches, ref["pixel_values"], atol=1e-5)
 
 
+@pytest.mark.parity
 def test_qwen2_vl_video_patches_match_reference():
     torch.set_num_threads(1)
     rng = np.random.default_rng(1)
@@ -54,6 +57,7 @@ def test_qwen2_vl_resize_close_to_reference():
     assert np.mean(np.abs(patches - ref["pixel_values"])) < 0.05
 
 
+@pytest.mark.parity
 def test_qwen2_vl_chat_inputs_match_reference_processor(tmp_path):
     from transformers import PreTrainedTokenizerFast
 
