@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="rate-distortion evaluation of codecs on a dataset", description=DESCRIPTION)
     p.add_argument("dataset", metavar="DATASET", help="folder, video file, or uvg | mcl-jcv | hevc-b | hevc-c")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--codecs", default="x264,x265", help="comma-separated codec names (default: x264,x265)")
+    p.add_argument("--codecs", default="x264,x265",
+                   help="comma-separated among x264, x265, svtav1, vvenc, vtm and ours (when registered); default x264,x265")
     p.add_argument("--anchor", default=None, help="BD-rate anchor (default: vtm, vvenc, x265 or x264, if evaluated)")
     p.add_argument("--data-root", default=None, help="root of the manual downloads (default: $M3CVC_DATA)")
     p.add_argument("--metrics", default=None,
