@@ -39,7 +39,10 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], config: CLIPConfig 
     """Reference tensors -> our flat params for `CLIPModel(config)` or, given a text config, `CLIPTextModel`."""
     if isinstance(config, CLIPTextConfig):
         build = lambda: CLIPTextModel(config, rngs=nnx.Rngs(0))
-        # Text encoders saved with a projection (CLIPTextModelWithProjection) keep it out of the tower.
+        # transformers 4 saved CLIPTextModel under `text_model.`, transformers 5 saves it bare; a
+        # projection (CLIPTextModelWithProjection) stays out of the tower.
+        tower = ("embeddings.", "encoder.", "final_layer_norm.")
+        state_dict = {("text_model." + k if k.startswith(tower) else k): v for k, v in state_dict.items()}
         state_dict = {k: v for k, v in state_dict.items() if k.startswith("text_model.")}
     else:
         build = lambda: CLIPModel(config, rngs=nnx.Rngs(0))

@@ -124,3 +124,31 @@ def test_clip_preprocess_close_to_pil():
     grey_levels = np.abs(ours - pil) * np.array([0.26862954, 0.26130258, 0.27577711]) * 255
     assert ours.shape == (224, 224, 3)
     assert grey_levels.mean() < 0.5 and grey_levels.max() <= 3.0, (grey_levels.mean(), grey_levels.max())
+
+
+def test_clip_convert_command(tmp_path):
+    """`python -m convert_weights clip` on saved transformers folders (full model and SD-style text encoder)."""
+    import torch
+    import transformers
+
+    from convert_weights.__main__ import main
+    from m3cvc_jax.weights import load_checkpoint
+
+    torch.set_num_threads(1)
+    ref = _reference(TINY, 2)
+    ref.save_pretrained(tmp_path / "hf")
+    assert main(["clip", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+    meta, params = load_checkpoint(str(tmp_path / "ours"), family="clip")
+    assert meta["config"]["kind"] == "full"
+    config = CLIPConfig.from_dict({k: v for k, v in meta["config"].items() if k != "kind"})
+    assert config.vision == TINY.vision and config.text.eos_token_id == 2
+    sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    np.testing.assert_array_equal(params["text_projection.kernel"], sd["text_projection.weight"].T)
+
+    text = transformers.CLIPTextModel(ref.config.text_config)
+    text.save_pretrained(tmp_path / "text_encoder")
+    assert main(["clip", str(tmp_path / "text_encoder"), str(tmp_path / "text"), "--text-only"]) == 0
+    meta, params = load_checkpoint(str(tmp_path / "text"), family="clip")
+    assert meta["config"]["kind"] == "text" and meta["config"]["hidden_size"] == TINY.text.hidden_size
+    assert "text_model.final_layer_norm.scale" in params and not any(k.startswith("vision") for k in params)
+    assert main(["clip", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2

@@ -107,3 +107,27 @@ def test_raft_lookup_matches_grid_sample():
 
     got = lookup(correlation_pyramid(f1, f2, 3), coords, 2)
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+def test_raft_convert_command_original_checkpoint(tmp_path):
+    """`python -m convert_weights raft raft-small.pth DST`: original naming, size detected."""
+    import torch
+
+    from convert_weights.__main__ import main
+    from m3cvc_jax.weights import load_checkpoint
+
+    ref = _torchvision("small")
+    original = {k: torch.as_tensor(np.asarray(v)) for k, v in
+                to_original({k: v.numpy() for k, v in ref.state_dict().items()}, PRESETS["small"]).items()}
+    torch.save(original, tmp_path / "raft-small.pth")
+    assert main(["raft", str(tmp_path / "raft-small.pth"), str(tmp_path / "ours")]) == 0
+    meta, params = load_checkpoint(str(tmp_path / "ours"), family="raft")
+    assert meta["config"]["preset"] == "small"
+    want = convert_state_dict({k: v.numpy() for k, v in ref.state_dict().items()}, PRESETS["small"])
+    assert params.keys() == want.keys()
+    np.testing.assert_array_equal(params["update_block.recurrent_block.convgru1.convz.kernel"],
+                                  want["update_block.recurrent_block.convgru1.convz.kernel"])
+    # A missing tensor is reported by name.
+    del original["module.update_block.flow_head.conv2.bias"]
+    torch.save(original, tmp_path / "broken.pth")
+    assert main(["raft", str(tmp_path / "broken.pth"), str(tmp_path / "x")]) == 2
