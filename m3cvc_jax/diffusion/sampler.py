@@ -22,7 +22,8 @@ when only a shape is given), or takes it from `noises[i]` to replay a reference 
 Known latents (SEINE's given frames, image interpolation): `known` is either a `(latents, mask)` pair,
 mask 1 where the value is known (broadcastable to x), which replaces the known part of x by the known
 latents noised to the current level before the first step and after every step; or a callable
-`known(x, level, key) -> x` given the `NoiseLevel` x is at.
+`known(x, level, key) -> x` given the `NoiseLevel` x is at. (SEINE itself conditions differently: its
+network reads `[x_t, mask, masked-video latent]` on the channel axis, which belongs in its model_fn.)
 """
 
 from __future__ import annotations
