@@ -163,3 +163,20 @@ def test_sd_convert_config_errors(tmp_path):
     cfg = UNetConfig.from_diffusers(json.loads(json.dumps({"attention_head_dim": [5, 10, 20, 20],
                                                             "use_linear_projection": True})))
     assert cfg.num_attention_heads == (5, 10, 20, 20) and cfg.per_block("transformer_layers_per_block") == (1,) * 4
+
+
+def test_sd_presets_match_the_released_models():
+    """Parameter counts and tensor counts of SD 1.5 / 2.1 UNets and the SD VAE (public model cards)."""
+    from flax import nnx
+
+    from convert_weights.core import abstract_shapes
+    from m3cvc_jax.nn.unet import UNet2DConditionModel
+    from m3cvc_jax.nn.vae import AutoencoderKL
+
+    def count(build):
+        shapes = abstract_shapes(build)
+        return sum(int(np.prod(s)) for s in shapes.values()), len(shapes)
+
+    assert count(lambda: UNet2DConditionModel(UNetConfig.preset("sd15"), rngs=nnx.Rngs(0))) == (859_520_964, 686)
+    assert count(lambda: UNet2DConditionModel(UNetConfig.preset("sd21"), rngs=nnx.Rngs(0))) == (865_910_724, 686)
+    assert count(lambda: AutoencoderKL(VAEConfig.preset("sd"), rngs=nnx.Rngs(0))) == (83_653_863, 248)

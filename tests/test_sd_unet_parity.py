@@ -83,6 +83,11 @@ def test_sd_unet_blocks_parity_attention():
                Attention(32, cross_attention_dim=20, heads=4, dim_head=6)), seq, ctx)
     run(*_pair(lambda: L.Attention(32, heads=2, dim_head=16, upcast_attention=True, rngs=nnx.Rngs(0)),
                Attention(32, heads=2, dim_head=16, upcast_attention=True)), seq)
+    # Long self-attention takes the blocked path (600 is not a multiple of the block: padded queries).
+    long_seq = rng.normal(size=(1, 600, 32)).astype(np.float32)
+    assert 600 * 600 >= L.BLOCKED_ATTENTION_MIN_LOGITS
+    run(*_pair(lambda: L.Attention(32, heads=2, dim_head=16, rngs=nnx.Rngs(0)), Attention(32, heads=2, dim_head=16)),
+        long_seq)
     # VAE mid-block flavour on a spatial input.
     vae_ref = Attention(16, heads=1, dim_head=16, rescale_output_factor=1.5, eps=1e-6, norm_num_groups=4,
                         residual_connection=True, bias=True, upcast_softmax=True, _from_deprecated_attn_block=True)

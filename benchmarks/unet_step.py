@@ -1,0 +1,97 @@
+"""`python -m benchmarks.unet_step [--repeats N] [--height H --width W]`: one SD-shaped UNet forward,
+jitted JAX against diffusers/PyTorch (best of 1 and 2 threads) with the same weights.
+
+Reduced SD 1.x config: block widths 64/128/256/256, 2 layers per block, 8 heads, latent 40x64, text
+77x256, batch 1 (DESIGN.md section 4 calibrates it: diffusers' old Flax UNet 1.27 s, PyTorch 0.45 s).
+Prints both timings (median of the repeats) and `ratio=jax/torch` last. The CPU is shared by other
+jobs: expect noise of tens of percent between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+CONFIG = dict(block_out_channels=(64, 128, 256, 256), layers_per_block=2, cross_attention_dim=256,
+              attention_head_dim=8, norm_num_groups=32,
+              down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+              up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> float:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--height", type=int, default=40)
+    parser.add_argument("--width", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    import diffusers
+    import torch
+
+    from convert_weights.sd_unet import convert_params
+    from m3cvc_jax.nn.unet import UNet2DConditionModel, UNetConfig
+    from m3cvc_jax.weights import assign_params
+
+    torch.manual_seed(0)
+    ref = diffusers.UNet2DConditionModel(**CONFIG).eval()
+    cfg = UNetConfig.from_diffusers(dict(ref.config))
+    sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    model = nnx.eval_shape(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(0)))
+    assign_params(model, convert_params(cfg, sd, lambda k: k.replace("Conv2d_0.", "conv.")))
+    n_params = sum(p.numel() for p in ref.parameters())
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, args.height, args.width, 4)).astype(np.float32)
+    ctx = rng.normal(size=(1, 77, 256)).astype(np.float32)
+    t = np.array([500.0], np.float32)
+
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, x, t, ctx):
+        return nnx.merge(graphdef, state)(x, t, ctx)
+
+    xs, ts, cs = jnp.asarray(x), jnp.asarray(t), jnp.asarray(ctx)
+    t0 = time.perf_counter()
+    out = forward(state, xs, ts, cs).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    jax_s = _median_time(lambda: forward(state, xs, ts, cs).block_until_ready(), args.repeats)
+
+    xt, tt, ct = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(t), torch.from_numpy(ctx)
+    torch_s = {}
+    with torch.inference_mode():
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            want = ref(xt, tt, ct).sample  # warm-up
+            torch_s[threads] = _median_time(lambda: ref(xt, tt, ct), args.repeats)
+    diff = float(np.abs(np.asarray(out) - want.numpy().transpose(0, 2, 3, 1)).max())
+
+    best = min(torch_s, key=torch_s.get)
+    print(f"config: widths {CONFIG['block_out_channels']}, latent {args.height}x{args.width}, text 77x256, "
+          f"{n_params / 1e6:.1f}M params, jax {jax.__version__}, torch {torch.__version__}")
+    print(f"jax jit forward: {jax_s:.3f} s (compile+first run {compile_s:.1f} s)")
+    for threads, s in torch_s.items():
+        print(f"torch forward, {threads} thread(s): {s:.3f} s")
+    print(f"max |jax - torch| = {diff:.2e}")
+    ratio = jax_s / torch_s[best]
+    print(f"ratio={ratio:.3f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
