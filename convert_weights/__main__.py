@@ -21,6 +21,7 @@ FAMILIES = {
     "seine": "convert_weights.seine",
     "qwen2-vl": "convert_weights.qwen2_vl",
     "lpips": "convert_weights.lpips",
+    "dists": "convert_weights.dists",
 }
 
 

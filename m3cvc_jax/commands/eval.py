@@ -23,9 +23,10 @@ def register(subparsers) -> None:
     p.add_argument("--anchor", default=None, help="BD-rate anchor (default: vtm, vvenc, x265 or x264, if evaluated)")
     p.add_argument("--data-root", default=None, help="root of the manual downloads (default: $M3CVC_DATA)")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated among psnr, ms_ssim, lpips, clip_sim (default: psnr, ms_ssim, and lpips / "
-                        "clip_sim when their weights are given)")
+                   help="comma-separated among psnr, ms_ssim, lpips, dists, clip_sim (default: psnr, ms_ssim, and "
+                        "lpips / dists / clip_sim when their weights are given)")
     p.add_argument("--lpips-weights", default=None, help="converted LPIPS checkpoint (python -m convert_weights lpips)")
+    p.add_argument("--dists-weights", default=None, help="converted DISTS checkpoint (python -m convert_weights dists)")
     p.add_argument("--clip-weights", default=None, help="converted CLIP checkpoint (python -m convert_weights clip)")
     p.add_argument("--rate-points", action="append", default=[], metavar="CODEC=V1,V2",
                    help="override a codec's rate points (QPs for the anchors); repeatable")
@@ -91,16 +92,20 @@ def _metric_names(args) -> list[str]:
     if args.metrics:
         names = [m.strip() for m in args.metrics.split(",") if m.strip()]
         for n in names:
-            if n not in ("psnr", "ms_ssim", "lpips", "clip_sim"):
-                raise ConfigError(f"unknown metric {n!r}; one of psnr, ms_ssim, lpips, clip_sim")
+            if n not in ("psnr", "ms_ssim", "lpips", "dists", "clip_sim"):
+                raise ConfigError(f"unknown metric {n!r}; one of psnr, ms_ssim, lpips, dists, clip_sim")
         if "lpips" in names and not args.lpips_weights:
             raise ConfigError("metric lpips needs --lpips-weights DIR (python -m convert_weights lpips ...)")
+        if "dists" in names and not args.dists_weights:
+            raise ConfigError("metric dists needs --dists-weights DIR (python -m convert_weights dists ...)")
         if "clip_sim" in names and not args.clip_weights:
             raise ConfigError("metric clip_sim needs --clip-weights DIR (python -m convert_weights clip ...)")
         return names
     names = ["psnr", "ms_ssim"]
     if args.lpips_weights:
         names.append("lpips")
+    if args.dists_weights:
+        names.append("dists")
     if args.clip_weights:
         names.append("clip_sim")
     return names
@@ -111,4 +116,5 @@ def _metric_objects(names, args):
 
     lp = {"lpips": metrics.load_lpips(args.lpips_weights)} if "lpips" in names else None
     clip = sharding.clip_embedder(metrics.load_clip_model(args.clip_weights)) if "clip_sim" in names else None
-    return sharding.default_metrics(names, lpips_models=lp, clip=clip)
+    dists = metrics.load_dists(args.dists_weights) if "dists" in names else None
+    return sharding.default_metrics(names, lpips_models=lp, clip=clip, dists=dists)

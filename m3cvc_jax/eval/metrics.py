@@ -10,6 +10,7 @@ one value per frame, shape `(...)`; a video's score is the mean over its frames 
   scales (odd sizes padded by one zero, as pytorch_msssim does); computed per channel, then averaged over
   channels. Needs frames whose shorter side exceeds 160 pixels.
 - `lpips_distance`: the `nn.lpips.LPIPS` port (load converted weights with `load_lpips`).
+- `dists_distance`: the `nn.dists.DISTS` port (load converted weights with `load_dists`).
 - `clip_similarity`: per-frame cosine of image embeddings from any `embed_fn` (the CLIP port
   through `clip_embedder`), so the metric itself depends on no particular network.
 """
@@ -137,6 +138,24 @@ def load_lpips(directory: str, *, dtype=jnp.float32):
     meta, params = load_checkpoint(directory, family="lpips")
     # Abstract first: a random init of the VGG trunk costs tens of seconds on CPU for nothing.
     model = nnx.eval_shape(lambda: LPIPS(LPIPSConfig(**meta["config"]), dtype=dtype, rngs=nnx.Rngs(0)))
+    assign_params(model, params, source=directory)
+    return model
+
+
+def dists_distance(model, a: jax.Array, b: jax.Array) -> jax.Array:
+    """Per-frame DISTS with an `nn.dists.DISTS` model (lower is better)."""
+    return model(to_signed(a), to_signed(b))
+
+
+def load_dists(directory: str, *, dtype=jnp.float32):
+    """A DISTS model from a converted checkpoint (`python -m convert_weights dists ...`)."""
+    from flax import nnx
+
+    from m3cvc_jax.nn.dists import DISTS, DISTSConfig
+    from m3cvc_jax.weights import assign_params, load_checkpoint
+
+    meta, params = load_checkpoint(directory, family="dists")
+    model = nnx.eval_shape(lambda: DISTS(DISTSConfig(**meta["config"]), dtype=dtype, rngs=nnx.Rngs(0)))
     assign_params(model, params, source=directory)
     return model
 

@@ -19,7 +19,7 @@ from m3cvc_jax.eval.bdrate import LOWER_IS_BETTER, bd_rate
 
 NON_METRICS = {"dataset", "sequence", "codec", "rate_point", "width", "height", "frames", "fps", "bytes", "bpp",
                "encode_s", "decode_s"}
-LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "clip_sim": "CLIP-sim", "bpp": "bpp"}
+LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS", "clip_sim": "CLIP-sim", "bpp": "bpp"}
 
 
 def metric_columns(rows: Sequence[dict]) -> list[str]:

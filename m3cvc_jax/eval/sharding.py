@@ -67,6 +67,13 @@ def lpips_metric(model, name: str = "lpips") -> Metric:
     return Metric(name, lambda s, a, b: M.lpips_distance(nnx.merge(graphdef, s), a, b), state)
 
 
+def dists_metric(model, name: str = "dists") -> Metric:
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+    return Metric(name, lambda s, a, b: M.dists_distance(nnx.merge(graphdef, s), a, b), state)
+
+
 def clip_metric(embed: Callable[[Any, jax.Array], jax.Array], params: Any, name: str = "clip_sim") -> Metric:
     """embed(params, frames in [-1, 1]) -> embeddings; see `clip_embedder` for the CLIP port."""
     return Metric(name, lambda p, a, b: M.clip_similarity(lambda x: embed(p, x), a, b), params)
@@ -143,8 +150,9 @@ def clip_embedder(model) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
     return embed, state
 
 
-def default_metrics(names: list[str], *, lpips_models: Mapping[str, Any] | None = None, clip=None) -> list[Metric]:
-    """Metric objects for names among psnr, ms_ssim, lpips*, clip_sim (models supplied by the caller)."""
+def default_metrics(names: list[str], *, lpips_models: Mapping[str, Any] | None = None, clip=None,
+                    dists=None) -> list[Metric]:
+    """Metric objects for names among psnr, ms_ssim, lpips*, dists, clip_sim (models supplied by the caller)."""
     out = []
     for name in names:
         if name == "psnr":
@@ -155,6 +163,10 @@ def default_metrics(names: list[str], *, lpips_models: Mapping[str, Any] | None 
             if not lpips_models or name not in lpips_models:
                 raise ValueError(f"metric {name} needs LPIPS weights")
             out.append(lpips_metric(lpips_models[name], name))
+        elif name == "dists":
+            if dists is None:
+                raise ValueError("metric dists needs DISTS weights")
+            out.append(dists_metric(dists))
         elif name == "clip_sim":
             if clip is None:
                 raise ValueError("metric clip_sim needs CLIP weights")
