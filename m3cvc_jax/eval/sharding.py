@@ -24,16 +24,24 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from m3cvc_jax.eval import metrics as M
 
 AXIS = "frames"
-_DIST_VARS = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
 
 
 def maybe_initialize_distributed() -> bool:
-    """`jax.distributed.initialize()` when a coordinator is configured in the environment (else a no-op)."""
-    if not any(os.environ.get(v) for v in _DIST_VARS):
+    """`jax.distributed.initialize` when the environment configures several processes, else a no-op.
+
+    Reads JAX_COORDINATOR_ADDRESS (host:port), JAX_NUM_PROCESSES and JAX_PROCESS_ID; on managed clusters
+    (SLURM, TPU pods) where JAX detects these itself, setting only JAX_COORDINATOR_ADDRESS is enough.
+    """
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address:
         return False
-    if jax.process_count() > 1:
-        return True
-    jax.distributed.initialize()
+    kwargs = {"coordinator_address": address}
+    if os.environ.get("JAX_NUM_PROCESSES"):
+        kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+    if os.environ.get("JAX_PROCESS_ID"):
+        kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+    if not jax.distributed.is_initialized():
+        jax.distributed.initialize(**kwargs)
     return True
 
 
