@@ -129,12 +129,15 @@ def test_eval_command_end_to_end(tmp_path, toy_registered, metric_weights, capsy
     from m3cvc_jax.eval.metrics import load_clip_model, load_lpips
     from m3cvc_jax.nn.clip import preprocess_images
 
+    from flax import nnx
+
     lp = load_lpips(str(metric_weights[0]))
-    want_lp = np.mean(np.asarray(lp(jnp.asarray(gt) / 127.5 - 1, jnp.asarray(dec) / 127.5 - 1)))
+    want_lp = np.mean(np.asarray(nnx.jit(lambda m, a, b: m(a, b))(lp, jnp.asarray(gt) / 127.5 - 1, jnp.asarray(dec) / 127.5 - 1)))
     assert float(r["lpips"]) == pytest.approx(float(want_lp), rel=1e-4, abs=1e-6)
     clip = load_clip_model(str(metric_weights[1]))
-    ea = np.asarray(clip.get_image_features(preprocess_images(jnp.asarray(gt, jnp.float32))))
-    eb = np.asarray(clip.get_image_features(preprocess_images(jnp.asarray(dec, jnp.float32))))
+    features = nnx.jit(lambda m, x: m.get_image_features(preprocess_images(x)))
+    ea = np.asarray(features(clip, jnp.asarray(gt, jnp.float32)))
+    eb = np.asarray(features(clip, jnp.asarray(dec, jnp.float32)))
     cos = (ea * eb).sum(-1) / np.linalg.norm(ea, axis=-1) / np.linalg.norm(eb, axis=-1)
     assert float(r["clip_sim"]) == pytest.approx(float(cos.mean()), abs=1e-4)
     assert float(r["clip_sim"]) < 0.9999
