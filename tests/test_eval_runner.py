@@ -215,6 +215,17 @@ def test_dataset_errors(tmp_path, monkeypatch):
         datasets.raw_format("foo.yuv")
 
 
+def test_small_frames_drop_ms_ssim_with_a_note():
+    from m3cvc_jax.eval.runner import parse_rate_points, usable_metrics
+
+    keep, dropped = usable_metrics(["psnr", "ms_ssim", "lpips"], 128, 200)
+    assert keep == ["psnr", "lpips"] and "161" in dropped[0]
+    assert usable_metrics(["ms_ssim"], 320, 512) == (["ms_ssim"], [])
+    assert parse_rate_points(["x264=51,45", "ours=a,b"]) == {"x264": [51, 45], "ours": ["a", "b"]}
+    with pytest.raises(ConfigError, match="CODEC=V1"):
+        parse_rate_points(["x264"])
+
+
 def test_table1_ablation_rows(monkeypatch):
     import importlib
 
