@@ -168,6 +168,19 @@ def test_sd_unet_parity_sd1(tmp_path):
     ours = convert_and_load(ref, tmp_path)
     assert ours.config.num_attention_heads == 2 and not ours.config.use_linear_projection
     compare_unet(ref, ours, (8, 12))
+    # bfloat16 compute with the same float32 parameters stays close (norms and softmax run in f32).
+    from m3cvc_jax.nn.unet import UNet2DConditionModel
+    from m3cvc_jax.weights import assign_params, flat_params
+
+    half = abstract(lambda: UNet2DConditionModel(ours.config, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+    assign_params(half, flat_params(ours))
+    rng = np.random.default_rng(5)
+    args = (rng.normal(size=(1, 8, 12, 4)), np.array([300.0]), rng.normal(size=(1, 5, 24)))
+    args = [jnp.asarray(a, jnp.float32) for a in args]
+    full, low = call(ours, "__call__", *args), call(half, "__call__", *args)
+    assert low.dtype == jnp.bfloat16
+    err = float(jnp.max(jnp.abs(low.astype(jnp.float32) - full)) / jnp.max(jnp.abs(full)))
+    assert err < 0.05, err
 
 
 def test_sd_unet_parity_sd2_odd_size(tmp_path):

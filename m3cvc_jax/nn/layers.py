@@ -246,16 +246,18 @@ class Attention(nnx.Module):
 # Above this many logits per head, plain attention spends its time writing and re-reading the logits
 # (SD's 64x64 latents: 4096^2 per head, 8 heads); computed block by block they stay in cache.
 BLOCKED_ATTENTION_MIN_LOGITS = 1 << 18
+BLOCKED_ATTENTION_BLOCK = 256
 
 
 def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float | None = None,
-                      block: int = 256) -> jax.Array:
+                      block: int | None = None) -> jax.Array:
     """`dot_product_attention` without bias or mask, over `(B, L, N, D)` / `(B, S, N, D)`, computed per
     head and per block of `block` queries (`lax.map`), so that no `(N, L, S)` logits are materialised.
     Same numerics: float32 logits, scale applied to the logits, float32 softmax."""
     b, l, n, d = q.shape
     s = k.shape[1]
     scale = d ** -0.5 if scale is None else scale
+    block = min(block or BLOCKED_ATTENTION_BLOCK, l)
     blocks = -(-l // block)
     qh = jnp.moveaxis(q, 2, 1)
     if blocks * block != l:

@@ -29,7 +29,8 @@ MID = "UNetMidBlock2DCrossAttn"
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
     """num_attention_heads: heads per block (int or one per down block). diffusers' SD configs store
-    this under `attention_head_dim` (a historical misnomer); `from_diffusers` reads either key."""
+    this under `attention_head_dim` (a historical misnomer); `from_diffusers` reads either key.
+    upcast_attention is kept for fidelity; attention logits and softmax are float32 here anyway."""
 
     in_channels: int = 4
     out_channels: int = 4
@@ -61,10 +62,10 @@ class UNetConfig:
             raise ConfigError(f"UNetConfig: unsupported block types {', '.join(unknown)}")
         for name in ("num_attention_heads", "transformer_layers_per_block"):
             v = getattr(self, name)
-            if isinstance(v, list):
+            if isinstance(v, (list, tuple)):
+                if len(v) != n:
+                    raise ConfigError(f"UNetConfig: {name} has {len(v)} entries for {n} blocks")
                 object.__setattr__(self, name, tuple(v))
-            if isinstance(getattr(self, name), tuple) and len(getattr(self, name)) != n:
-                raise ConfigError(f"UNetConfig: {name} has {len(v)} entries for {n} blocks")
         for name in ("block_out_channels", "down_block_types", "up_block_types"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 

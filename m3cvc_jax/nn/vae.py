@@ -82,15 +82,14 @@ class _Block(nnx.Module):
                           groups=groups, eps=1e-6, **kw)
             for i in range(num_layers)
         ])
-        if resample == "down":
-            self.downsamplers = nnx.List([Downsample2D(out_channels, padding=0, **kw)])
-        elif resample == "up":
-            self.upsamplers = nnx.List([Upsample2D(out_channels, **kw)])
+        # Empty lists hold no parameters, so each block has only the reference's resampler keys.
+        self.downsamplers = nnx.List([Downsample2D(out_channels, padding=0, **kw)] if resample == "down" else [])
+        self.upsamplers = nnx.List([Upsample2D(out_channels, **kw)] if resample == "up" else [])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for resnet in self.resnets:
             x = resnet(x)
-        for sampler in getattr(self, "downsamplers", ()) or getattr(self, "upsamplers", ()):
+        for sampler in (*self.downsamplers, *self.upsamplers):
             x = sampler(x)
         return x
 
