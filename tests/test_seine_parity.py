@@ -155,3 +155,23 @@ def test_seine_sampling_parity(forward, method):
     # so the float32 tolerance is relative to the output's scale.
     scale = float(np.abs(ref).max())
     np.testing.assert_allclose(np.asarray(x), ref, atol=1e-5 * scale, rtol=0)
+
+
+def test_seine_released_checkpoint_layout_converts():
+    """Every key and shape of the released model (as SEINE's code builds it for seine.pt, recorded in
+    keys_seine.json) maps strictly onto `VideoUNetConfig.seine()`; zero-stride arrays, no 3.6 GB."""
+    import json
+
+    from convert_weights.seine import convert_state_dict
+
+    with open(os.path.join(FIXTURES, "keys_seine.json")) as f:
+        keys = json.load(f)["keys"]
+    zero = np.zeros((), np.float32)
+    sd = {k: MG.rotary_freqs(2 * s[0]) if k.endswith("rotary_emb.freqs") else np.broadcast_to(zero, tuple(s))
+          for k, s in keys}
+    params = convert_state_dict(sd, VideoUNetConfig.seine(), source="keys_seine.json")
+    assert len(params) == len(keys) - sum(k.endswith("rotary_emb.freqs") for k, _ in keys)
+    assert params["conv_in.kernel"].shape == (3, 3, 9, 320)
+    heads = params["down_blocks.0.attentions.0.transformer_blocks.0.attn_temp.time_rel_pos_bias"
+                   ".relative_attention_bias.embedding"].shape
+    assert heads == (32, 8)
