@@ -20,7 +20,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 
 B, T, LAT_H, LAT_W, TEXT_LEN = 1, 16, 40, 64, 77

@@ -18,7 +18,7 @@ from flax import nnx
 
 from m3cvc_jax.errors import WeightsError
 from m3cvc_jax.nn.temporal_attention import relative_position_buckets
-from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+from m3cvc_jax.nn.video_unet import VideoUNetConfig
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "seine")
 

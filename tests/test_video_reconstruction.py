@@ -2,7 +2,6 @@
 determinism for a key. (Numerical agreement with SEINE is tests/test_seine_parity.py.)"""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
