@@ -6,7 +6,7 @@
 
 Variants: `paper` (SD 1.5 VAE, 32x20 indices at 512x320, 256 words), `paper64` (64x40 indices), `tiny`
 (toy widths, random frozen VAE, the bundled clips in `assets/clips`; trains in well under a minute on CPU).
-The loss is `rec + commit_weight * commit / D (+ codebook / D when vq.codebook_update='loss')`: the latent MSE of
+The loss is `rec (latent MSE / latent variance) + commit_weight * commit / D (+ codebook / D when vq.codebook_update='loss')`: the latent MSE of
 the post-decoder's reconstruction from the quantised `h` keeps the indices informative (see docs/training.md).
 """
 
@@ -74,8 +74,8 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
         c.optimizer.warmup_steps = 10
         c.optimizer.schedule = "constant"
         c.vq.ema_decay = 0.9
-        c.vq.restart_every = 20
-        c.vq.restart_threshold = 0.1
+        c.vq.restart_every = 5
+        c.vq.restart_threshold = 0.5
         c.data = _data(keyframes="interval", interval=1)
     else:
         raise ValueError(f"unknown variant {arg!r}; one of paper, paper64, tiny")

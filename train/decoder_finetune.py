@@ -31,6 +31,7 @@ from m3cvc_jax.nn.clip import CLIPTextModel
 from m3cvc_jax.nn.keyframe_codec import condition, extend_conv_in, frame_latent, unet_eps
 from m3cvc_jax.nn.post_encoder import Codebook, PostEncoder
 from m3cvc_jax.nn.unet import UNet2DConditionModel
+from m3cvc_jax.pipelines.models import random_module
 from train import cli, loop, optim, sharding
 from train.data import loader
 from train.vq_pretrain import EXPORT_FAMILY as VQ_FAMILY
@@ -40,8 +41,8 @@ from train.vq_pretrain import codec_config, load_frozen_vae, make_batches, pure_
 class Frozen(nnx.Module):
     """The parts fine-tuning only runs forward."""
 
-    def __init__(self, cfg: KeyframeCodecConfig, vae, *, rngs: nnx.Rngs):
-        self.vae = vae
+    def __init__(self, cfg: KeyframeCodecConfig, *, rngs: nnx.Rngs):
+        self.vae = nnx.data(None)  # set by `build`: the same VAE (and random draw) as VQ pretraining
         self.post_encoder = PostEncoder(cfg.post_encoder, rngs=rngs)
         self.codebook = Codebook(cfg.post_encoder, rngs=rngs)
         self.text = CLIPTextModel(cfg.text, rngs=rngs)
@@ -137,13 +138,15 @@ def _load(model: nnx.Module, path: str, family: str, *, prefix: str = "", adapt=
 
 def build(config, codec_cfg: KeyframeCodecConfig):
     """(UNet with its base weights, frozen parts) from the config's weight folders (random if empty)."""
-    k_vae, k_frozen, k_unet = jax.random.split(loop.init_key(config.seed), 3)
     paper_sized = config.model != "tiny"
     missing = [n for n in ("vae_weights", "unet_weights", "text_weights", "vq_weights") if not config[n]]
     if paper_sized and missing:
         raise ConfigError(f"the {config.model} decoder fine-tune needs {', '.join(missing)}")
-    vae = load_frozen_vae(codec_cfg, config.vae_weights, k_vae)
-    frozen = Frozen(codec_cfg, vae, rngs=nnx.Rngs(k_frozen))
+    vae = load_frozen_vae(codec_cfg, config.vae_weights, config.seed)
+    # Random parts are drawn from numpy (`random_module`): eager JAX initialisers compile one program
+    # per parameter shape, which costs more than the tiny run itself.
+    frozen = random_module(lambda rngs: Frozen(codec_cfg, rngs=rngs), config.seed, "finetune-frozen")
+    frozen.vae = nnx.data(vae)
     if config.vq_weights:
         _, vq_params = weights.load_checkpoint(config.vq_weights, family=VQ_FAMILY)
         _load_parts(frozen, vq_params, config.vq_weights)
@@ -151,8 +154,12 @@ def build(config, codec_cfg: KeyframeCodecConfig):
         text_prefix = "text_model."
         _load(frozen.text, config.text_weights, "clip", adapt=lambda p: {k: v for k, v in p.items()
                                                                           if k.startswith(text_prefix)})
-    unet = UNet2DConditionModel(codec_cfg.unet, rngs=nnx.Rngs(k_unet))
-    if config.unet_weights:
+    unet = random_module(lambda rngs: UNet2DConditionModel(codec_cfg.unet, rngs=rngs), config.seed, "keyframe-unet")
+    if not config.unet_weights:
+        # The extension starts at zero (the UNet's own initialisation): fine-tuning must open it.
+        k = unet.conv_in.kernel
+        k.set_value(k.get_value().at[:, :, codec_cfg.unet.in_channels:].set(0))
+    else:
         cfg = codec_cfg.unet
 
         def widen(p):

@@ -26,7 +26,8 @@ from m3cvc_jax.codec import vq
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.keyframe_codec import frame_latent
 from m3cvc_jax.nn.post_encoder import Codebook, PostDecoder, PostEncoder, PostEncoderConfig
-from m3cvc_jax.nn.vae import AutoencoderKL
+from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
+from m3cvc_jax.pipelines.models import abstract_module, random_module
 from train import cli, loop, optim, sharding
 from train.data import loader
 
@@ -74,7 +75,9 @@ def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array)
         h = m.post_encoder(latent)
         q = vq.quantize(h, m.codebook())
         rec = m.post_decoder(q.z_q)
-        rec_loss = jnp.mean(jnp.square(rec.astype(jnp.float32) - latent))
+        # Normalised by the batch's latent variance: the fraction of the latent the indices fail to
+        # carry, comparable across VAEs (a random tiny VAE's latents are far smaller than SD's).
+        rec_loss = jnp.mean(jnp.square(rec.astype(jnp.float32) - latent)) / (jnp.var(latent) + 1e-12)
         commit = vq.commit_loss(h, q.codewords)
         book = vq.codebook_loss(h, q.codewords) if spec.update == "loss" else jnp.zeros(())
         d = h.shape[-1]
@@ -93,7 +96,8 @@ def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array)
     step = state["step"] + 1
     due = (spec.restart_every > 0) & (step % max(spec.restart_every, 1) == 0)
     restarted, dead = vq.restart_dead_codes(key, codebook, ema.cluster_size, h, threshold=spec.restart_threshold)
-    dead = dead & due
+    # Step 1 restarts every code: the codebook starts on real encoder outputs (data-dependent init).
+    dead = (dead & due) | (step == 1)
     codebook = jnp.where(dead[:, None], restarted, codebook).astype(params["codebook"]["embedding"].dtype)
     ema = vq.ema_reset(ema, codebook, dead)
     params = {**params, "codebook": {"embedding": codebook}}
@@ -108,15 +112,20 @@ def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array)
 train_step = jax.jit(_step, static_argnums=0, donate_argnums=2)
 
 
-def load_frozen_vae(codec_cfg: KeyframeCodecConfig, path: str, key: jax.Array) -> AutoencoderKL:
-    vae = AutoencoderKL(codec_cfg.vae, rngs=nnx.Rngs(key))
+def load_frozen_vae(codec_cfg: KeyframeCodecConfig, path: str, seed: int) -> AutoencoderKL:
+    """The frozen VAE: converted/trained weights from `path`, else numpy-random for `seed` (tiny only)."""
     if path:
-        _, params = weights.load_checkpoint(path, family="sd-vae")
+        # The checkpoint's own config: a trained VAE carries its measured scaling_factor.
+        meta, params = weights.load_checkpoint(path, family="sd-vae")
+        vae = abstract_module(lambda rngs: AutoencoderKL(VAEConfig.from_dict(meta["config"]), rngs=rngs))
         weights.assign_params(vae, params, source=path)
-    elif codec_cfg.vae.block_out_channels == (128, 256, 512, 512):
+        return vae
+    if codec_cfg.vae.block_out_channels == (128, 256, 512, 512):
         raise ConfigError("vae_weights is empty: the paper-sized VAE must be converted weights "
                           "(python -m convert_weights sd-vae SRC DST)")
-    return vae
+    # numpy-drawn (`random_module`): eager JAX initialisers compile one program per parameter shape,
+    # which costs more than a tiny run itself.
+    return random_module(lambda rngs: AutoencoderKL(codec_cfg.vae, rngs=rngs), seed, "sd-vae")
 
 
 def codec_config(config) -> KeyframeCodecConfig:
@@ -144,9 +153,8 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     codec_cfg = codec_config(config)
-    k_vae, k_model = jax.random.split(loop.init_key(config.seed))
-    vae = load_frozen_vae(codec_cfg, config.vae_weights, k_vae)
-    model = VQModel(codec_cfg.post_encoder, rngs=nnx.Rngs(k_model))
+    vae = load_frozen_vae(codec_cfg, config.vae_weights, config.seed)
+    model = random_module(lambda rngs: VQModel(codec_cfg.post_encoder, rngs=rngs), config.seed, "vq-pretrain")
     model_def, params = nnx.split(model, nnx.Param)
     vae_def, vae_params = nnx.split(vae, nnx.Param)
     spec = Spec(model_def, vae_def, optim.OptimizerConfig.from_config(config.optimizer),
