@@ -33,7 +33,6 @@ from m3cvc_jax.diffusion import seine_masks
 from m3cvc_jax.diffusion.ddim import DDIMScheduler
 from m3cvc_jax.diffusion.ddpm import DDPMScheduler
 from m3cvc_jax.diffusion.guidance import CFGCond, guided
-from m3cvc_jax.diffusion.respacing import space_timesteps
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
@@ -89,8 +88,7 @@ def seine_scheduler(sampler: str = "ddpm", num_steps: int = 250):
     if sampler == "ddpm":
         return DDPMScheduler.respaced(schedule, str(num_steps))
     if sampler == "ddim":
-        kept = sorted(space_timesteps(schedule.num_train_timesteps, str(num_steps)), reverse=True)
-        return DDIMScheduler.create(schedule, timesteps=kept, eta=0.0, clip_sample=False, set_alpha_to_one=True)
+        return DDIMScheduler.respaced(schedule, str(num_steps), eta=0.0)
     raise ConfigError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
 
 
