@@ -3,8 +3,9 @@ jitted JAX against diffusers/PyTorch (best of 1 and 2 threads) with the same wei
 
 Reduced SD 1.x config: block widths 64/128/256/256, 2 layers per block, 8 heads, latent 40x64, text
 77x256, batch 1 (DESIGN.md section 4 calibrates it: diffusers' old Flax UNet 1.27 s, PyTorch 0.45 s).
-Prints both timings (median of the repeats) and `ratio=jax/torch` last. The CPU is shared by other
-jobs: expect noise of tens of percent between runs.
+JAX and PyTorch (1 and 2 threads) run interleaved; prints medians and minima and
+`ratio=jax/torch` (medians, torch at its best thread count) last. The CPU is shared by other jobs:
+expect noise of tens of percent between runs.
 """
 
 from __future__ import annotations
@@ -24,13 +25,10 @@ CONFIG = dict(block_out_channels=(64, 128, 256, 256), layers_per_block=2, cross_
               up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -70,25 +68,31 @@ def main(argv: list[str] | None = None) -> float:
     t0 = time.perf_counter()
     out = forward(state, xs, ts, cs).block_until_ready()
     compile_s = time.perf_counter() - t0
-    jax_s = _median_time(lambda: forward(state, xs, ts, cs).block_until_ready(), args.repeats)
 
-    xt, tt, ct = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(t), torch.from_numpy(ctx)
-    torch_s = {}
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    tt, ct = torch.from_numpy(t), torch.from_numpy(ctx)
+    runs: dict[str, list[float]] = {"jax": [], "torch 1 thread": [], "torch 2 threads": []}
     with torch.inference_mode():
-        for threads in (1, 2):
+        for threads in (2, 1):  # warm-up at each thread count; 1-thread output is the reference
             torch.set_num_threads(threads)
-            want = ref(xt, tt, ct).sample  # warm-up
-            torch_s[threads] = _median_time(lambda: ref(xt, tt, ct), args.repeats)
+            want = ref(xt, tt, ct).sample
+        # Interleaved so that the shared CPU's load drifts affect every contender alike.
+        for _ in range(args.repeats):
+            runs["jax"].append(_timed(lambda: forward(state, xs, ts, cs).block_until_ready()))
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                runs[f"torch {threads} thread{'s' if threads > 1 else ''}"].append(_timed(lambda: ref(xt, tt, ct)))
     diff = float(np.abs(np.asarray(out) - want.numpy().transpose(0, 2, 3, 1)).max())
 
-    best = min(torch_s, key=torch_s.get)
     print(f"config: widths {CONFIG['block_out_channels']}, latent {args.height}x{args.width}, text 77x256, "
           f"{n_params / 1e6:.1f}M params, jax {jax.__version__}, torch {torch.__version__}")
-    print(f"jax jit forward: {jax_s:.3f} s (compile+first run {compile_s:.1f} s)")
-    for threads, s in torch_s.items():
-        print(f"torch forward, {threads} thread(s): {s:.3f} s")
-    print(f"max |jax - torch| = {diff:.2e}")
-    ratio = jax_s / torch_s[best]
+    print(f"jax compile + first run: {compile_s:.1f} s; max |jax - torch| = {diff:.2e}")
+    for name, times in runs.items():
+        print(f"{name}: median {statistics.median(times):.3f} s, min {min(times):.3f} s ({len(times)} runs)")
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    best = min((k for k in med if k != "jax"), key=med.get)
+    ratio = med["jax"] / med[best]
+    print(f"jax / best torch ({best}), medians:")
     print(f"ratio={ratio:.3f}")
     return ratio
 
