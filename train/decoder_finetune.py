@@ -35,7 +35,7 @@ from m3cvc_jax.pipelines.models import random_module
 from train import cli, loop, optim, sharding
 from train.data import loader
 from train.vq_pretrain import EXPORT_FAMILY as VQ_FAMILY
-from train.vq_pretrain import codec_config, load_frozen_vae, make_batches, pure_to_flat
+from train.vq_pretrain import Setup, codec_config, load_frozen_vae, make_batches, pure_to_flat
 
 
 class Frozen(nnx.Module):
@@ -76,7 +76,7 @@ class Spec:
     schedule_steps: int  # the run length when the schedule depends on it (else 0: resuming with a
                          # larger num_steps reuses the compiled step)
     trainable: frozenset
-    in_channels: int
+    in_channels: int  # conv_in channels that stay frozen (0: all of conv_in trains)
     text_dropout: float
     prediction_type: str = "epsilon"
 
@@ -185,7 +185,8 @@ def _tokenize(pad_id: int):
     return fn
 
 
-def train(config, workdir: str) -> tuple[dict, list[dict]]:
+def setup(config, workdir: str) -> Setup:
+    """Models, initial state, the jitted step and the data of a run (what `train` loops over)."""
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     if not 0.0 <= config.text_dropout <= 1.0:
@@ -194,9 +195,15 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     unet, frozen = build(config, codec_cfg)
     unet_def, params = nnx.split(unet, nnx.Param)
     frozen_def, frozen_params = nnx.split(frozen, nnx.Param)
+    if config.trainable not in ("linear", "all"):
+        raise ConfigError(f"trainable must be 'linear' (the paper) or 'all' (a UNet trained from scratch), "
+                          f"got {config.trainable!r}")
+    train_all = config.trainable == "all"
+    paths = frozenset(_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params.to_pure_dict())[0]) \
+        if train_all else trainable_paths(unet)
     spec = Spec(unet_def, frozen_def, optim.OptimizerConfig.from_config(config.optimizer),
                 optim.schedule_steps(config.optimizer, config.num_steps),
-                trainable_paths(unet), codec_cfg.unet.in_channels, float(config.text_dropout))
+                paths, 0 if train_all else codec_cfg.unet.in_channels, float(config.text_dropout))
     params = params.to_pure_dict()
     count_trained(params, spec)
     state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=_tx(spec, params).init(params))
@@ -204,15 +211,20 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     frozen_params = sharding.put_replicated(frozen_params.to_pure_dict(), mesh)
     levels = sharding.put_replicated(NoiseSchedule.stable_diffusion().level(), mesh)
     null_ids = sharding.put_replicated(jnp.asarray(clip_tokenizer.tokenize("", pad_id=codec_cfg.text_pad_id)), mesh)
-    batches = make_batches(config, workdir, _tokenize(codec_cfg.text_pad_id))
 
     def step_fn(state, batch, key):
         return train_step(spec, frozen_params, levels, null_ids, state, batch, key)
 
-    state, rows = loop.run(config=config, workdir=workdir, state=state, step_fn=step_fn, batches=batches,
-                           mesh=mesh, name="decoder_finetune")
+    return Setup(state, step_fn, make_batches(config, workdir, _tokenize(codec_cfg.text_pad_id)), mesh, codec_cfg)
+
+
+def train(config, workdir: str) -> tuple[dict, list[dict]]:
+    """Run (or resume) the fine-tune; returns the final state and the metric rows logged by this call."""
+    s = setup(config, workdir)
+    state, rows = loop.run(config=config, workdir=workdir, state=s.state, step_fn=s.step_fn, batches=s.batches,
+                           mesh=s.mesh, name="decoder_finetune")
     weights.save_checkpoint(os.path.join(workdir, "export"), family="sd-unet",
-                            config=dataclasses.asdict(codec_cfg.unet), params=pure_to_flat(state["params"]))
+                            config=dataclasses.asdict(s.codec_config.unet), params=pure_to_flat(state["params"]))
     return state, rows
 
 
@@ -226,8 +238,9 @@ def count_trained(params: dict, spec: Spec) -> tuple[int, int]:
             trained += n // leaf.shape[2] * (leaf.shape[2] - spec.in_channels)
         elif p in spec.trainable:
             trained += n
+    what = "all" if trained == total else "linear layers + conv_in extension"
     print(f"decoder_finetune: training {trained:,} of {total:,} UNet parameters "
-          f"({100 * trained / total:.1f}%: linear layers + conv_in extension)", flush=True)
+          f"({100 * trained / total:.1f}%: {what})", flush=True)
     return trained, total
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -148,8 +148,16 @@ def _images(example: dict) -> dict:
     return {"image": loader.image_to_model(example)["image"]}
 
 
-def train(config, workdir: str) -> tuple[dict, list[dict]]:
-    """Run (or resume) VQ pretraining; returns the final state and the metric rows logged by this call."""
+class Setup(NamedTuple):
+    state: dict  # initial train state (replicated on the mesh)
+    step_fn: Callable  # (state, batch, key) -> (state, metrics)
+    batches: loader.Batches
+    mesh: Any
+    codec_config: KeyframeCodecConfig
+
+
+def setup(config, workdir: str) -> Setup:
+    """Models, initial state, the jitted step and the data of a run (what `train` loops over)."""
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     codec_cfg = codec_config(config)
@@ -162,20 +170,25 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
                 config.vq.codebook_update, config.vq.commit_weight, config.vq.ema_decay, config.vq.restart_every,
                 config.vq.restart_threshold)
     if spec.update not in ("ema", "loss"):
-        raise ConfigError(f"vq.update must be 'ema' or 'loss', got {spec.update!r}")
+        raise ConfigError(f"vq.codebook_update must be 'ema' or 'loss', got {spec.update!r}")
     params = params.to_pure_dict()
     state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=_tx(spec, params).init(params),
                  ema=vq.ema_init(params["codebook"]["embedding"]))
     state = sharding.put_replicated(state, mesh)
     vae_params = sharding.put_replicated(vae_params.to_pure_dict(), mesh)
-    batches = make_batches(config, workdir, _images)
 
     def step_fn(state, batch, key):
         return train_step(spec, vae_params, state, batch, key)
 
-    state, rows = loop.run(config=config, workdir=workdir, state=state, step_fn=step_fn, batches=batches,
-                           mesh=mesh, name="vq_pretrain")
-    export(state["params"], codec_cfg.post_encoder, os.path.join(workdir, "export"))
+    return Setup(state, step_fn, make_batches(config, workdir, _images), mesh, codec_cfg)
+
+
+def train(config, workdir: str) -> tuple[dict, list[dict]]:
+    """Run (or resume) VQ pretraining; returns the final state and the metric rows logged by this call."""
+    s = setup(config, workdir)
+    state, rows = loop.run(config=config, workdir=workdir, state=s.state, step_fn=s.step_fn, batches=s.batches,
+                           mesh=s.mesh, name="vq_pretrain")
+    export(state["params"], s.codec_config.post_encoder, os.path.join(workdir, "export"))
     return state, rows
 
 

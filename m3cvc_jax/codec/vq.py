@@ -25,7 +25,10 @@ def squared_distances(z: jax.Array, codebook: jax.Array) -> jax.Array:
 
 def nearest(z: jax.Array, codebook: jax.Array) -> jax.Array:
     """Index of the Euclidean-nearest codeword for each vector: `(...,)` int32 (the paper's argmin)."""
-    return jnp.argmin(squared_distances(z, codebook), axis=-1).astype(jnp.int32)
+    # ||z||^2 is the same for every codeword, so the argmin needs only ||c||^2 - 2 z.c.
+    z, codebook = z.astype(jnp.float32), codebook.astype(jnp.float32)
+    cross = jnp.einsum("...d,kd->...k", z, codebook, precision=jax.lax.Precision.HIGHEST)
+    return jnp.argmin(jnp.sum(codebook * codebook, axis=-1) - 2.0 * cross, axis=-1).astype(jnp.int32)
 
 
 def lookup(indices: jax.Array, codebook: jax.Array) -> jax.Array:
