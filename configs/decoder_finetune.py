@@ -30,6 +30,8 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     c.text_weights = ""  # a converted CLIP (full model or text tower)
     c.vq_weights = ""  # <vq_pretrain workdir>/export
     c.text_dropout = 0.1
+    c.trainable = "linear"  # 'linear': the paper (linear layers + conv_in extension); 'all': every UNet
+    #                         weight (a UNet trained from scratch, e.g. the demo preset's)
     c.num_steps = 50_000
     c.batch_size = 8
     c.log_every = 100
