@@ -10,7 +10,9 @@ from flax import nnx
 
 from convert_weights.clip import convert_state_dict
 from m3cvc_jax.nn import clip_tokenizer
-from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel, CLIPTextModel, CLIPTextConfig, CLIPVisionConfig, preprocess_images
+from m3cvc_jax.nn.clip import (
+    CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, config_from_saved, preprocess_images,
+)
 from m3cvc_jax.weights import assign_params
 
 SENTENCES = [
@@ -73,13 +75,22 @@ def test_clip_parity_image_and_text(eos_token_id):
         text_features = ref.text_projection(ref.text_model(input_ids=t_ids).pooler_output).numpy()
         image_features = ref.visual_projection(ref.vision_model(pixel_values=t_pix).pooler_output).numpy()
 
-    np.testing.assert_allclose(model.get_text_features(jnp.asarray(ids)), text_features, atol=1e-4)
-    np.testing.assert_allclose(model.get_image_features(jnp.asarray(pixels)), image_features, atol=1e-4)
-    np.testing.assert_allclose(model.text_model(jnp.asarray(ids)).last_hidden_state, text_hidden, atol=1e-4)
-    np.testing.assert_allclose(model.vision_model(jnp.asarray(pixels)).last_hidden_state, vision_hidden, atol=1e-4)
-    per_image, per_text = model(jnp.asarray(ids), jnp.asarray(pixels))
-    np.testing.assert_allclose(per_image, out.logits_per_image.numpy(), atol=1e-4)
-    np.testing.assert_allclose(per_text, out.logits_per_text.numpy(), atol=1e-4)
+    got = _forward(model, jnp.asarray(ids), jnp.asarray(pixels))
+    np.testing.assert_allclose(got["text_features"], text_features, atol=1e-4)
+    np.testing.assert_allclose(got["image_features"], image_features, atol=1e-4)
+    np.testing.assert_allclose(got["text_hidden"], text_hidden, atol=1e-4)
+    np.testing.assert_allclose(got["vision_hidden"], vision_hidden, atol=1e-4)
+    np.testing.assert_allclose(got["per_image"], out.logits_per_image.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got["per_text"], out.logits_per_text.numpy(), atol=1e-4)
+
+
+@nnx.jit
+def _forward(model, ids, pixels):
+    """Every output in one compiled call (eager NNX would compile each primitive separately)."""
+    per_image, per_text = model(ids, pixels)
+    return dict(text_features=model.get_text_features(ids), image_features=model.get_image_features(pixels),
+                text_hidden=model.text_model(ids).last_hidden_state,
+                vision_hidden=model.vision_model(pixels).last_hidden_state, per_image=per_image, per_text=per_text)
 
 
 @pytest.mark.parity
@@ -96,7 +107,7 @@ def test_clip_parity_text_only_with_attention_mask():
     with torch.no_grad():
         want = ref.text_model(input_ids=torch.from_numpy(ids.astype(np.int64)),
                               attention_mask=torch.from_numpy(mask.astype(np.int64)))
-    got = model(jnp.asarray(ids), jnp.asarray(mask))
+    got = nnx.jit(lambda m, i, a: m(i, a))(model, jnp.asarray(ids), jnp.asarray(mask))
     np.testing.assert_allclose(got.last_hidden_state, want.last_hidden_state.numpy(), atol=1e-4)
     np.testing.assert_allclose(got.pooler_output, want.pooler_output.numpy(), atol=1e-4)
 
@@ -140,7 +151,7 @@ def test_clip_convert_command(tmp_path):
     assert main(["clip", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
     meta, params = load_checkpoint(str(tmp_path / "ours"), family="clip")
     assert meta["config"]["kind"] == "full"
-    config = CLIPConfig.from_dict({k: v for k, v in meta["config"].items() if k != "kind"})
+    config = config_from_saved(meta["config"])
     assert config.vision == TINY.vision and config.text.eos_token_id == 2
     sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
     np.testing.assert_array_equal(params["text_projection.kernel"], sd["text_projection.weight"].T)
@@ -149,6 +160,30 @@ def test_clip_convert_command(tmp_path):
     text.save_pretrained(tmp_path / "text_encoder")
     assert main(["clip", str(tmp_path / "text_encoder"), str(tmp_path / "text"), "--text-only"]) == 0
     meta, params = load_checkpoint(str(tmp_path / "text"), family="clip")
-    assert meta["config"]["kind"] == "text" and meta["config"]["hidden_size"] == TINY.text.hidden_size
+    assert meta["config"]["kind"] == "text" and config_from_saved(meta["config"]) == TINY.text
     assert "text_model.final_layer_norm.scale" in params and not any(k.startswith("vision") for k in params)
     assert main(["clip", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("preset", ["vit-b-32", pytest.param("vit-b-16", marks=pytest.mark.slow),
+                                    pytest.param("vit-l-14", marks=pytest.mark.slow)])
+def test_clip_presets_match_transformers_shapes(preset):
+    """Every reference-sized preset has exactly the tensors of transformers' CLIPModel (built on meta)."""
+    import torch
+    import transformers
+
+    from convert_weights.core import abstract_shapes
+
+    config = CLIPConfig.preset(preset)
+    hf_config = transformers.CLIPConfig(text_config=dataclasses.asdict(config.text),
+                                        vision_config=dataclasses.asdict(config.vision),
+                                        projection_dim=config.projection_dim)
+    with torch.device("meta"):
+        ref = transformers.CLIPModel(hf_config)
+    ours = abstract_shapes(lambda: CLIPModel(config, rngs=nnx.Rngs(0)))
+    theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items() if not k.endswith("position_ids")}
+    assert sum(np.prod(s, dtype=np.int64) for s in ours.values()) == sum(
+        np.prod(s, dtype=np.int64) for s in theirs.values())
+    assert len(ours) == len(theirs)
+    assert {"vit-b-32": 151_277_313, "vit-b-16": 149_620_737, "vit-l-14": 427_616_513}[preset] == sum(
+        int(np.prod(s)) for s in ours.values())

@@ -141,11 +141,11 @@ def test_config_errors():
 
 @pytest.mark.parametrize("method", ["m3cvc", "semantic", "cmvc", "fixed"])
 def test_jit_equals_no_jit(method):
-    t = 33
+    t = 13
     rng = np.random.default_rng(7)
     emb = jnp.asarray(np.cumsum(rng.normal(size=(t, D)), axis=0).astype(np.float32))
     frames = jnp.asarray(rng.normal(size=(t, 8, 8, 2)).astype(np.float32))
-    cfg = KeyframeConfig(method=method, threshold=0.05, lambda2=0.5, interval=6)
+    cfg = KeyframeConfig(method=method, threshold=0.05, lambda2=0.5, interval=4)
 
     def run(emb, frames):
         return select(emb, cfg, frames=frames, motion_fn=lambda a, b: motion_magnitude(b - a))
@@ -177,15 +177,15 @@ def test_runner_measures_flow_against_the_current_keyframe():
 
     from m3cvc_jax.codec.keyframe_runner import _resize_for_flow, build_models, flow_resolution, select_keyframes
 
-    frames = _clip_with_cut(t=5, cut=3)
+    frames = _clip_with_cut(t=4, cut=2, h=64, w=72)
     cfg = KeyframeConfig(method="m3cvc", clip_model="tiny", flow_model="tiny", threshold=0.0, lambda1=0.0,
                          lambda2=1.0, max_clip_length=3)
     models = build_models(cfg)
     keys, d = select_keyframes(frames, cfg, models, num_flow_updates=2)
     # threshold 0 and lambda1 0: any motion makes a keyframe; max_clip_length=3 forces every 2nd anyway.
     assert keys[0] == 0 and len(keys) >= 3
-    size = flow_resolution(64, 96)
-    assert size == (128, 192)
+    size = flow_resolution(64, 72, min_side=64)  # the tiny RAFT has 3 pyramid levels
+    assert size == (64, 72)
     x = np.asarray(_resize_for_flow(jnp.asarray(frames), size))
     ref = 0
     raft = nnx.jit(lambda m, a, b: m(a, b, num_flow_updates=2))
@@ -214,3 +214,14 @@ def test_runner_semantic_and_classical_fallback():
     fixed_keys, _ = select_keyframes(static, KeyframeConfig(method="fixed", interval=2), build_models(
         KeyframeConfig(method="fixed")))
     assert fixed_keys == [0, 2]
+
+
+def test_load_models_names_the_missing_weights():
+    from m3cvc_jax.codec.keyframe_runner import load_models
+    from m3cvc_jax.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="convert_weights clip"):
+        load_models(KeyframeConfig(), clip_dir=None, raft_dir=None)
+    # Fixed intervals need no network at all.
+    models = load_models(KeyframeConfig(method="fixed"), clip_dir=None, raft_dir=None)
+    assert models.clip is None and models.raft is None

@@ -54,6 +54,31 @@ def build_models(cfg: KeyframeConfig, *, clip_params: Mapping[str, Any] | None =
     return KeyframeModels(clip, raft)
 
 
+def load_models(cfg: KeyframeConfig, *, clip_dir: str | None, raft_dir: str | None) -> KeyframeModels:
+    """Models from converted checkpoints (`python -m convert_weights clip|raft`). A RAFT checkpoint is
+    required when the motion term is used, unless `flow_model=classical` (the Lucas–Kanade fallback)."""
+    from m3cvc_jax.errors import WeightsError
+    from m3cvc_jax.nn.clip import config_from_saved
+    from m3cvc_jax.weights import load_checkpoint
+
+    clip_params = clip_config = raft_params = raft_config = None
+    if cfg.method != "fixed":
+        if clip_dir is None:
+            raise WeightsError("keyframe selection needs CLIP weights: python -m convert_weights clip SRC DST")
+        meta, clip_params = load_checkpoint(clip_dir, family="clip")
+        clip_config = config_from_saved(meta["config"])
+        if not isinstance(clip_config, CLIPConfig):
+            raise WeightsError(f"{clip_dir} holds a text-only CLIP; keyframe selection needs the image tower")
+    if cfg.uses_motion and cfg.flow_model != CLASSICAL:
+        if raft_dir is None:
+            raise WeightsError("the motion term needs RAFT weights (python -m convert_weights raft SRC DST) "
+                               "or keyframes.flow_model=classical")
+        meta, raft_params = load_checkpoint(raft_dir, family="raft")
+        raft_config = RAFTConfig.from_dict(meta["config"])
+    return build_models(cfg, clip_params=clip_params, clip_config=clip_config, raft_params=raft_params,
+                        raft_config=raft_config)
+
+
 def _build(make, params, seed):
     model = nnx.eval_shape(lambda: make(nnx.Rngs(seed)))  # no traced initialisers: they compile slowly
     assign_params(model, random_params(model, seed) if params is None else params)
@@ -83,7 +108,8 @@ def random_params(model: nnx.Module, seed: int) -> dict[str, np.ndarray]:
 
 
 def flow_resolution(height: int, width: int, min_side: int = 128) -> tuple[int, int]:
-    """Frames are resized for RAFT to multiples of 8 with both sides >= min_side (aspect kept)."""
+    """Frames are resized for RAFT to multiples of 8 with both sides >= min_side (aspect kept);
+    min_side = 16 * 2**(pyramid levels - 1) (128 for torchvision's 4 levels)."""
     scale = max(1.0, min_side / min(height, width))
     return (int(math.ceil(height * scale / 8)) * 8, int(math.ceil(width * scale / 8)) * 8)
 
@@ -150,7 +176,7 @@ def select_keyframes(frames: np.ndarray, cfg: KeyframeConfig, models: KeyframeMo
     if not cfg.uses_motion:
         decision = _select_without_motion(embeddings, cfg)
     elif models.raft is not None:
-        size = flow_resolution(*frames.shape[1:3])
+        size = flow_resolution(*frames.shape[1:3], min_side=16 * 2 ** (models.raft.config.corr_block_num_levels - 1))
         graphdef, state = nnx.split(models.raft)
         decision = _select_with_raft(graphdef, state, embeddings, jnp.asarray(frames), cfg, size, num_flow_updates)
     else:

@@ -54,7 +54,8 @@ class RAFTConfig:
         def tup(v):
             return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
 
-        return cls(**{k: tup(v) for k, v in d.items()})
+        # A converted checkpoint's config also names its preset: not a field.
+        return cls(**{k: tup(v) for k, v in d.items() if k != "preset"})
 
 
 PRESETS: dict[str, RAFTConfig] = {
@@ -66,11 +67,12 @@ PRESETS: dict[str, RAFTConfig] = {
         motion_encoder_out_channels=82, recurrent_block_hidden_state_size=96, recurrent_block_kernel_size=(3,),
         recurrent_block_padding=(1,), flow_head_hidden_size=128, use_mask_predictor=False,
     ),
-    # Same structure as "small" at a fraction of the width: for tests and the `tiny` pipeline preset.
+    # Same structure as "small" at a fraction of the width, 3 pyramid levels (frames >= 64 px): for tests
+    # and the `tiny` pipeline preset.
     "tiny": RAFTConfig(
         feature_encoder_layers=(8, 8, 16, 16, 32), feature_encoder_block="bottleneck",
         context_encoder_layers=(8, 8, 16, 16, 40), context_encoder_block="bottleneck", context_encoder_norm=None,
-        corr_block_radius=2, motion_encoder_corr_layers=(16,), motion_encoder_flow_layers=(16, 8),
+        corr_block_num_levels=3, corr_block_radius=2, motion_encoder_corr_layers=(16,), motion_encoder_flow_layers=(16, 8),
         motion_encoder_out_channels=18, recurrent_block_hidden_state_size=24, recurrent_block_kernel_size=(3,),
         recurrent_block_padding=(1,), flow_head_hidden_size=16, use_mask_predictor=False,
     ),
