@@ -225,3 +225,14 @@ def test_load_models_names_the_missing_weights():
     # Fixed intervals need no network at all.
     models = load_models(KeyframeConfig(method="fixed"), clip_dir=None, raft_dir=None)
     assert models.clip is None and models.raft is None
+
+
+def test_config_block_of_the_codec_config_builds_a_keyframe_config():
+    """`--set keyframes.method=...` edits this block; every field must be one KeyframeConfig knows."""
+    from configs.m3cvc import get_config
+
+    for preset in ("tiny", "paper"):
+        block = get_config(preset).keyframes
+        block.method = "cmvc"
+        cfg = KeyframeConfig.from_mapping(block.to_dict())
+        assert cfg.method == "cmvc"

@@ -162,8 +162,10 @@ def _select_without_motion(embeddings, cfg):
 
 
 def select_keyframes(frames: np.ndarray, cfg: KeyframeConfig, models: KeyframeModels, *,
-                     num_flow_updates: int = 12) -> tuple[list[int], Decision]:
-    """Keyframe positions and the per-frame decision for a (T, H, W, 3) uint8 clip."""
+                     num_flow_updates: int | None = None) -> tuple[list[int], Decision]:
+    """Keyframe positions and the per-frame decision for a (T, H, W, 3) uint8 clip
+    (RAFT iterations: `num_flow_updates`, default `cfg.flow_updates`)."""
+    num_flow_updates = cfg.flow_updates if num_flow_updates is None else num_flow_updates
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise VideoError(f"keyframe selection needs (T, H, W, 3) frames, got shape {frames.shape}")
