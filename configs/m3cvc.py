@@ -52,6 +52,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.dialogue.describer = "qwen2-vl"  # qwen2-vl | fixed | none
     c.dialogue.turns = 4  # keyframe dialogue rounds (1, 2, 4 in the paper's ablation)
     c.dialogue.clip_turns = 1
+    c.dialogue.clip_frames = 8  # frames of a clip shown to the describer (evenly spread, ends included)
     c.dialogue.texts = ""  # JSON file {"keyframe": [...], "clip": [...]} for describer=fixed
     c.dialogue.templates = ""  # prompt template file; empty: configs/prompts/m3cvc_dialogue.json
     c.dialogue.max_new_tokens = 96

@@ -7,11 +7,11 @@
     img = api.decode_keyframe(params, idx, emb, key, spec.keyframe)          # -> (H, W, 3)
     vid = api.reconstruct_clip(params, img, img2, emb, key, spec.clip, "interpolation", 16)
 
-Every function is `jax.jit`-compiled with its settings static (`spec.keyframe`, `spec.clip` are frozen
-and hashable; the schedulers inside are rebuilt from them), so calls with the same shapes and settings
-compile once. The `*_batch` forms map over a leading axis with `jax.vmap` (one key per item, so item i of
+Every function is pure and runs compiled programs with its settings static (`spec.keyframe`, `spec.clip`
+are frozen and hashable; the schedulers inside are rebuilt from them), so calls with the same shapes and
+settings compile once; they also work inside the caller's own `jax.jit`. The `*_batch` forms map over a leading axis with `jax.vmap` (one key per item, so item i of
 a batch equals the single call with key i) and can be sharded like any jitted function. The CLI pipeline
-(`pipelines/m3cvc.py`) calls these same functions for keyframes; see docs/api.md.
+(`pipelines/m3cvc.py`) calls these same functions; see docs/api.md.
 """
 
 from __future__ import annotations
@@ -103,71 +103,102 @@ def encode_keyframe_batch(params, frames: jax.Array) -> jax.Array:
     return kc.encode_keyframe(params["codec"], jnp.asarray(frames, jnp.float32))
 
 
-def _decode_keyframe(params, indices, text_emb, key, decoding: KeyframeDecoding, null_text_emb):
+def empty_text(params) -> jax.Array:
+    """Hidden states `(77, D)` of the empty prompt: the unconditional branch of guidance."""
+    return encode_text(params, tokenize([""]))[0]
+
+
+def _decode_keyframe(params, indices, text_emb, key, null_text_emb, decoding: KeyframeDecoding):
     codec = params["codec"]
-    if null_text_emb is None:
-        null_text_emb = encode_text(params, tokenize([""]))[0]
     scheduler = kc.make_scheduler(codec.config, decoding.steps)
     out = kc.decode_keyframe(codec, indices[None], text_emb[None], key, null_text_emb=null_text_emb[None],
                              scheduler=scheduler, guidance_scale=decoding.guidance_scale)
     return out[0]
 
 
+_decode_keyframe_jit = jax.jit(_decode_keyframe, static_argnames=("decoding",))
+
+
 @functools.partial(jax.jit, static_argnames=("decoding",))
+def _decode_keyframe_batch_jit(params, indices, text_emb, keys, null_text_emb, decoding):
+    return jax.vmap(lambda i, t, k: _decode_keyframe(params, i, t, k, null_text_emb, decoding))(indices, text_emb, keys)
+
+
 def decode_keyframe(params, indices: jax.Array, text_emb: jax.Array, key: jax.Array,
                     decoding: KeyframeDecoding = KeyframeDecoding(), null_text_emb: jax.Array | None = None):
     """Index map `(h, w)` + description hidden states `(77, D)` -> frame `(H, W, 3)` in [-1, 1].
 
     Denoises from noise drawn with `key` (DDIM, guidance against `null_text_emb`, by default the empty
-    prompt's hidden states), then decodes with the VAE.
+    prompt's hidden states), then decodes with the VAE. One compiled program per shape and `decoding`.
     """
-    return _decode_keyframe(params, indices, text_emb, key, decoding, null_text_emb)
+    null = empty_text(params) if null_text_emb is None else null_text_emb
+    return _decode_keyframe_jit(params, indices, text_emb, key, null, decoding=decoding)
 
 
-@functools.partial(jax.jit, static_argnames=("decoding",))
 def decode_keyframe_batch(params, indices: jax.Array, text_emb: jax.Array, keys: jax.Array,
                           decoding: KeyframeDecoding = KeyframeDecoding(), null_text_emb: jax.Array | None = None):
-    """`(B, h, w)`, `(B, 77, D)`, keys `(B,)` -> `(B, H, W, 3)`."""
-    if null_text_emb is None:
-        null_text_emb = encode_text(params, tokenize([""]))[0]
-    return jax.vmap(lambda i, t, k: _decode_keyframe(params, i, t, k, decoding, null_text_emb))(indices, text_emb, keys)
+    """`(B, h, w)`, `(B, 77, D)`, keys `(B,)` -> `(B, H, W, 3)`; item i = `decode_keyframe(..., keys[i])`."""
+    null = empty_text(params) if null_text_emb is None else null_text_emb
+    return _decode_keyframe_batch_jit(params, indices, text_emb, keys, null, decoding=decoding)
 
 
 # ------------------------------------------------------------------------------------------- clips
 
 
-def _reconstruct(params, first, last, text_emb, key, config, mode, num_frames, null_text_emb):
+_RECONSTRUCTOR: list = []  # [(key, VideoReconstructor)]: its jitted windows outlive one call
+
+
+def reconstructor(params, config):
+    """SEINE's `VideoReconstructor` over `params` (jitted per window: one program per window shape).
+
+    Called with concrete weights, one reconstructor per (architecture, settings) is kept and the weights
+    swapped in, so its compiled windows serve every later call and every stream of the process. Under a
+    trace (weights are tracers: the caller's own jit or grad), a fresh one is built and traced inline.
+    """
+    from flax import nnx
+
     from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructor
 
-    if null_text_emb is None:
-        null_text_emb = encode_text(params, tokenize([""]))[0]
-    recon = VideoReconstructor(params["seine"], params["codec"].vae, config)
-    video = recon.clip(first[None], None if last is None else last[None], num_frames, mode, text_emb[None],
-                       null_text_emb[None], key)
-    return video[0]
+    seine, vae = params["seine"], params["codec"].vae
+    seine_state, vae_state = nnx.state(seine), nnx.state(vae)
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((seine_state, vae_state))):
+        return VideoReconstructor(seine, vae, config)
+    key = (seine.config, vae.config, config)
+    if _RECONSTRUCTOR and _RECONSTRUCTOR[0][0] == key:
+        recon = _RECONSTRUCTOR[0][1]
+        recon.state, recon.vae_state = seine_state, vae_state
+        return recon
+    _RECONSTRUCTOR.clear()
+    recon = VideoReconstructor(seine, vae, config)
+    _RECONSTRUCTOR.append((key, recon))
+    return recon
 
 
-@functools.partial(jax.jit, static_argnames=("config", "mode", "num_frames"))
 def reconstruct_clip(params, first: jax.Array, last: jax.Array | None, text_emb: jax.Array, key: jax.Array,
                      config, mode: str = "interpolation", num_frames: int = 16,
                      null_text_emb: jax.Array | None = None) -> jax.Array:
     """SEINE: `num_frames` frames `(N, H, W, 3)` in [-1, 1] from keyframe `first` (and `last` in
     interpolation mode; None in prediction mode), guided by the clip description `text_emb` `(77, D)`.
 
-    config: a `VideoReconstructionConfig` (`spec.clip`); clips longer than its window are chained.
+    config: a `VideoReconstructionConfig` (`spec.clip`); clips longer than its window are chained over
+    windows, each one jitted program (VAE encode, guided sampling, VAE decode) compiled once per shape.
+    Pure: the output depends only on the arguments; works under `jax.jit`, `jax.vmap` and `jax.grad`.
     """
-    return _reconstruct(params, first, last, text_emb, key, config, mode, num_frames, null_text_emb)
+    null = empty_text(params) if null_text_emb is None else null_text_emb
+    recon = reconstructor(params, config)
+    video = recon.clip(first[None], None if last is None else last[None], num_frames, mode, text_emb[None],
+                       null[None], key)
+    return video[0]
 
 
-@functools.partial(jax.jit, static_argnames=("config", "mode", "num_frames"))
 def reconstruct_clip_batch(params, first: jax.Array, last: jax.Array | None, text_emb: jax.Array, keys: jax.Array,
                            config, mode: str = "interpolation", num_frames: int = 16,
                            null_text_emb: jax.Array | None = None) -> jax.Array:
-    """`(B, H, W, 3)` keyframes (and `last`), `(B, 77, D)` texts, keys `(B,)` -> `(B, N, H, W, 3)`."""
-    if null_text_emb is None:
-        null_text_emb = encode_text(params, tokenize([""]))[0]
-    if last is None:
-        return jax.vmap(lambda f, t, k: _reconstruct(params, f, None, t, k, config, mode, num_frames,
-                                                     null_text_emb))(first, text_emb, keys)
-    return jax.vmap(lambda f, l, t, k: _reconstruct(params, f, l, t, k, config, mode, num_frames,
-                                                    null_text_emb))(first, last, text_emb, keys)
+    """`(B, H, W, 3)` keyframes (and `last`), `(B, 77, D)` texts, keys `(B,)` -> `(B, N, H, W, 3)`;
+    item i = `reconstruct_clip(..., keys[i])`."""
+    null = empty_text(params) if null_text_emb is None else null_text_emb
+
+    def one(f, l, t, k):
+        return reconstruct_clip(params, f, l, t, k, config, mode, num_frames, null)
+
+    return jax.vmap(one, in_axes=(0, None if last is None else 0, 0, 0))(first, last, text_emb, keys)

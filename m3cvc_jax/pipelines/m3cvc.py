@@ -68,6 +68,12 @@ def clip_segments(keyframes: Sequence[int], num_frames: int) -> list[tuple[int, 
     return [(k, e) for k, e in zip(keyframes, ends) if e > k]
 
 
+def clip_sample(first: int, last: int, count: int) -> np.ndarray:
+    """`count` frame indices spread evenly over [first, last], both ends included (repeats in short clips):
+    every clip shows the describer a video of the same length, so its programs compile once."""
+    return np.round(np.linspace(first, last, count)).astype(int)
+
+
 def to_model_range(frames: np.ndarray) -> jax.Array:
     return jnp.asarray(frames, jnp.float32) / 127.5 - 1.0
 
@@ -134,7 +140,8 @@ def encode_video(video: Video, config, models: Models | None = None, timings: Ti
             previous = describer.describe_keyframe(frames[k], previous)
             kf_texts.append(previous)
         segments = clip_segments(keyframes, t)
-        clip_texts = [describer.describe_clip(frames[s:e + 1], kf_texts[keyframes.index(s)])
+        clip_texts = [describer.describe_clip(frames[clip_sample(s, e, config.dialogue.clip_frames)],
+                                              kf_texts[keyframes.index(s)])
                       for s, e in progress(segments, "describe clips")]
 
     with timings.stage("keyframe codec"):
@@ -169,27 +176,6 @@ def encode_file(input_path: str, output_path: str, config, models: Models | None
 
 
 # ------------------------------------------------------------------------------------------- decode
-
-
-_RECONSTRUCTOR: list = []  # [(key, VideoReconstructor)]: its jitted windows outlive one decode
-
-
-def reconstructor(models: Models, config):
-    """A `VideoReconstructor` for these models; one with the same architectures and settings is reused
-    with the new weights swapped in, so its compiled windows serve every stream of the process."""
-    from flax import nnx
-
-    from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructor
-
-    key = (models.seine_config, models.codec_config.vae, config)
-    if _RECONSTRUCTOR and _RECONSTRUCTOR[0][0] == key:
-        recon = _RECONSTRUCTOR[0][1]
-        recon.state, recon.vae_state = nnx.state(models.seine), nnx.state(models.codec.vae)
-        return recon
-    _RECONSTRUCTOR.clear()
-    recon = VideoReconstructor(models.seine, models.codec.vae, config)
-    _RECONSTRUCTOR.append((key, recon))
-    return recon
 
 
 @dataclasses.dataclass
@@ -288,14 +274,12 @@ def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *,
     with timings.stage("clips (SEINE)"):
         out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
         index_of = {k: i for i, k in enumerate(h.keyframes)}
-        recon = reconstructor(models, spec.clip) if segments else None
         for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
-            i = index_of[s]
             both = mode == "interpolation" and e in index_of
-            last = decoded[index_of[e]][None] if both else None
-            clip = recon.clip(decoded[i][None], last, e - s + 1, "interpolation" if both else "prediction",
-                              clip_emb[j][None], null[None], jax.random.fold_in(clip_key, j))
-            out[s:e + 1] = to_uint8(clip[0])
+            clip = api.reconstruct_clip(params, decoded[index_of[s]], decoded[index_of[e]] if both else None,
+                                        clip_emb[j], jax.random.fold_in(clip_key, j), spec.clip,
+                                        "interpolation" if both else "prediction", e - s + 1, null)
+            out[s:e + 1] = to_uint8(clip)
         keyframes = np.stack([to_uint8(d) for d in decoded])
         out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
         out[list(h.keyframes)] = keyframes

@@ -78,7 +78,7 @@ CHOICES = {
     "decode.mode": ("interpolation", "prediction"),
 }
 POSITIVE = ("video.width", "video.height", "video.fps", "keyframes.interval", "keyframes.flow_updates",
-            "dialogue.turns", "dialogue.clip_turns", "dialogue.max_new_tokens", "keyframe_codec.pixels_per_index",
+            "dialogue.turns", "dialogue.clip_turns", "dialogue.clip_frames", "dialogue.max_new_tokens", "keyframe_codec.pixels_per_index",
             "keyframe_codec.steps", "video_model.steps", "video_model.window")
 NON_NEGATIVE = ("seed", "video.start_time", "video.max_frames", "dialogue.temperature",
                 "keyframe_codec.guidance_scale", "video_model.guidance_scale")

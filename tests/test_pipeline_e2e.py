@@ -1,0 +1,99 @@
+"""M3-CVC end to end on a real clip with the tiny preset (random weights): encode -> file -> decode."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.io.video import read_video
+from m3cvc_jax.pipelines import m3cvc, settings
+from tests.pipeline_fixtures import CLIP, decoded_png, encoded, run_cli, workdir  # noqa: F401
+
+TINY_FRAMES = 32  # bikes_4s.mp4 is 4 s long: 32 frames at the tiny preset's 8 fps
+
+
+def test_encode_writes_stream_and_summary(encoded):
+    path, out = encoded
+    stream, bits = bs.read_bitstream_with_bits(path)
+    h = stream.header
+    assert (h.width, h.height, h.num_frames, float(h.fps)) == (128, 80, TINY_FRAMES, 8.0)
+    assert h.preset == "tiny" and h.keyframes[0] == 0 and h.mode == "interpolation"
+    assert len(stream.keyframe_texts) == len(h.keyframes)
+    assert len(stream.clip_texts) == len(m3cvc.clip_segments(h.keyframes, h.num_frames))
+    assert any(stream.keyframe_texts), "the tiny describer should write (random) text, not nothing"
+    assert f"keyframes  {list(h.keyframes)}" in out
+    assert f"total {bits.total} " in out and f"bpp        {bits.bpp(h):.6g}" in out
+    for stage in ("keyframes", "describe", "keyframe codec", "total"):
+        assert stage in out.splitlines()[-1]
+
+
+def test_decoded_video_has_source_count_size_fps(decoded_png):
+    video = read_video(decoded_png[0])
+    assert video.frames.shape == (TINY_FRAMES, 80, 128, 3)
+    assert video.fps == 8
+    assert video.frames.std() > 0  # something was generated, not a blank buffer
+
+
+def test_same_input_gives_identical_bitstream(encoded, workdir):
+    again = str(workdir / "again.m3cvc")
+    code, _, err = run_cli(["encode", CLIP, "-o", again, "--preset", "tiny"])
+    assert code == 0, err
+    with open(encoded[0], "rb") as a, open(again, "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_same_seed_gives_identical_frames(encoded, decoded_png, workdir):
+    again = str(workdir / "again_png")
+    assert run_cli(["decode", encoded[0], "-o", again, "--seed", "0"])[0] == 0  # the header's seed
+    np.testing.assert_array_equal(read_video(again).frames, read_video(decoded_png[0]).frames)
+
+
+def test_decode_mp4_at_requested_fps_in_prediction_mode(encoded, workdir):
+    out = str(workdir / "bikes_4fps.mp4")
+    code, stdout, err = run_cli(["decode", encoded[0], "-o", out, "--fps", "4", "--mode", "prediction"])
+    assert code == 0, err
+    video = read_video(out)
+    assert video.fps == 4 and video.frames.shape == (TINY_FRAMES // 2, 80, 128, 3)
+    assert "clips (SEINE)" in stdout
+
+
+def test_inspect_json_matches_the_file(encoded):
+    path, _ = encoded
+    code, out, err = run_cli(["inspect", path, "--json"])
+    assert code == 0, err
+    info = json.loads(out)
+    stream = bs.read_bitstream(path)
+    size_bits = 8 * os.path.getsize(path)
+    assert info["bits"]["total"] == size_bits
+    assert sum(info["bits"][k] for k in ("header", "text", "indices", "extra")) == size_bits
+    assert info["bpp"] == pytest.approx(size_bits / (128 * 80 * TINY_FRAMES))
+    assert info["keyframes"] == list(stream.header.keyframes)
+    assert info["num_frames"] == TINY_FRAMES and (info["width"], info["height"]) == (128, 80)
+    assert info["texts"] == {"keyframe": list(stream.keyframe_texts), "clip": list(stream.clip_texts)}
+    assert info["weights_fingerprint"] == stream.header.weights_fingerprint
+
+
+def test_decoder_settings_travel_in_the_stream(encoded):
+    """Decoder-side --set values given to the encoder reach the decoder (a skippable section)."""
+    stream = bs.read_bitstream(encoded[0])
+    assert stream.extras == ()  # preset defaults: nothing extra is sent
+    config = settings.load_config("tiny", ["video_model.steps=3", "keyframe_codec.guidance_scale=1.5",
+                                           "keyframes.threshold=0.5"])
+    sent = settings.decoder_overrides(config)
+    assert sent == ["keyframe_codec.guidance_scale=1.5", "video_model.steps=3"]
+    extra = bs.ExtraSection(m3cvc.TAG_DECODER_SETTINGS, "\n".join(sent).encode())
+    again = bs.unpack(bs.pack(bs.Bitstream(stream.header, stream.keyframe_texts, stream.clip_texts,
+                                           stream.index_data, (extra,))))
+    got = m3cvc.decoder_config(again, overrides=["video_model.guidance_scale=2.0"])
+    assert (got.video_model.steps, got.keyframe_codec.guidance_scale) == (3, 1.5)
+    assert got.video_model.guidance_scale == 2.0 and got.keyframes.threshold == 0.05  # encoder-side: default
+
+
+def test_clip_segments():
+    assert m3cvc.clip_segments([0, 10, 25], 32) == [(0, 10), (10, 25), (25, 31)]
+    assert m3cvc.clip_segments([0, 31], 32) == [(0, 31)]  # a keyframe on the last frame has no clip
+    assert m3cvc.clip_segments([0], 1) == []
