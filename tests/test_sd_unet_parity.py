@@ -85,7 +85,8 @@ def test_sd_unet_blocks_parity_attention():
                Attention(32, heads=2, dim_head=16, upcast_attention=True)), seq)
     # Long self-attention takes the blocked path (600 is not a multiple of the block: padded queries).
     long_seq = rng.normal(size=(1, 600, 32)).astype(np.float32)
-    assert 600 * 600 >= L.BLOCKED_ATTENTION_MIN_LOGITS
+    from m3cvc_jax.nn.attention import BLOCKED_ATTENTION_MIN_LOGITS
+    assert 600 * 600 >= BLOCKED_ATTENTION_MIN_LOGITS
     run(*_pair(lambda: L.Attention(32, heads=2, dim_head=16, rngs=nnx.Rngs(0)), Attention(32, heads=2, dim_head=16)),
         long_seq)
     # VAE mid-block flavour on a spatial input.

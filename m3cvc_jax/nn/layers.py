@@ -9,8 +9,8 @@ Names mirror diffusers so that converters are a plain `map_onto`; everything is 
   Downsample2D          conv stride 2 (pad 1, or the VAE's (0,1,0,1) with padding=0) or average pooling
   Upsample2D            nearest x2 (or to a given size) + conv
   Attention             to_q, to_k, to_v, to_out.0 (+ group_norm for the VAE variant); self or cross;
-                        `qkv` / `attend` / `output` usable on their own (rotary, relative bias, ...)
-  blocked_attention     the same softmax attention one (head, query block) at a time, for long sequences
+                        `qkv` / `attend` / `output` usable on their own (rotary, relative bias, ...);
+                        long sequences take `attention.blocked_attention` automatically
   GEGLU, GELU, FeedForward   ff.net.0.proj, ff.net.2
   BasicTransformerBlock norm1/attn1, norm2/attn2, norm3/ff; `self_attention`, `cross_attention`,
                         `feed_forward` as separate steps so a subclass can insert temporal attention
@@ -220,10 +220,7 @@ class Attention(nnx.Module):
 
     def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, *, bias: jax.Array | None = None,
                mask: jax.Array | None = None, scale: float | None = None) -> jax.Array:
-        if bias is None and mask is None and q.shape[1] * k.shape[1] >= BLOCKED_ATTENTION_MIN_LOGITS:
-            out = blocked_attention(q, k, v, scale=scale)
-        else:
-            out = dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
+        out = dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
         return out.reshape(*out.shape[:-2], self.heads * self.dim_head)
 
     def output(self, o: jax.Array) -> jax.Array:
@@ -241,40 +238,6 @@ class Attention(nnx.Module):
         if self.residual_connection:
             out = out + residual
         return out if self.rescale_output_factor == 1.0 else out / self.rescale_output_factor
-
-
-# Above this many logits per head, plain attention spends its time writing and re-reading the logits
-# (SD's 64x64 latents: 4096^2 per head, 8 heads); computed block by block they stay in cache.
-BLOCKED_ATTENTION_MIN_LOGITS = 1 << 18
-BLOCKED_ATTENTION_BLOCK = 256
-
-
-def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float | None = None,
-                      block: int | None = None) -> jax.Array:
-    """`dot_product_attention` without bias or mask, over `(B, L, N, D)` / `(B, S, N, D)`, computed per
-    head and per block of `block` queries (`lax.map`), so that no `(N, L, S)` logits are materialised.
-    Same numerics: float32 logits, scale applied to the logits, float32 softmax."""
-    b, l, n, d = q.shape
-    s = k.shape[1]
-    scale = d ** -0.5 if scale is None else scale
-    block = min(block or BLOCKED_ATTENTION_BLOCK, l)
-    blocks = -(-l // block)
-    qh = jnp.moveaxis(q, 2, 1)
-    if blocks * block != l:
-        qh = jnp.pad(qh, ((0, 0), (0, 0), (0, blocks * block - l), (0, 0)))
-    qh = qh.reshape(b * n * blocks, block, d)
-    kh = jnp.moveaxis(k, 2, 1).reshape(b * n, s, d)
-    vh = jnp.moveaxis(v, 2, 1).reshape(b * n, s, d)
-
-    def one(args):
-        qq, head = args
-        logits = jnp.dot(qq, kh[head].T, preferred_element_type=F32) * scale
-        p = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-        out = jnp.dot(p.astype(v.dtype), vh[head], preferred_element_type=F32)
-        return (out / jnp.sum(p, axis=-1, keepdims=True)).astype(v.dtype)
-
-    out = jax.lax.map(one, (qh, jnp.arange(b * n * blocks) // blocks))
-    return jnp.moveaxis(out.reshape(b, n, blocks * block, d)[:, :, :l], 1, 2)
 
 
 class GEGLU(nnx.Module):
