@@ -91,4 +91,18 @@ def paper(*, pixels_per_index: int = 16, **kw) -> KeyframeCodecConfig:
                   post_encoder=PostEncoderConfig(), pixels_per_index=pixels_per_index, **kw)
 
 
-PRESETS = {"tiny": tiny, "paper": paper}
+# The `demo` preset's models (trained here, scripts/train_demo.sh): SD's layouts at small widths, 128x80,
+# one index per latent pixel (8 px), a 256-word codebook, the tiny CLIP text tower (random, frozen).
+DEMO_VAE = VAEConfig(block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=16)
+DEMO_UNET = dataclasses.replace(UNetConfig.preset("tiny"), block_out_channels=(64, 128), norm_num_groups=16,
+                                sample_size=16)
+
+
+def demo(*, pixels_per_index: int = 8, width: int = 128, height: int = 80, **kw) -> KeyframeCodecConfig:
+    return _build(vae=DEMO_VAE, unet=DEMO_UNET, text=CLIP_PRESETS["tiny"].text,
+                  post_encoder=PostEncoderConfig(channels=64, num_res_blocks=1, codebook_dim=8, codebook_size=256),
+                  pixels_per_index=pixels_per_index, width=width, height=height,
+                  num_inference_steps=kw.pop("num_inference_steps", 20), **kw)
+
+
+PRESETS = {"tiny": tiny, "paper": paper, "demo": demo}

@@ -139,7 +139,9 @@ def _load(model: nnx.Module, path: str, family: str, *, prefix: str = "", adapt=
 def build(config, codec_cfg: KeyframeCodecConfig):
     """(UNet with its base weights, frozen parts) from the config's weight folders (random if empty)."""
     paper_sized = config.model != "tiny"
-    missing = [n for n in ("vae_weights", "unet_weights", "text_weights", "vq_weights") if not config[n]]
+    # A UNet trained from scratch (trainable='all', the demo's) has no base weights.
+    needed = ("vae_weights", "text_weights", "vq_weights") + (() if config.trainable == "all" else ("unet_weights",))
+    missing = [n for n in needed if not config[n]]
     if paper_sized and missing:
         raise ConfigError(f"the {config.model} decoder fine-tune needs {', '.join(missing)}")
     vae = load_frozen_vae(codec_cfg, config.vae_weights, config.seed)

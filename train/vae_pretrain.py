@@ -25,7 +25,7 @@ from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig, sample_posterior
 from m3cvc_jax.pipelines.models import random_module
 from train import cli, loop, optim, sharding
-from train.vq_pretrain import make_batches, pure_to_flat, _images
+from train.vq_pretrain import _images, make_batches, pure_to_flat
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +30,7 @@ from m3cvc_jax.diffusion.schedules import NoiseLevel, NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn import clip_tokenizer
 from m3cvc_jax.nn.clip import PRESETS as CLIP_PRESETS
-from m3cvc_jax.nn.clip import CLIPTextModel
+from m3cvc_jax.nn.clip import CLIPConfig, CLIPTextModel
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig, sample_posterior
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
 from m3cvc_jax.pipelines.models import abstract_module, random_module
@@ -109,11 +107,9 @@ def empty_prompt(config, seed: int) -> jax.Array:
     if config.text_weights:
         meta, params = weights.load_checkpoint(config.text_weights, family="clip")
         cfg = dict(meta["config"])
-        from m3cvc_jax.nn.clip import CLIPConfig
-
-        text_cfg = CLIPConfig.from_dict(cfg).text if cfg.pop("kind", "full") == "full" else None
-        if text_cfg is None:
-            raise ConfigError(f"{config.text_weights}: a full CLIP checkpoint is expected")
+        if cfg.pop("kind", "full") != "full":
+            raise ConfigError(f"{config.text_weights}: a full CLIP checkpoint is expected (the codec loads both towers)")
+        text_cfg = CLIPConfig.from_dict(cfg).text
         model = abstract_module(lambda rngs: CLIPTextModel(text_cfg, rngs=rngs))
         prefix = "text_model."
         weights.assign_params(model, {k: v for k, v in params.items() if k.startswith(prefix)},

@@ -1,0 +1,29 @@
+"""The `demo` preset's video model: SEINE's layout at small widths (two levels, heads of 32 dims), 16-frame
+windows of demo-VAE latents at 8 fps (the codec's rate), masks first1 / onelast1.
+
+    python -m train.video_pretrain --config configs/demo/video_pretrain.py --workdir runs/demo/video \
+        --config.vae_weights=runs/demo/vae/export --config.text_weights=runs/demo/clip
+"""
+
+from __future__ import annotations
+
+from configs import video_pretrain
+from configs.demo.vae_pretrain import HEIGHT, WIDTH
+
+
+def get_config(arg: str = "") -> object:
+    c = video_pretrain.get_config("small")
+    c.width, c.height = WIDTH, HEIGHT
+    c.window = 16
+    c.num_steps = 1500
+    c.batch_size = 2
+    c.log_every = 10
+    c.checkpoint_every = 100
+    c.unet.block_out_channels = (64, 128)
+    c.unet.layers_per_block = 1
+    c.unet.num_heads = (2, 4)
+    c.unet.norm_num_groups = 16
+    c.optimizer.learning_rate = 5e-4
+    c.optimizer.warmup_steps = 50
+    c.data.fps = 8.0
+    return c
