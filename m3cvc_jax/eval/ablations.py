@@ -52,9 +52,14 @@ def check_overrides(rows, config) -> None:
                 node = node[part]
 
 
-def ablation_codecs(path: str, *, overrides=(), **options) -> dict:
-    """{"ours[row]": codec} for each row; base `overrides` first, the row's own after (they win)."""
+def ablation_codecs(path: str, *, overrides=(), rate_points=None, row_rate_points=None, **options) -> dict:
+    """{"ours[row]": codec} for each row; base `overrides` first, the row's own after (they win).
+
+    rate_points: for every row; row_rate_points: {"ours[row]": [...]} for particular rows (they win)."""
     if "ours" not in available_codecs():
         raise ConfigError("the ablations need codec 'ours', which is not registered yet in this version")
     rows = load_rows(path)
-    return {f"ours[{name}]": make_codec("ours", overrides=tuple(overrides) + row, **options) for name, row in rows}
+    row_rate_points = row_rate_points or {}
+    return {f"ours[{name}]": make_codec("ours", overrides=tuple(overrides) + row,
+                                        rate_points=row_rate_points.get(f"ours[{name}]", rate_points), **options)
+            for name, row in rows}
