@@ -110,13 +110,26 @@ PRESETS: dict[str, CLIPConfig] = {
 }
 
 
+def _quick_gelu(x):
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+def _gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_new(x):
+    return jax.nn.gelu(x, approximate=True)
+
+
+# Module-level functions, not per-instance lambdas: the activation is a static attribute of the graph
+# definition, and two models built from one config must compare equal (a jit cache key).
+_ACTIVATIONS = {"quick_gelu": _quick_gelu, "gelu": _gelu, "gelu_new": _gelu_new}
+
+
 def _activation(name: str):
-    if name == "quick_gelu":
-        return lambda x: x * jax.nn.sigmoid(1.702 * x)
-    if name == "gelu":
-        return lambda x: jax.nn.gelu(x, approximate=False)
-    if name == "gelu_new":
-        return lambda x: jax.nn.gelu(x, approximate=True)
+    if name in _ACTIVATIONS:
+        return _ACTIVATIONS[name]
     from m3cvc_jax.errors import ConfigError
 
     raise ConfigError(f"unsupported CLIP activation {name!r}")
