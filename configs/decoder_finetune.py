@@ -49,10 +49,10 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     elif arg == "tiny":
         c.model = "tiny"
         c.width, c.height = 128, 80
-        c.num_steps = 60
+        c.num_steps = 40
         c.batch_size = 8
         c.log_every = 10
-        c.checkpoint_every = 30
+        c.checkpoint_every = 20
         c.optimizer.learning_rate = 1e-3
         c.optimizer.warmup_steps = 5
         c.data = _data(keyframes="interval", interval=1)

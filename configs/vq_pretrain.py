@@ -66,10 +66,10 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     elif arg == "tiny":
         c.model = "tiny"
         c.width, c.height = 128, 80
-        c.num_steps = 120
+        c.num_steps = 80
         c.batch_size = 8
         c.log_every = 10
-        c.checkpoint_every = 60
+        c.checkpoint_every = 40
         c.optimizer.learning_rate = 2e-3
         c.optimizer.warmup_steps = 10
         c.optimizer.schedule = "constant"
