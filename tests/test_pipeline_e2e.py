@@ -97,3 +97,56 @@ def test_clip_segments():
     assert m3cvc.clip_segments([0, 10, 25], 32) == [(0, 10), (10, 25), (25, 31)]
     assert m3cvc.clip_segments([0, 31], 32) == [(0, 31)]  # a keyframe on the last frame has no clip
     assert m3cvc.clip_segments([0], 1) == []
+
+
+def _save_as_checkpoints(root, models):
+    """The tiny models of `models` written as the converted checkpoints a `paper` weights folder holds."""
+    import dataclasses
+
+    from m3cvc_jax import weights
+    from m3cvc_jax.weights import flat_params
+
+    c, cfg, fps = models.codec, models.codec_config, {}
+    fps["sd-vae"] = weights.save_checkpoint(f"{root}/sd-vae", family="sd-vae", config=dataclasses.asdict(cfg.vae),
+                                            params=flat_params(c.vae))
+    unet = flat_params(c.unet)
+    unet["conv_in.kernel"] = unet["conv_in.kernel"][:, :, :cfg.unet.in_channels]  # a plain SD UNet
+    fps["keyframe-unet"] = weights.save_checkpoint(
+        f"{root}/keyframe-unet", family="sd-unet", params=unet,
+        config=dataclasses.asdict(dataclasses.replace(cfg.unet, extra_in_channels=0)))
+    vq = {**{f"post_encoder.{k}": v for k, v in flat_params(c.post_encoder).items()},
+          **{f"codebook.{k}": v for k, v in flat_params(c.codebook).items()}}
+    fps["post-encoder"] = weights.save_checkpoint(f"{root}/post-encoder", family="keyframe-vq", params=vq,
+                                                  config=dataclasses.asdict(cfg.post_encoder))
+    fps["clip"] = weights.save_checkpoint(f"{root}/clip", family="clip", params=flat_params(models.clip),
+                                          config={"kind": "full", **dataclasses.asdict(models.clip_config)})
+    fps["seine"] = weights.save_checkpoint(f"{root}/seine", family="seine", params=flat_params(models.seine),
+                                           config=dataclasses.asdict(models.seine_config))
+    weights.save_checkpoint(f"{root}/raft", family="raft", params=flat_params(models.raft),
+                            config={"preset": "tiny", **dataclasses.asdict(models.raft_config)})
+    return fps
+
+
+def test_paper_preset_runs_from_a_weights_folder(workdir):
+    """The folder source end to end, with tiny checkpoints standing in for the converted ones: the conv_in
+    of a plain UNet is widened, the VQ export is split, the fingerprint combines the folders' own."""
+    from m3cvc_jax.errors import WeightsError
+    from m3cvc_jax.pipelines.models import Models, combine_fingerprints
+
+    root = str(workdir / "weights")
+    fps = _save_as_checkpoints(root, Models(settings.load_config("tiny", ["seed=3"]), cache=False))
+    sets = [f"weights={root}", "video.width=128", "video.height=80", "video.max_frames=17",
+            "keyframe_codec.steps=2", "video_model.steps=2", "video_model.sampler=ddim", "dialogue.describer=none",
+            "keyframes.clip_model=tiny", "keyframes.flow_model=tiny", "keyframes.flow_updates=2"]
+    config = settings.load_config("paper", sets)
+    assert Models(config).fingerprint() == combine_fingerprints(fps)
+    path = str(workdir / "paper.m3cvc")
+    enc = m3cvc.encode_file(CLIP, path, config)
+    assert enc.stream.header.preset == "paper" and enc.stream.extras  # its decoder settings travel along
+    dec = m3cvc.decode_file(path, str(workdir / "paper_png"), weights=root)
+    assert dec.video.frames.shape == (17, 80, 128, 3)
+    import shutil
+
+    shutil.rmtree(os.path.join(root, "seine"))
+    with pytest.raises(WeightsError, match=r"seine.*python -m convert_weights seine seine.pt .*weights/seine"):
+        m3cvc.decode_file(path, str(workdir / "paper_png"), weights=root)

@@ -125,7 +125,8 @@ def encode_video(video: Video, config, models: Models | None = None, timings: Ti
         raise ConfigError(f"frames are {w}x{h}, the config codes {config.video.width}x{config.video.height}")
     kcfg = settings_lib.keyframe_config(config)
     with timings.stage("models"):
-        models.require(keyframe_stage.components(kcfg) + ("sd-vae", "post-encoder"))
+        describer = ("qwen2-vl",) if config.dialogue.describer == "qwen2-vl" else ()
+        models.require(keyframe_stage.components(kcfg) + describer + ("sd-vae", "post-encoder"))
         imodel = index_model(config, models)
         fingerprint = models.fingerprint()
 
