@@ -47,4 +47,4 @@ cp -r "$RUNS/clip" "$DEST.tmp/clip"
 cp -r "$RUNS/video/export" "$DEST.tmp/seine"
 rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"
 du -sh "$DEST"
-.venv/bin/python scripts/plot_demo_losses.py "$RUNS" docs
+"$PY" scripts/plot_demo_losses.py "$RUNS" "${PLOTS:-docs}"
