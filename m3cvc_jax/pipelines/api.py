@@ -69,7 +69,7 @@ def spec_for(models) -> Spec:
     cc = models.codec_config
     return Spec(width=c.video.width, height=c.video.height,
                 keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale)),
-                clip=reconstruction_config(c), grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
+                clip=reconstruction_config(c, latent_scale=cc.vae.scaling_factor), grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
 
 
 # ------------------------------------------------------------------------------------------- text

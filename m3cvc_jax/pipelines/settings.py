@@ -126,12 +126,14 @@ def keyframe_config(config):
     return KeyframeConfig.from_mapping(block)
 
 
-def reconstruction_config(config, out_fps: float | None = None):
-    """`VideoReconstructionConfig` for SEINE at the coded frame size and rate."""
+def reconstruction_config(config, out_fps: float | None = None, latent_scale: float = 0.18215):
+    """`VideoReconstructionConfig` for SEINE at the coded frame size and rate; `latent_scale` is the VAE's
+    `scaling_factor` (SD's 0.18215; a VAE trained here, e.g. the demo's, has its own)."""
     from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructionConfig
 
     vm = config.video_model
     return VideoReconstructionConfig(
         window=vm.window, height=config.video.height, width=config.video.width, source_fps=float(config.video.fps),
         out_fps=out_fps, sampler=vm.sampler, num_steps=vm.steps, cfg_scale=float(vm.guidance_scale),
-        keep_keyframes=bool(vm.keep_keyframes), sample_posterior=bool(vm.sample_posterior))
+        keep_keyframes=bool(vm.keep_keyframes), sample_posterior=bool(vm.sample_posterior),
+        latent_scale=float(latent_scale))
