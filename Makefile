@@ -2,6 +2,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+CLIP ?= assets/clips/bikes_4s.mp4
+PRESET ?= tiny
 
 .PHONY: setup demo test
 
@@ -12,8 +14,13 @@ $(BIN)/m3cvc: pyproject.toml
 
 setup: $(BIN)/m3cvc
 
+# The main job: encode the bundled clip to a real bitstream, inspect it, decode it to an MP4.
 demo: setup
-	$(BIN)/m3cvc --version
+	mkdir -p out
+	$(BIN)/m3cvc encode $(CLIP) -o out/bikes.m3cvc --preset $(PRESET)
+	$(BIN)/m3cvc inspect out/bikes.m3cvc
+	$(BIN)/m3cvc decode out/bikes.m3cvc -o out/bikes.mp4
+	@echo "decoded video: out/bikes.mp4"
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
