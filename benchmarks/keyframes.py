@@ -46,19 +46,27 @@ def load_clip(path: str) -> np.ndarray:
 def run_jax(frames, clip_preset, raft_preset, repeats):
     import jax
 
-    from m3cvc_jax.codec.keyframe_runner import build_models, select_keyframes
-    from m3cvc_jax.codec.keyframes import KeyframeConfig
+    from types import SimpleNamespace
+
+    from m3cvc_jax.codec.keyframes import KeyframeConfig, keyframe_indices
+    from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
+    from m3cvc_jax.nn.raft import RAFT, RAFTConfig
+    from m3cvc_jax.pipelines.keyframe_stage import select
+    from m3cvc_jax.random_weights import random_module
 
     cfg = KeyframeConfig(method="m3cvc", clip_model=clip_preset, flow_model=raft_preset)
-    models = build_models(cfg)
+    models = SimpleNamespace(
+        clip=random_module(lambda r: CLIPModel(CLIPConfig.preset(clip_preset), rngs=r), 0, "clip"),
+        raft=random_module(lambda r: RAFT(RAFTConfig.preset(raft_preset), rngs=r), 0, "raft"))
     start = time.perf_counter()
-    keys, d = select_keyframes(frames, cfg, models)
+    d = select(frames, cfg, models, cfg.flow_updates)
     jax.block_until_ready(d)
     first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        keys, d = select_keyframes(frames, cfg, models)
+        d = select(frames, cfg, models, cfg.flow_updates)
+        keys = keyframe_indices(d)
         jax.block_until_ready(d)
         times.append(time.perf_counter() - start)
     return models, cfg, keys, first - min(times), min(times)

@@ -171,22 +171,37 @@ def _clip_with_cut(t=6, cut=3, h=64, w=96, shift=(0, 0)):
     return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
 
 
-def test_runner_measures_flow_against_the_current_keyframe():
+def _models(cfg, seed=0):
+    """Random-weight CLIP (and RAFT unless the classical flow is asked for), as the tiny preset builds them."""
+    from types import SimpleNamespace
+
+    from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
+    from m3cvc_jax.nn.raft import RAFT, RAFTConfig
+    from m3cvc_jax.random_weights import random_module
+
+    clip = random_module(lambda r: CLIPModel(CLIPConfig.preset(cfg.clip_model), rngs=r), seed, "clip")
+    raft = None
+    if cfg.flow_model != "classical":
+        raft = random_module(lambda r: RAFT(RAFTConfig.preset(cfg.flow_model), rngs=r), seed, "raft")
+    return SimpleNamespace(clip=clip, raft=raft)
+
+
+def test_stage_measures_flow_against_the_current_keyframe():
     """The on-the-fly RAFT scan (tiny random weights) against RAFT called pair by pair afterwards."""
     from flax import nnx
 
-    from m3cvc_jax.codec.keyframe_runner import _resize_for_flow, build_models, flow_resolution, select_keyframes
+    from m3cvc_jax.pipelines.keyframe_stage import flow_frames, select
 
     frames = _clip_with_cut(t=4, cut=2, h=64, w=72)
     cfg = KeyframeConfig(method="m3cvc", clip_model="tiny", flow_model="tiny", threshold=0.0, lambda1=0.0,
                          lambda2=1.0, max_clip_length=3)
-    models = build_models(cfg)
-    keys, d = select_keyframes(frames, cfg, models, num_flow_updates=2)
+    models = _models(cfg)
+    d = select(frames, cfg, models, flow_updates=2)
+    keys = keyframe_indices(d)
     # threshold 0 and lambda1 0: any motion makes a keyframe; max_clip_length=3 forces every 2nd anyway.
     assert keys[0] == 0 and len(keys) >= 3
-    size = flow_resolution(64, 72, min_side=64)  # the tiny RAFT has 3 pyramid levels
-    assert size == (64, 72)
-    x = np.asarray(_resize_for_flow(jnp.asarray(frames), size))
+    x = np.asarray(flow_frames(frames, models.raft.config))
+    assert x.shape[1:3] == (64, 72)  # the tiny RAFT has 3 pyramid levels: 64 px suffice, no resize
     ref = 0
     raft = nnx.jit(lambda m, a, b: m(a, b, num_flow_updates=2))
     for n in range(1, len(frames)):
@@ -196,35 +211,24 @@ def test_runner_measures_flow_against_the_current_keyframe():
             ref = n
 
 
-def test_runner_semantic_and_classical_fallback():
-    from m3cvc_jax.codec.keyframe_runner import build_models, select_keyframes
+def test_stage_semantic_and_classical_fallback():
+    from m3cvc_jax.pipelines.keyframe_stage import select
 
     static = _clip_with_cut(t=4, cut=10)
     panning = _clip_with_cut(t=4, cut=10, shift=(2, 1))
     cfg = KeyframeConfig(method="m3cvc", clip_model="tiny", flow_model="classical", lambda1=0.0, lambda2=1.0,
                          threshold=0.01, max_clip_length=100)
-    models = build_models(cfg, seed=3)
-    assert models.raft is None
-    keys_static, d_static = select_keyframes(static, cfg, models)
-    keys_pan, d_pan = select_keyframes(panning, cfg, models)
-    assert keys_static == [0] and float(jnp.max(d_static.motion)) < 1e-3
+    models = _models(cfg, seed=3)
+    d_static, d_pan = select(static, cfg, models), select(panning, cfg, models)
+    assert keyframe_indices(d_static) == [0] and float(jnp.max(d_static.motion)) < 1e-3
     # ~2.2 px per frame against frame 0 over a 115 px diagonal: 0.019, 0.039 -> a keyframe at frame 1.
-    assert keys_pan[:2] == [0, 1]
+    assert keyframe_indices(d_pan)[:2] == [0, 1]
     np.testing.assert_allclose(float(d_pan.motion[1]), np.hypot(2, 1) / np.hypot(64, 96), rtol=0.35)
-    fixed_keys, _ = select_keyframes(static, KeyframeConfig(method="fixed", interval=2), build_models(
-        KeyframeConfig(method="fixed")))
-    assert fixed_keys == [0, 2]
+    # Fixed intervals touch no network at all.
+    from types import SimpleNamespace
 
-
-def test_load_models_names_the_missing_weights():
-    from m3cvc_jax.codec.keyframe_runner import load_models
-    from m3cvc_jax.errors import WeightsError
-
-    with pytest.raises(WeightsError, match="convert_weights clip"):
-        load_models(KeyframeConfig(), clip_dir=None, raft_dir=None)
-    # Fixed intervals need no network at all.
-    models = load_models(KeyframeConfig(method="fixed"), clip_dir=None, raft_dir=None)
-    assert models.clip is None and models.raft is None
+    fixed = select(static, KeyframeConfig(method="fixed", interval=2), SimpleNamespace(clip=None, raft=None))
+    assert keyframe_indices(fixed) == [0, 2]
 
 
 def test_config_block_of_the_codec_config_builds_a_keyframe_config():

@@ -50,7 +50,7 @@ class KeyframeConfig:
     interval: int = 8  # fixed interval; CMVC's nominal interval length
     clip_model: str = "vit-b-32"  # used by the host-side runner only
     flow_model: str = "raft_small"  # raft_small | raft_large | tiny | classical (host-side runner only)
-    flow_updates: int = 12  # RAFT GRU iterations (host-side runner only)
+    flow_updates: int = 12  # RAFT GRU iterations (pipelines/keyframe_stage.py)
 
     def __post_init__(self):
         if self.method not in METHODS:

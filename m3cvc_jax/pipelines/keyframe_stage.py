@@ -1,12 +1,13 @@
 """The keyframe decision on real frames: CLIP image features and optical flow feed `codec.keyframes`.
 
-`codec/keyframes.py` holds the decision rules over features; this runs the networks that produce them:
-CLIP image embeddings of every frame (in fixed-size chunks, so one compilation serves any length), and,
-for the M3-CVC rule with λ2 != 0, the motion magnitude of the flow from the current keyframe to each frame
-(RAFT, or the classical Lucas-Kanade flow of `codec/lk_flow.py` with `flow_model=classical`, computed
-inside the decision's scan, since the reference frame changes with every new keyframe).
-RAFT needs frames of at least 128 pixels per side (4-level pyramid) and multiples of 8: smaller frames
-are upscaled for the flow only; the magnitude is relative to the frame diagonal, so this does not bias it.
+`codec/keyframes.py` holds the decision rules over features; this runs the networks that produce them and
+chooses jit: CLIP image embeddings of every frame (in fixed-size chunks, so one compilation serves any
+length), and, for the M3-CVC rule with λ2 != 0, the motion magnitude of the flow from the current keyframe
+to each frame (RAFT, or the classical Lucas-Kanade flow of `codec/lk_flow.py` with
+`flow_model=classical`), computed inside the decision's scan, since the reference frame changes with every
+new keyframe. RAFT needs frames of at least 16·2^(levels-1) pixels per side (128 for torchvision's 4-level
+pyramid) and multiples of 8: smaller frames are upscaled for the flow only; the magnitude is relative to
+the frame diagonal, so this does not bias it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from m3cvc_jax.codec import keyframes as kf
+from m3cvc_jax.errors import ConfigError, VideoError
 
 CHUNK = 8  # frames per CLIP call
 
@@ -53,6 +55,16 @@ def flow_size(height: int, width: int, min_side: int) -> tuple[int, int]:
     return 8 * math.ceil(height * scale / 8), 8 * math.ceil(width * scale / 8)
 
 
+def flow_frames(frames: np.ndarray, raft_config) -> jax.Array:
+    """uint8 frames (T, H, W, 3) -> RAFT's input: [-1, 1], upscaled to a size its pyramid accepts."""
+    from m3cvc_jax.nn.raft import preprocess_frames
+
+    t, h, w, _ = frames.shape
+    x = preprocess_frames(jnp.asarray(frames))
+    fh, fw = flow_size(h, w, 16 * 2 ** (raft_config.corr_block_num_levels - 1))
+    return x if (fh, fw) == (h, w) else jax.image.resize(x, (t, fh, fw, 3), "bilinear")
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "updates"))
 def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig, updates: int) -> kf.Decision:
     def motion(ref, frame):
@@ -74,18 +86,20 @@ def _select_features(embeddings, cfg: kf.KeyframeConfig) -> kf.Decision:
 
 
 def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models, flow_updates: int = 12) -> kf.Decision:
-    """The decision for uint8 frames (T, H, W, 3); `models` a `pipelines.models.Models`."""
-    t, h, w, _ = frames.shape
+    """The decision for uint8 frames (T, H, W, 3). `models` has `.clip` and `.raft` (a
+    `pipelines.models.Models`, or any object with those attributes); neither is touched when the
+    method does not need it."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise VideoError(f"keyframe selection needs (T, H, W, 3) frames, got shape {frames.shape}")
     if cfg.method == "fixed":
-        return kf.fixed_select(t, cfg)
+        return kf.fixed_select(len(frames), cfg)
+    if models.clip is None:
+        raise ConfigError(f"keyframes.method={cfg.method} needs a CLIP model")
     embeddings = image_embeddings(models.clip, frames)
     if not cfg.uses_motion:
         return _select_features(embeddings, cfg)
-    x = jnp.asarray(frames, jnp.float32) / 127.5 - 1.0
     if cfg.flow_model == "classical":
-        return _select_classical(embeddings, x, cfg)
+        return _select_classical(embeddings, jnp.asarray(frames, jnp.float32) / 127.5 - 1.0, cfg)
     raft = models.raft
-    fh, fw = flow_size(h, w, 16 * 2 ** (raft.config.corr_block_num_levels - 1))
-    if (fh, fw) != (h, w):
-        x = jax.image.resize(x, (t, fh, fw, 3), "bilinear")
-    return _select_raft(raft, embeddings, x, cfg, flow_updates)
+    return _select_raft(raft, embeddings, flow_frames(frames, raft.config), cfg, flow_updates)
