@@ -49,10 +49,11 @@ def bench_jax(repeats: int) -> dict:
 
     from m3cvc_jax.diffusion.guidance import CFGCond, guided
     from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
-    from m3cvc_jax.pipelines.video_reconstruction import SeineCond, random_init, seine_model_fn, seine_scheduler
+    from m3cvc_jax.pipelines.video_reconstruction import SeineCond, seine_model_fn, seine_scheduler
+    from m3cvc_jax.random_weights import random_module
 
     cfg = VideoUNetConfig.reduced()
-    unet = random_init(lambda: VideoUNet(cfg, rngs=nnx.Rngs(0)), seed=0)
+    unet = random_module(lambda r: VideoUNet(cfg, rngs=r), 0, "seine")
     graphdef, state = nnx.split(unet)
     n_params = sum(x.size for x in jax.tree.leaves(state))
     model_fn = guided(seine_model_fn(graphdef))

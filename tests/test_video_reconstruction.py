@@ -4,15 +4,14 @@ determinism for a key. (Numerical agreement with SEINE is tests/test_seine_parit
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+from m3cvc_jax.random_weights import random_module
 from m3cvc_jax.pipelines.video_reconstruction import (
     VideoReconstructionConfig,
     VideoReconstructor,
-    random_init,
     retime,
     seine_scheduler,
     subsample,
@@ -23,8 +22,8 @@ H, W = 16, 24  # latent 2x3: the tiny UNet's skip sizes are not multiples of 2 (
 
 @pytest.fixture(scope="module")
 def rec():
-    unet = random_init(lambda: VideoUNet(VideoUNetConfig.tiny(), rngs=nnx.Rngs(0)), seed=0)
-    vae = random_init(lambda: AutoencoderKL(VAEConfig.preset("tiny"), rngs=nnx.Rngs(1)), seed=1)
+    unet = random_module(lambda r: VideoUNet(VideoUNetConfig.tiny(), rngs=r), 0, "seine")
+    vae = random_module(lambda r: AutoencoderKL(VAEConfig.preset("tiny"), rngs=r), 1, "sd-vae")
     cfg = VideoReconstructionConfig(height=H, width=W, sampler="ddpm", num_steps=2, out_fps=4.0,
                                     out_height=32, out_width=48)
     return VideoReconstructor(unet, vae, cfg)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from m3cvc_jax.nn.qwen2_vl import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from m3cvc_jax.random_weights import random_module
 from m3cvc_jax.weights import assign_params, load_checkpoint
 
 FAMILY = "qwen2-vl"
@@ -14,26 +14,11 @@ FAMILY = "qwen2-vl"
 
 def random_model(cfg: Qwen2VLConfig | str, *, seed: int = 0, dtype=jnp.float32, param_dtype=jnp.float32,
                  std: float = 0.02) -> Qwen2VLForConditionalGeneration:
-    """Random weights as transformers initialises Qwen2-VL (normal(0, std) matrices, unit norms, zero biases).
-
-    Drawn with numpy on an abstract model: eager JAX initialisers compile one program per shape, which
-    costs tens of seconds on a busy CPU for a model that then runs in milliseconds.
-    """
+    """Random weights with transformers' Qwen2-VL statistics (matrices of standard deviation `std`, unit
+    norms, zero biases), drawn by `m3cvc_jax.random_weights` (deterministic, no per-shape compiles)."""
     cfg = Qwen2VLConfig.preset(cfg) if isinstance(cfg, str) else cfg
-    model = nnx.eval_shape(
-        lambda: Qwen2VLForConditionalGeneration(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
-    )
-    rng = np.random.default_rng(seed)
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        shape, leaf = var.get_value().shape, path[-1]
-        if leaf == "scale":
-            value = np.ones(shape, np.float32)
-        elif leaf == "bias":
-            value = np.zeros(shape, np.float32)
-        else:
-            value = rng.normal(0.0, std, size=shape).astype(np.float32)
-        var.set_value(jnp.asarray(value, dtype=param_dtype))
-    return model
+    return random_module(lambda rngs: Qwen2VLForConditionalGeneration(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype),
+                         seed, "qwen2-vl", std=std)
 
 
 def load_model(directory: str, *, dtype=jnp.float32, param_dtype=None) -> Qwen2VLForConditionalGeneration:

@@ -240,30 +240,6 @@ class VideoReconstructor:
         return video
 
 
-def random_init(build, seed: int = 0) -> nnx.Module:
-    """`build()`'s module with seeded random weights drawn by numpy (no XLA compile per parameter, which
-    makes eager NNX initialisation slow on CPU): kernels ~ N(0, 1/fan_in), norms 1, biases 0,
-    embeddings ~ N(0, 1). For `tiny` presets and tests."""
-    from m3cvc_jax.weights import assign_params, path_key
-
-    model = nnx.eval_shape(build)
-    rng = np.random.default_rng(seed)
-    params = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        key, shape = path_key(path), tuple(var.get_value().shape)
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf == "kernel":
-            params[key] = rng.standard_normal(shape, np.float32) / np.sqrt(max(1, int(np.prod(shape[:-1]))))
-        elif leaf == "scale":
-            params[key] = np.ones(shape, np.float32)
-        elif leaf == "embedding":
-            params[key] = rng.standard_normal(shape, np.float32)
-        else:
-            params[key] = np.zeros(shape, np.float32)
-    assign_params(model, params, source="random init")
-    return model
-
-
 def load_video_unet(directory: str, *, dtype: Any = jnp.float32) -> VideoUNet:
     """A converted SEINE checkpoint (`python -m convert_weights seine ...`) as a VideoUNet."""
     from m3cvc_jax.weights import assign_params, load_checkpoint
