@@ -19,15 +19,13 @@ import dataclasses
 import functools
 import hashlib
 import os
-import zlib
 from typing import Any, Callable
 
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from m3cvc_jax.errors import ConfigError, WeightsError
-from m3cvc_jax.weights import assign_params, fingerprint, flat_params, load_checkpoint, path_key, read_config
+from m3cvc_jax.random_weights import abstract_module, fill_random, random_module  # noqa: F401
+from m3cvc_jax.weights import assign_params, fingerprint, flat_params, load_checkpoint, read_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,69 +89,7 @@ WEIGHT_SOURCES: dict[str, Any] = {"tiny": RandomSource(), "paper": FolderSource(
 # ------------------------------------------------------------------------------------- random weights
 
 
-def _uniform(rng: np.random.Generator, shape, bound: float) -> np.ndarray:
-    # 24 random bits -> a float64 in (-1, 1) exactly, one IEEE multiply, one rounding to float32: the same
-    # bytes on every platform (no libm, no platform-specific normal sampler).
-    bits = rng.integers(0, 1 << 24, size=shape, dtype=np.int64)
-    return (((bits - (1 << 23)) + 0.5) / float(1 << 23) * bound).astype(np.float32)
-
-
-def _init_value(key: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    leaf = key.rsplit(".", 1)[-1]
-    if leaf in ("bias", "mean") or not shape:
-        return np.zeros(shape, np.float32)
-    if leaf in ("scale", "var"):
-        return np.ones(shape, np.float32)
-    if key == "embedding" or key.endswith("codebook.embedding"):
-        return _uniform(rng, shape, 1.0)  # codewords on the scale of post-encoder outputs
-    if leaf == "embedding":
-        return _uniform(rng, shape, 0.02 * 3**0.5)
-    fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
-    return _uniform(rng, shape, 1.0 / max(fan_in, 1) ** 0.5)  # PyTorch's default bound
-
-
-class _AbstractKeys:
-    """Stands in for `nnx.Rngs` while a module is traced abstractly: every stream gives the same key.
-
-    The values are overwritten anyway, and a real `Rngs` updates its counter under the trace, which
-    flax 0.12 makes slow (its `sharding` check on a tracer builds an error message each time).
-    """
-
-    def __call__(self):
-        import jax
-
-        return jax.random.key(0)
-
-    def __getattr__(self, name):
-        return self
-
-
-def abstract_module(build: Callable[[Any], Any]):
-    """`build(rngs)` traced without computing: parameters are shapes only."""
-    return nnx.eval_shape(lambda: build(_AbstractKeys()))
-
-
-def fill_random(modules: dict[str, Any], seed: int, name: str) -> None:
-    """Overwrite every variable of `modules` ({key prefix: module}) with deterministic values for
-    (seed, component name), drawn in the sorted order of their flat keys."""
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(seed) >> 32, zlib.crc32(name.encode())])
-    flat = []
-    for prefix, module in modules.items():
-        flat += [(prefix + path_key(p), v) for p, v in nnx.to_flat_state(nnx.state(module))]
-    for key, var in sorted(flat, key=lambda kv: kv[0]):
-        abstract = var.get_value()
-        var.set_value(jnp.asarray(_init_value(key, tuple(abstract.shape), rng), dtype=abstract.dtype))
-
-
-def random_module(build: Callable[[Any], Any], seed: int, name: str):
-    """`build(rngs)` (an NNX module constructor) with deterministic random weights for (seed, name).
-
-    Traced abstractly and filled from numpy: eager JAX initialisers would compile a program per
-    parameter shape, which costs far more than the tiny models' forward passes.
-    """
-    model = abstract_module(build)
-    fill_random({"": model}, seed, name)
-    return model
+# Deterministic random weights live in m3cvc_jax.random_weights; re-exported for the trainers.
 
 
 def module_fingerprint(module) -> str:
