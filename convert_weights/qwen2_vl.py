@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import shutil
 from typing import Iterator

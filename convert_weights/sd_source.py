@@ -44,3 +44,22 @@ def config_dict(option: str | None, found: str | None) -> dict[str, Any] | str |
         except json.JSONDecodeError as e:
             raise ConfigError(f"{option}: not valid JSON ({e})") from None
     return option
+
+
+def resolve_config(src: str, option: str | None, found: str | None, sd: dict[str, np.ndarray], *, ldm: bool,
+                   infer, cls):
+    """The component's config: `--config`, else the config.json found with the weights, else (LDM names
+    only: diffusers names do not pin the layout) inferred from the shapes by `infer`."""
+    cfg = config_dict(option, found)
+    if cfg is None:
+        if not ldm:
+            raise WeightsError(f"{src}: no config.json beside these weights; pass --config")
+        return infer(sd)
+    return cls.preset(cfg) if isinstance(cfg, str) else cls.from_diffusers(cfg)
+
+
+def check_inferred_groups(cfg) -> None:
+    """Inference assumes SD's 32 norm groups, which only widths divisible by 32 allow."""
+    if any(c % 32 for c in cfg.block_out_channels):
+        raise WeightsError(f"widths {cfg.block_out_channels} are not multiples of SD's 32 norm groups: "
+                           "the groups cannot be inferred from the weights; pass --config")

@@ -22,7 +22,7 @@ from flax import nnx
 
 from convert_weights.core import abstract_shapes, map_onto
 from convert_weights.ldm_names import UNET_PREFIX, renamer, unet_table
-from convert_weights.sd_source import config_dict, read_component
+from convert_weights.sd_source import check_inferred_groups, read_component, resolve_config
 from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.nn.unet import CROSS_DOWN, CROSS_UP, PLAIN_DOWN, PLAIN_UP, UNet2DConditionModel, UNetConfig
 from m3cvc_jax.weights import save_checkpoint
@@ -67,9 +67,7 @@ def infer_config(sd: dict[str, np.ndarray]) -> UNetConfig:
             num_attention_heads=tuple(c // 64 for c in ch) if linear else 8)
     except (KeyError, ValueError, IndexError, StopIteration) as e:
         raise WeightsError(f"cannot infer the UNet config from the weights ({e!r}); pass --config") from None
-    if any(c % 32 for c in cfg.block_out_channels):
-        raise WeightsError(f"widths {cfg.block_out_channels} are not multiples of SD's 32 norm groups: "
-                           "the groups cannot be inferred from the weights; pass --config")
+    check_inferred_groups(cfg)
     return cfg
 
 
@@ -77,15 +75,7 @@ def load_reference(src: str, config: str | None = None, extra_in_channels: int =
                    ) -> tuple[UNetConfig, dict[str, np.ndarray], Callable]:
     """(config, reference state dict, key renaming onto our names)."""
     sd, found = read_component(src, "unet", UNET_PREFIX)
-    cfg = config_dict(config, found)
-    if cfg is None:
-        if not is_ldm(sd):
-            raise WeightsError(f"{src}: no config.json beside these weights; pass --config")
-        cfg = infer_config(sd)
-    elif isinstance(cfg, str):
-        cfg = UNetConfig.preset(cfg)
-    else:
-        cfg = UNetConfig.from_diffusers(cfg)
+    cfg = resolve_config(src, config, found, sd, ldm=is_ldm(sd), infer=infer_config, cls=UNetConfig)
     cfg = dataclasses.replace(cfg, extra_in_channels=extra_in_channels)
     rename = ldm_rename(cfg) if is_ldm(sd) else (lambda k: k.replace("Conv2d_0.", "conv."))
     return cfg, sd, rename

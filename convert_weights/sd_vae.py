@@ -17,7 +17,7 @@ from flax import nnx
 
 from convert_weights.core import abstract_shapes, map_onto
 from convert_weights.ldm_names import VAE_PREFIX, old_diffusers_vae_rename, renamer, vae_table
-from convert_weights.sd_source import config_dict, read_component
+from convert_weights.sd_source import check_inferred_groups, read_component, resolve_config
 from m3cvc_jax.errors import WeightsError
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
 from m3cvc_jax.weights import save_checkpoint
@@ -44,24 +44,14 @@ def infer_config(sd: dict[str, np.ndarray]) -> VAEConfig:
             use_quant_conv="quant_conv.weight" in sd, use_post_quant_conv="post_quant_conv.weight" in sd)
     except (KeyError, ValueError) as e:
         raise WeightsError(f"cannot infer the VAE config from the weights ({e}); pass --config") from None
-    if any(c % 32 for c in cfg.block_out_channels):
-        raise WeightsError(f"widths {cfg.block_out_channels} are not multiples of SD's 32 norm groups: "
-                           "the groups cannot be inferred from the weights; pass --config")
+    check_inferred_groups(cfg)
     return cfg
 
 
 def load_reference(src: str, config: str | None = None) -> tuple[VAEConfig, dict[str, np.ndarray], Callable]:
     """(config, reference state dict, key renaming onto our names)."""
     sd, found = read_component(src, "vae", VAE_PREFIX)
-    cfg = config_dict(config, found)
-    if cfg is None:
-        if not is_ldm(sd):
-            raise WeightsError(f"{src}: no config.json beside these weights; pass --config")
-        cfg = infer_config(sd)
-    elif isinstance(cfg, str):
-        cfg = VAEConfig.preset(cfg)
-    else:
-        cfg = VAEConfig.from_diffusers(cfg)
+    cfg = resolve_config(src, config, found, sd, ldm=is_ldm(sd), infer=infer_config, cls=VAEConfig)
     if is_ldm(sd):
         rename = renamer(vae_table(len(cfg.block_out_channels), cfg.layers_per_block))
     else:

@@ -12,7 +12,7 @@ from configs.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax.codec import vq
 from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.nn import keyframe_codec as kc
-from m3cvc_jax.pipelines.models import random_module
+from m3cvc_jax.random_weights import random_module
 
 
 def test_presets_and_grid():

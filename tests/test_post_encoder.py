@@ -8,7 +8,7 @@ from flax import nnx
 
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn import post_encoder as pe
-from m3cvc_jax.pipelines.models import random_module
+from m3cvc_jax.random_weights import random_module
 
 # numpy-filled weights and jitted forwards: eager init and eager ops compile one program per shape.
 _apply = jax.jit(lambda m, x: m(x))

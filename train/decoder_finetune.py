@@ -31,7 +31,7 @@ from m3cvc_jax.nn.clip import CLIPTextModel
 from m3cvc_jax.nn.keyframe_codec import condition, extend_conv_in, frame_latent, unet_eps
 from m3cvc_jax.nn.post_encoder import Codebook, PostEncoder
 from m3cvc_jax.nn.unet import UNet2DConditionModel
-from m3cvc_jax.pipelines.models import random_module
+from m3cvc_jax.random_weights import random_module
 from train import cli, loop, optim, sharding
 from train.data import loader
 from train.vq_pretrain import EXPORT_FAMILY as VQ_FAMILY

@@ -23,7 +23,7 @@ from flax import nnx
 from m3cvc_jax import weights
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig, sample_posterior
-from m3cvc_jax.pipelines.models import random_module
+from m3cvc_jax.random_weights import random_module
 from train import cli, loop, optim, sharding
 from train.vq_pretrain import _images, make_batches, pure_to_flat
 

@@ -33,7 +33,7 @@ from m3cvc_jax.nn.clip import PRESETS as CLIP_PRESETS
 from m3cvc_jax.nn.clip import CLIPConfig, CLIPTextModel
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig, sample_posterior
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
-from m3cvc_jax.pipelines.models import abstract_module, random_module
+from m3cvc_jax.random_weights import abstract_module, random_module
 from train import cli, loop, optim, sharding
 from train.data.windows import LatentWindows
 from train.vq_pretrain import pure_to_flat

@@ -27,7 +27,7 @@ from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.keyframe_codec import frame_latent
 from m3cvc_jax.nn.post_encoder import Codebook, PostDecoder, PostEncoder, PostEncoderConfig
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
-from m3cvc_jax.pipelines.models import abstract_module, random_module
+from m3cvc_jax.random_weights import abstract_module, random_module
 from train import cli, loop, optim, sharding
 from train.data import loader
 

@@ -57,11 +57,7 @@ def make_codec(name: str, **options) -> Codec:
 
 
 def _load_builtin() -> None:
-    # Importing the anchors registers them; "ours" registers itself from the pipelines when it exists.
+    # Importing the anchors and the pipeline's codec registers them (imported late: the pipeline imports
+    # this registry).
     import m3cvc_jax.eval.anchors  # noqa: F401
-
-    try:
-        import m3cvc_jax.pipelines.eval_codec  # noqa: F401
-    except ModuleNotFoundError as e:
-        if e.name != "m3cvc_jax.pipelines.eval_codec":
-            raise
+    import m3cvc_jax.pipelines.eval_codec  # noqa: F401

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from m3cvc_jax.errors import ConfigError, WeightsError
-from m3cvc_jax.random_weights import abstract_module, fill_random, random_module  # noqa: F401
+from m3cvc_jax.random_weights import abstract_module, fill_random, random_module
 from m3cvc_jax.weights import assign_params, fingerprint, flat_params, load_checkpoint, read_config
 
 
@@ -83,13 +83,9 @@ class FolderSource:
         return root
 
 
-WEIGHT_SOURCES: dict[str, Any] = {"tiny": RandomSource(), "paper": FolderSource()}
-
-
-# ------------------------------------------------------------------------------------- random weights
-
-
-# Deterministic random weights live in m3cvc_jax.random_weights; re-exported for the trainers.
+# The demo preset's weights, trained by scripts/train_demo.sh (docs/demo.md).
+DEMO_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo")
+WEIGHT_SOURCES: dict[str, Any] = {"tiny": RandomSource(), "paper": FolderSource(), "demo": FolderSource(DEMO_WEIGHTS)}
 
 
 def module_fingerprint(module) -> str:
