@@ -176,19 +176,41 @@ class RAFT(nnx.Module):
 
     def __call__(self, image1: jax.Array, image2: jax.Array, num_flow_updates: int = 12) -> jax.Array:
         """Flow `(B, H, W, 2)` (x, y displacement in pixels) from image1 to image2, both `(B, H, W, 3)` in [-1, 1]."""
-        b, h, w, _ = image1.shape
+        b = image1.shape[0]
         if image2.shape != image1.shape:
             raise VideoError(f"RAFT: frames differ in shape: {image1.shape} vs {image2.shape}")
+        self._check_size(image1.shape)
+        # One batch through the feature encoder, as the reference does.
+        fmaps = self.feature_encoder(jnp.concatenate([image1, image2], axis=0))
+        return self.flow_from_features(fmaps[:b], self.context(image1), fmaps[b:], num_flow_updates)
+
+    def _check_size(self, shape) -> None:
+        h, w = shape[-3], shape[-2]
         min_side = 8 * 2 * 2 ** (self.config.corr_block_num_levels - 1)
         if h % 8 or w % 8 or h < min_side or w < min_side:
             raise VideoError(f"RAFT needs height and width multiples of 8 and >= {min_side}, got {h}x{w}")
+
+    def features(self, images: jax.Array) -> jax.Array:
+        """The 1/8-resolution feature map correlated between frames: `(B, H/8, W/8, C)`."""
+        self._check_size(images.shape)
+        return self.feature_encoder(images)
+
+    def context(self, image1: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(initial hidden state, context) of the update block, from the first frame only."""
+        self._check_size(image1.shape)
+        hs = self.config.recurrent_block_hidden_state_size
+        out = self.context_encoder(image1)
+        return jnp.tanh(out[..., :hs]), jax.nn.relu(out[..., hs:])
+
+    def flow_from_features(self, fmap1: jax.Array, context1: tuple[jax.Array, jax.Array], fmap2: jax.Array,
+                           num_flow_updates: int = 12) -> jax.Array:
+        """The flow of `__call__` from precomputed `features` and `context`: a sequence compared against
+        one frame encodes every frame once instead of once per pair."""
         cfg = self.config
-        fmaps = self.feature_encoder(jnp.concatenate([image1, image2], axis=0))
-        pyramid = correlation_pyramid(fmaps[:b], fmaps[b:], cfg.corr_block_num_levels)
-        context_out = self.context_encoder(image1)
-        hs = cfg.recurrent_block_hidden_state_size
-        hidden, context = jnp.tanh(context_out[..., :hs]), jax.nn.relu(context_out[..., hs:])
-        coords0 = coords_grid(b, h // 8, w // 8)
+        b, h8, w8, _ = fmap1.shape
+        pyramid = correlation_pyramid(fmap1, fmap2, cfg.corr_block_num_levels)
+        hidden, context = context1
+        coords0 = coords_grid(b, h8, w8)
 
         graphdef, state = nnx.split(self.update_block)
 

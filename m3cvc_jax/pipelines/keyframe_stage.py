@@ -55,6 +55,9 @@ def flow_size(height: int, width: int, min_side: int) -> tuple[int, int]:
     return 8 * math.ceil(height * scale / 8), 8 * math.ceil(width * scale / 8)
 
 
+FLOW_BATCH = 8  # frames per encoder call: bounds the full-resolution activations of long clips
+
+
 def flow_frames(frames: np.ndarray, raft_config) -> jax.Array:
     """uint8 frames (T, H, W, 3) -> RAFT's input: [-1, 1], upscaled to a size its pyramid accepts."""
     from m3cvc_jax.nn.raft import preprocess_frames
@@ -67,10 +70,18 @@ def flow_frames(frames: np.ndarray, raft_config) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("cfg", "updates"))
 def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig, updates: int) -> kf.Decision:
-    def motion(ref, frame):
-        return kf.motion_magnitude(raft(ref[None], frame[None], num_flow_updates=updates)[0])
+    # Every frame is encoded once (features, and the context a keyframe needs) in small batches, not once
+    # per pair as RAFT(keyframe, frame) would: the scan then runs only correlation and the GRU updates.
+    def encode(frame):
+        return raft.features(frame[None]), raft.context(frame[None])
 
-    return kf.select(embeddings, cfg, frames=frames, motion_fn=motion)
+    per_frame = jax.lax.map(encode, frames, batch_size=FLOW_BATCH)  # leaves (T, 1, ...)
+
+    def motion(ref, frame):
+        (fmap1, context1), (fmap2, _) = ref, frame
+        return kf.motion_magnitude(raft.flow_from_features(fmap1, context1, fmap2, num_flow_updates=updates)[0])
+
+    return kf.select(embeddings, cfg, frames=per_frame, motion_fn=motion)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
