@@ -85,6 +85,20 @@ def test_mp4_round_trip_keeps_fps_and_quality(tmp_path, carphone):
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
+def test_y4m_round_trip_is_uncompressed_yuv420(tmp_path, carphone):
+    v = vio.Video(carphone.frames[:6], carphone.fps)
+    path = tmp_path / "out.y4m"
+    vio.write_video(path, v)
+    with open(path, "rb") as f:
+        assert f.read(10) == b"YUV4MPEG2 "
+    t, h, w, _ = v.frames.shape
+    assert os.path.getsize(path) > t * h * w * 3 // 2  # raw 4:2:0 planes, nothing compressed
+    back = vio.read_video(path)
+    assert back.frames.shape == v.frames.shape and back.fps == v.fps
+    mse = np.mean((back.frames.astype(float) - v.frames) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 38  # only colour conversion and chroma subsampling lose anything
+
+
 def test_odd_sizes_are_padded_for_yuv420(tmp_path, carphone):
     v = vio.Video(np.ascontiguousarray(carphone.frames[:3, :143, :175]), Fraction(8))
     vio.write_mp4(tmp_path / "odd.mp4", v)

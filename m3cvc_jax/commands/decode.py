@@ -1,12 +1,12 @@
-"""`m3cvc decode IN -o OUT(.mp4 | folder of PNG) [--mode interpolation|prediction] [--fps N] [--seed N]`"""
+"""`m3cvc decode IN -o OUT(.mp4 | .y4m | folder of PNG) [--mode interpolation|prediction] [--fps N] [--seed N]`"""
 
 from __future__ import annotations
 
 DESCRIPTION = (
     "Rebuild a video from an m3cvc bitstream: keyframes by the diffusion decoder guided by their texts, "
     "clips between them by the video model. The preset, frame size and weights fingerprint come from the "
-    "stream; a stream made with other weights is refused. OUT ending in .mp4 is an H.264 file, anything "
-    "else a folder of PNG frames."
+    "stream; a stream made with other weights is refused. OUT ending in .mp4 is an H.264 file, .y4m raw "
+    "YUV 4:2:0, anything else a folder of lossless PNG frames."
 )
 
 
@@ -37,7 +37,7 @@ def _seed(text: str) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("decode", help="rebuild a video from a bitstream", description=DESCRIPTION)
     p.add_argument("input", metavar="IN", help="an m3cvc bitstream")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.mp4, or a folder for PNG frames")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.mp4, OUT.y4m, or a folder for PNG frames")
     p.add_argument("--mode", choices=("interpolation", "prediction"),
                    help="clip reconstruction (default: the mode in the stream)")
     p.add_argument("--fps", type=_positive_float, help="output frame rate (default: the stream's)")

@@ -314,6 +314,16 @@ def write_mp4(path: str | os.PathLike, video: Video, crf: int = 12, preset: str 
 
     crf 12 is visually lossless for evaluation; odd sizes are padded by one replicated row/column.
     """
+    _write_av(path, video, "mp4", "libx264", {"crf": str(crf), "preset": preset})
+
+
+def write_y4m(path: str | os.PathLike, video: Video) -> None:
+    """Uncompressed YUV 4:2:0 (Y4M), the input classical codecs and YUV metrics tools expect; only the
+    RGB -> YUV conversion and chroma subsampling are lossy. Odd sizes are padded as for MP4."""
+    _write_av(path, video, "yuv4mpegpipe", "rawvideo", {})
+
+
+def _write_av(path, video: Video, container_format: str, codec: str, options: dict) -> None:
     import av
 
     frames = _even(video.frames)
@@ -322,18 +332,18 @@ def write_mp4(path: str | os.PathLike, video: Video, crf: int = 12, preset: str 
     fps = video.fps.limit_denominator(1 << 16) if video.fps.denominator > 1 << 16 else video.fps
     with atomic_path(path) as tmp:
         try:
-            with av.open(tmp, mode="w", format="mp4") as container:
-                stream = container.add_stream("libx264", rate=fps)
+            with av.open(tmp, mode="w", format=container_format) as container:
+                stream = container.add_stream(codec, rate=fps)
                 stream.width, stream.height = frames.shape[2], frames.shape[1]
                 stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf), "preset": preset}
+                stream.options = options
                 for arr in frames:
                     for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                         container.mux(packet)
                 for packet in stream.encode():
                     container.mux(packet)
         except av.error.FFmpegError as e:
-            raise VideoError(f"{os.fspath(path)}: cannot write MP4 ({type(e).__name__}: {e})") from None
+            raise VideoError(f"{os.fspath(path)}: cannot write {container_format} ({type(e).__name__}: {e})") from None
 
 
 def write_png_folder(path: str | os.PathLike, video: Video) -> None:
@@ -350,8 +360,11 @@ def write_png_folder(path: str | os.PathLike, video: Video) -> None:
 
 
 def write_video(path: str | os.PathLike, video: Video) -> None:
-    """MP4 if `path` ends in .mp4, else a lossless PNG folder."""
-    if os.fspath(path).lower().endswith(".mp4"):
+    """MP4 if `path` ends in .mp4, Y4M if it ends in .y4m, else a lossless PNG folder."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix == ".mp4":
         write_mp4(path, video)
+    elif suffix == ".y4m":
+        write_y4m(path, video)
     else:
         write_png_folder(path, video)
