@@ -1,7 +1,8 @@
 """Converted checkpoints on disk: an orbax array store plus `config.json`.
 
 Layout of a checkpoint directory:
-  config.json   {"format": 1, "family": ..., "config": {...model config...}, "fingerprint": ...}
+  config.json   {"format": 1, "family": ..., "config": {...model config...}, "fingerprint": ...,
+                 "tables": {...}}  (optional small integer tables, e.g. a VQ word histogram)
   params/       orbax checkpoint of a flat dict  "down_blocks.0.resnets.1.conv1.kernel" -> array
 
 Flat, dot-joined keys (the NNX path with list indices as numbers) keep the store readable next to the
@@ -39,22 +40,30 @@ def flat_params(model_or_state: Any) -> dict[str, jax.Array]:
     return {path_key(path): var.get_value() for path, var in nnx.to_flat_state(state)}
 
 
-def fingerprint(params: Mapping[str, Any]) -> str:
-    """SHA-256 (first 16 hex digits) over sorted keys, shapes, dtypes and bytes."""
+def fingerprint(params: Mapping[str, Any], tables: Mapping[str, Any] | None = None) -> str:
+    """SHA-256 (first 16 hex digits) over sorted keys, shapes, dtypes and bytes.
+
+    tables: a checkpoint's integer side tables (config.json "tables"), covered too: a stream whose index
+    maps were coded with one word histogram must not decode with another.
+    """
+    items = dict(params)
+    items.update({f"tables.{k}": np.asarray(v, np.int64) for k, v in (tables or {}).items()})
     h = hashlib.sha256()
-    for key in sorted(params):
-        arr = np.asarray(params[key])
+    for key in sorted(items):
+        arr = np.asarray(items[key])
         h.update(f"{key}|{arr.shape}|{arr.dtype}|".encode())
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:16]
 
 
-def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], params: Mapping[str, Any]) -> str:
-    """Write `params` (flat dict) and `config` to `directory` atomically; returns the fingerprint."""
+def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], params: Mapping[str, Any],
+                    tables: Mapping[str, Any] | None = None) -> str:
+    """Write `params` (flat dict), `config` and optional integer `tables` to `directory` atomically;
+    returns the fingerprint."""
     directory = os.path.abspath(directory)
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
-    fp = fingerprint(params)
+    fp = fingerprint(params, tables)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
         import orbax.checkpoint as ocp
@@ -63,6 +72,8 @@ def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], p
         checkpointer.save(os.path.join(tmp, "params"), {k: np.asarray(v) for k, v in params.items()})
         checkpointer.wait_until_finished()
         meta = {"format": FORMAT_VERSION, "family": family, "config": dict(config), "fingerprint": fp}
+        if tables:
+            meta["tables"] = {k: [int(x) for x in np.asarray(v).ravel()] for k, v in tables.items()}
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True, default=_json_default)
         if os.path.exists(directory):

@@ -59,3 +59,17 @@ def test_resume_reproduces_uninterrupted_run(full_run, tmp_path):
     # Nothing left to do: a rerun changes nothing and logs nothing.
     _, again = vq_pretrain.train(tiny_config(data, num_steps=STEPS), str(tmp_path))
     assert again == [] and MetricsLog(str(tmp_path)).read() == full_rows
+
+
+def test_export_carries_the_word_histogram_under_its_fingerprint(full_run):
+    from m3cvc_jax import weights
+
+    _, workdir, _, _ = full_run
+    meta, params = weights.load_checkpoint(os.path.join(workdir, "export"), family=vq_pretrain.EXPORT_FAMILY)
+    counts = meta["tables"]["histogram"]
+    cfg = tiny_config("unused")
+    assert len(counts) == meta["config"]["codebook_size"]
+    # One epoch of maps, each 4x2 indices (see tiny_config); capped by histogram_batches.
+    assert sum(counts) > 0 and sum(counts) % 8 == 0 and sum(counts) <= cfg.histogram_batches * cfg.batch_size * 8
+    assert meta["fingerprint"] == weights.fingerprint(params, meta["tables"])
+    assert meta["fingerprint"] != weights.fingerprint(params)  # another table, another fingerprint

@@ -6,23 +6,27 @@ The paper trains the VQ with the commit loss ||z - sg(z_q)||^2 only; alone it is
 vector on one codeword. We add the MSE of a small post-decoder's reconstruction of the SD latent from the
 straight-through quantised `h` (the post-decoder is dropped after training), and update the codebook by EMA
 with dead-code restarts (or by the codebook loss). The final post-encoder + codebook are exported to
-`<workdir>/export` (family `keyframe-vq`) for the decoder fine-tune and the codec.
+`<workdir>/export` (family `keyframe-vq`) for the decoder fine-tune and the codec, with the word counts
+of the final model over the training frames (the table `coding.entropy_model=static` codes with).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from configs.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax import weights
-from m3cvc_jax.codec import vq
+from m3cvc_jax.codec import entropy, vq
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.keyframe_codec import frame_latent
 from m3cvc_jax.nn.post_encoder import Codebook, PostDecoder, PostEncoder, PostEncoderConfig
@@ -112,6 +116,12 @@ def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array)
 train_step = jax.jit(_step, static_argnums=0, donate_argnums=2)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _indices(spec: Spec, vae_params: Any, params: Any, images: jax.Array) -> jax.Array:
+    vae, m = nnx.merge(spec.vae, vae_params), nnx.merge(spec.model, params)
+    return vq.nearest(m.post_encoder(frame_latent(vae, images)), m.codebook())
+
+
 def load_frozen_vae(codec_cfg: KeyframeCodecConfig, path: str, seed: int) -> AutoencoderKL:
     """The frozen VAE: converted/trained weights from `path`, else numpy-random for `seed` (tiny only)."""
     if path:
@@ -154,6 +164,7 @@ class Setup(NamedTuple):
     batches: loader.Batches
     mesh: Any
     codec_config: KeyframeCodecConfig
+    indices_fn: Callable | None = None  # (params, images) -> index maps of the model being trained
 
 
 def setup(config, workdir: str) -> Setup:
@@ -180,7 +191,18 @@ def setup(config, workdir: str) -> Setup:
     def step_fn(state, batch, key):
         return train_step(spec, vae_params, state, batch, key)
 
-    return Setup(state, step_fn, make_batches(config, workdir, _images), mesh, codec_cfg)
+    def indices_fn(params, images):
+        return _indices(spec, vae_params, params, images)
+
+    return Setup(state, step_fn, make_batches(config, workdir, _images), mesh, codec_cfg, indices_fn)
+
+
+def index_histogram(s: Setup, params: Any, num_batches: int) -> tuple[int, ...]:
+    """Word counts of the model `params` over the first `num_batches` batches (at most one epoch)."""
+    epoch = math.ceil(s.batches.num_examples / s.batches.batch_size)
+    maps = (np.asarray(s.indices_fn(params, sharding.put_batch(s.batches[i], s.mesh)["image"]))
+            for i in range(max(1, min(num_batches, epoch))))
+    return entropy.fit_histogram(maps, s.codec_config.post_encoder.codebook_size)
 
 
 def train(config, workdir: str) -> tuple[dict, list[dict]]:
@@ -188,7 +210,8 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     s = setup(config, workdir)
     state, rows = loop.run(config=config, workdir=workdir, state=s.state, step_fn=s.step_fn, batches=s.batches,
                            mesh=s.mesh, name="vq_pretrain")
-    export(state["params"], s.codec_config.post_encoder, os.path.join(workdir, "export"))
+    histogram = index_histogram(s, state["params"], config.histogram_batches)
+    export(state["params"], s.codec_config.post_encoder, os.path.join(workdir, "export"), histogram=histogram)
     return state, rows
 
 
@@ -198,11 +221,13 @@ def pure_to_flat(tree: Any) -> dict[str, Any]:
     return {".".join(str(k.key) for k in path): jax.device_get(v) for path, v in leaves}
 
 
-def export(params: dict, pe_config: PostEncoderConfig, directory: str) -> str:
-    """post_encoder.* and codebook.embedding as a weights checkpoint (what the codec loads)."""
+def export(params: dict, pe_config: PostEncoderConfig, directory: str,
+           histogram: tuple[int, ...] | None = None) -> str:
+    """post_encoder.* and codebook.embedding as a weights checkpoint (what the codec loads), with the word
+    histogram of `coding.entropy_model=static` when given."""
     flat = pure_to_flat({k: params[k] for k in ("post_encoder", "codebook")})
     return weights.save_checkpoint(directory, family=EXPORT_FAMILY, config=dataclasses.asdict(pe_config),
-                                   params=flat)
+                                   params=flat, tables={"histogram": histogram} if histogram else None)
 
 
 if __name__ == "__main__":

@@ -88,10 +88,10 @@ def index_model(config, models: Models) -> IndexModel:
     counts = None
     if kind == "static":
         meta = models.meta("post-encoder") if models.root is not None else {}
-        counts = meta.get("histogram")
+        counts = meta.get("tables", {}).get("histogram")
         if counts is None:
-            raise ConfigError("coding.entropy_model=static needs a histogram stored with the post-encoder "
-                              "weights; these weights have none (use adaptive)")
+            raise ConfigError("coding.entropy_model=static needs the word histogram train.vq_pretrain stores "
+                              "with the post-encoder weights; these weights have none (use adaptive)")
         counts = tuple(int(c) for c in counts)
     return IndexModel(kind, size, counts)
 
