@@ -52,8 +52,8 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     c.checkpoint_every = 5_000
     c.max_to_keep = 3
     c.progress = True
-    # Batches (at most one epoch) whose word counts are exported with the weights for
-    # coding.entropy_model=static.
+    # Batches (at most one epoch, rounded up to whole batches) whose word counts are exported with the
+    # weights for coding.entropy_model=static.
     c.histogram_batches = 64
     c.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, warmup_steps=1_000, schedule="cosine", b1=0.9, b2=0.99, weight_decay=0.0, grad_clip=1.0))
