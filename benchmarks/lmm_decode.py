@@ -79,12 +79,12 @@ def time_jax(ours, ids: np.ndarray, new: int) -> tuple[float, float, float]:
     key = jax.random.key(0)
 
     t0 = time.perf_counter()
-    tokens, n = jax.block_until_ready(gen.decode(p, *gen.prefill(p, sampling, key), sampling, key))
+    tokens, n, _ = jax.block_until_ready(gen.decode(p, *gen.prefill(p, sampling, key), sampling, key))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     first, cache = jax.block_until_ready(gen.prefill(p, sampling, key))
     t1 = time.perf_counter()
-    tokens, n = jax.block_until_ready(gen.decode(p, first, cache, sampling, key))
+    tokens, n, _ = jax.block_until_ready(gen.decode(p, first, cache, sampling, key))
     t2 = time.perf_counter()
     assert int(n) == new
     return t1 - t0, (new - 1) / (t2 - t1), compile_s

@@ -155,3 +155,48 @@ def test_dialogue_with_tiny_random_qwen2_vl(tmp_path):
     assert chat.last_inputs["video_grid_thw"] == ((2, 4, 4),)
     assert int((chat.last_inputs["input_ids"] == 151656).sum()) == 8
     assert chat.calls == 3
+
+
+def test_later_turns_reuse_the_kv_cache_and_answer_the_same(tmp_path):
+    """Turn 2 of a keyframe dialogue prefills only the tokens after the cached prompt + answer; its answer,
+    and the first-token logits, equal a full prefill of the whole conversation."""
+    from m3cvc_jax.lmm.generate import Generator
+    from m3cvc_jax.lmm.model_io import random_model
+    from m3cvc_jax.lmm.tokenizer import qwen2_tokenizer
+
+    tok = qwen2_tokenizer(str(tmp_path))
+    model = random_model("tiny", seed=1)
+    frame = np.random.default_rng(0).integers(0, 256, (56, 56, 3), dtype=np.uint8)
+    texts, chats = {}, {}
+    for reuse in (False, True):
+        chat = Qwen2VLChat(model, tok, sampling=SamplingConfig(max_new_tokens=6), length_bucket=32,
+                           reuse_cache=reuse)
+        texts[reuse] = DialogueDescriber(chat, keyframe_turns=4, clip_turns=1).describe_keyframe(frame, None)
+        chats[reuse] = chat
+    assert texts[True] == texts[False]
+    full, reused = chats[False].prefilled, chats[True].prefilled
+    assert reused[0] == full[0] and all(r < f for r, f in zip(reused[1:], full[1:])), (reused, full)
+    # A new image is never served from the cache.
+    chat = chats[True]
+    chat.reply([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}], images=[frame[::-1]])
+    assert chat.prefilled[-1] == chat.last_inputs["input_ids"].shape[1]
+
+    # The first-token logits of a continued conversation agree with a full prefill of it.
+    import jax
+
+    gen, sampling = Generator(model, length_bucket=32), SamplingConfig(max_new_tokens=3)
+    inputs = chat.last_inputs
+    out = gen.generate(inputs["input_ids"], sampling=sampling, pixel_values=inputs["pixel_values"],
+                       image_grid_thw=inputs["image_grid_thw"])
+    follow = np.concatenate([inputs["input_ids"], out.tokens[:, :2], np.asarray([[151645, 198, 9707]])], axis=1)
+    p = gen.prepare(follow, image_grid_thw=inputs["image_grid_thw"], max_new_tokens=3)
+    reuse = gen._reusable(out.session, follow, out.session.vision)
+    # 3 tokens generated, the first 2 fed back: the cache holds the prompt and those 2.
+    assert out.tokens.shape[1] == 3 and reuse == inputs["input_ids"].shape[1] + 2
+    _, cache, got, _ = gen._extend_prefill(out.session, reuse, p, sampling, jax.random.key(0))
+    _, _, want = gen._prefill(gen.state, p["ids"], p["positions"], p["valid"], jax.numpy.int32(p["true_len"]),
+                              jax.numpy.asarray(inputs["pixel_values"]), None, jax.random.key(0),
+                              image_grid_thw=p["image_grid_thw"], video_grid_thw=None, max_len=p["max_len"],
+                              sampling=sampling)
+    assert int(cache.end) == follow.shape[1]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)

@@ -36,7 +36,10 @@ class Qwen2VLChat:
     """`dialogue.Chat` on our Flax Qwen2-VL: chat format -> tokens + patches -> generation -> text."""
 
     def __init__(self, model, tokenizer, *, sampling: SamplingConfig | None = None, seed: int = 0,
-                 processor: ProcessorConfig = ProcessorConfig(), value_range=(0.0, 1.0), length_bucket: int = 64):
+                 processor: ProcessorConfig = ProcessorConfig(), value_range=(0.0, 1.0), length_bucket: int = 64,
+                 reuse_cache: bool = True):
+        """reuse_cache: keep each reply's KV cache so the next turn of the same dialogue prefills only
+        its new tokens (the image or video and the earlier turns are not run again)."""
         stops = tuple(tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>"))
         self.sampling = sampling or SamplingConfig(max_new_tokens=96)
         if not self.sampling.stop_tokens:
@@ -47,6 +50,9 @@ class Qwen2VLChat:
         self.key = jax.random.key(seed)
         self.calls = 0
         self.last_inputs: dict[str, Any] | None = None
+        self.reuse_cache = reuse_cache
+        self.session = None
+        self.prefilled: list[int] = []  # prompt tokens each reply ran through the model
 
     def reply(self, messages, *, images=(), videos=()) -> str:
         inputs = build_inputs(self.tokenizer, messages, images=images, videos=videos, processor=self.processor,
@@ -57,7 +63,10 @@ class Qwen2VLChat:
             inputs["input_ids"], sampling=self.sampling, key=jax.random.fold_in(self.key, self.calls),
             pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"],
             pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=inputs["video_grid_thw"],
+            session=self.session if self.reuse_cache else None,
         )
+        self.session = out.session if self.reuse_cache else None
+        self.prefilled.append(out.prefilled)
         self.calls += 1
         n = int(out.lengths[0])
         ids = [t for t in out.tokens[0, :n].tolist() if t not in self.sampling.stop_tokens]

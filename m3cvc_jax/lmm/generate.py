@@ -4,6 +4,10 @@ Shapes are static: the prompt is right-padded to a multiple of `length_bucket` a
 preallocated for prompt + `max_new_tokens`, so a dialogue with prompts of varying length recompiles only
 when a prompt crosses a bucket. Right padding is free: real tokens never attend to later slots (causal
 mask), and decoding starts writing at the true prompt length, overwriting the padding.
+
+A dialogue re-sends its whole history every turn. `generate(..., session=...)` keeps what the previous
+call left in the KV cache (its prompt and answer) and prefills only the tokens after the longest common
+prefix with the new prompt, so the image or video and every earlier turn are encoded once per dialogue.
 """
 
 from __future__ import annotations
@@ -65,6 +69,25 @@ class GenerationOutput:
     tokens: np.ndarray  # (B, n) generated ids, pad after a stop token
     lengths: np.ndarray  # (B,) generated tokens per row, the stop token included
     prompt_length: int
+    prefilled: int = 0  # prompt tokens run through the model (fewer than prompt_length when a session was reused)
+    session: "Session | None" = None  # what the cache holds now, for the next turn (batch 1 only)
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """A single-row KV cache after a generation: `ids` are the tokens whose keys and values fill its first
+    `len(ids)` slots; `vision` identifies the pixels their placeholders were given."""
+
+    ids: np.ndarray
+    vision: tuple
+    cache: KVCache
+
+
+def _vision_key(*arrays) -> tuple:
+    import hashlib
+
+    return tuple(None if a is None else (np.shape(a), hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest())
+                 for a in arrays)
 
 
 class Generator:
@@ -79,6 +102,7 @@ class Generator:
             self._prefill_impl, static_argnames=("image_grid_thw", "video_grid_thw", "max_len", "sampling")
         )
         self._decode = jax.jit(self._decode_impl, static_argnames=("sampling",))
+        self._extend = jax.jit(self._extend_impl, static_argnames=("sampling",))
 
     def _prefill_impl(self, state, ids, positions, valid, true_len, pixel_values, pixel_values_videos, key,
                       *, image_grid_thw, video_grid_thw, max_len, sampling):
@@ -117,8 +141,19 @@ class Generator:
             done = jnp.logical_or(done, jnp.isin(tok, stops))
             return i + 1, tokens, tok, cache, done
 
-        i, tokens, _, _, done = jax.lax.while_loop(cond, body, (jnp.int32(1), tokens, first, cache, done))
-        return tokens, i
+        i, tokens, _, cache, done = jax.lax.while_loop(cond, body, (jnp.int32(1), tokens, first, cache, done))
+        return tokens, i, cache
+
+    def _extend_impl(self, state, cache, ids, positions, valid, true_len, key, *, sampling):
+        # A text-only continuation of a cached prefix: the new tokens are written from `cache.end` on.
+        model = nnx.merge(self.graphdef, state)
+        x = model.model.language_model.embed_tokens(ids).astype(self.dtype)
+        hidden, cache = model.model.language_model(x, positions, attention_mask=valid, cache=cache)
+        last = jax.lax.dynamic_index_in_dim(hidden, true_len - 1, axis=1, keepdims=False)
+        logits = model.logits(last)
+        cache = cache.replace(end=cache.end - ids.shape[1] + true_len)
+        first = select_tokens(logits, jax.random.fold_in(key, 0), sampling)
+        return first, cache, logits
 
     def prepare(self, input_ids, *, attention_mask=None, image_grid_thw=None, video_grid_thw=None,
                 max_new_tokens: int = 64) -> dict[str, Any]:
@@ -158,9 +193,43 @@ class Generator:
         return first, cache
 
     def decode(self, p: dict[str, Any], first: jax.Array, cache: KVCache, sampling: SamplingConfig,
-               key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Phase 2: the jitted while-loop -> (tokens `(B, max_new_tokens)`, number of steps run)."""
+               key: jax.Array) -> tuple[jax.Array, jax.Array, KVCache]:
+        """Phase 2: the jitted while-loop -> (tokens `(B, max_new_tokens)`, number of steps run, cache)."""
         return self._decode(self.state, first, cache, p["base_pos"], p["valid"], key, sampling=sampling)
+
+    def _reusable(self, session: Session | None, ids: np.ndarray, vision: tuple) -> int:
+        """How many leading prompt tokens `session` already holds (0: prefill everything)."""
+        if session is None or ids.shape[0] != 1 or session.vision != vision:
+            return 0
+        prompt, held = ids[0], session.ids
+        n = min(len(held), len(prompt) - 1)  # at least one token must run to give the next-token logits
+        lcp = int(np.argmin(np.concatenate([held[:n] == prompt[:n], [False]])))
+        # Vision features are written over their placeholders only by a full prefill.
+        vision_ids = (self.cfg.image_token_id, self.cfg.video_token_id)
+        return 0 if np.isin(prompt[lcp:], vision_ids).any() else lcp
+
+    def _extend_prefill(self, session: Session, reuse: int, p: dict[str, Any], sampling: SamplingConfig,
+                        key: jax.Array) -> tuple[jax.Array, KVCache, jax.Array, dict[str, Any]]:
+        """(first new token, cache, its logits, `p` with the key mask of the grown cache)."""
+        bucket, l = self.length_bucket, p["true_len"]
+        n = l - reuse
+        padded = -(-n // bucket) * bucket
+        max_len = -(-(reuse + padded + sampling.max_new_tokens) // bucket) * bucket
+        old = session.cache
+        have = old.keys[0].shape[1]
+        if have < max_len:  # grow the buffers; the held slots keep their place
+            def grow(a):
+                return jnp.zeros((a.shape[0], max_len, *a.shape[2:]), a.dtype).at[:, :have].set(a)
+            old = KVCache(keys=tuple(map(grow, old.keys)), values=tuple(map(grow, old.values)), end=old.end)
+        cache = old.replace(end=jnp.int32(reuse))
+        cap = cache.keys[0].shape[1]
+        ids = np.zeros((1, padded), np.int32)
+        ids[:, :n] = p["ids"][:, reuse:l]
+        pos = np.zeros((3, 1, padded), np.int32)
+        pos[:, :, :n] = p["positions"][:, :, reuse:l]
+        valid = np.ones((1, cap), bool)
+        first, cache, logits = self._extend(self.state, cache, ids, pos, valid, jnp.int32(n), key, sampling=sampling)
+        return first, cache, logits, {**p, "valid": valid}
 
     def generate(
         self,
@@ -173,21 +242,33 @@ class Generator:
         image_grid_thw=None,
         pixel_values_videos=None,
         video_grid_thw=None,
+        session: Session | None = None,
     ) -> GenerationOutput:
         """Prompt `(B, L)` (left-padded if rows differ, with attention_mask) -> generated tokens.
 
-        Sampling needs `key` (explicit randomness); greedy ignores it.
+        Sampling needs `key` (explicit randomness); greedy ignores it. `session`: the previous turn's
+        `GenerationOutput.session` (batch 1): its cached prefix is reused when the prompt extends it with
+        the same pixels; otherwise everything is prefilled as without it.
         """
         if sampling.temperature > 0 and key is None:
             raise ConfigError("sampling with temperature > 0 needs an explicit PRNG key")
         key = jax.random.key(0) if key is None else key
         p = self.prepare(input_ids, attention_mask=attention_mask, image_grid_thw=image_grid_thw,
                          video_grid_thw=video_grid_thw, max_new_tokens=sampling.max_new_tokens)
-        first, cache = self.prefill(p, sampling, key, pixel_values=pixel_values,
-                                    pixel_values_videos=pixel_values_videos)
-        tokens, n = self.decode(p, first, cache, sampling, key)
+        ids = np.asarray(input_ids, np.int32)
+        vision = _vision_key(pixel_values, pixel_values_videos, p["image_grid_thw"], p["video_grid_thw"])
+        reuse = self._reusable(session, ids, vision) if attention_mask is None else 0
+        if reuse:
+            first, cache, _, p = self._extend_prefill(session, reuse, p, sampling, key)
+        else:
+            first, cache = self.prefill(p, sampling, key, pixel_values=pixel_values,
+                                        pixel_values_videos=pixel_values_videos)
+        tokens, n, cache = self.decode(p, first, cache, sampling, key)
         tokens = np.asarray(tokens)[:, : int(n)]
-        return GenerationOutput(tokens=tokens, lengths=_lengths(tokens, sampling.stop_tokens), prompt_length=p["true_len"])
+        # The last sampled token is never fed back: the cache holds the prompt and all answer tokens but it.
+        held = Session(np.concatenate([ids[0], tokens[0, : int(n) - 1]]), vision, cache) if ids.shape[0] == 1 else None
+        return GenerationOutput(tokens=tokens, lengths=_lengths(tokens, sampling.stop_tokens),
+                                prompt_length=p["true_len"], prefilled=p["true_len"] - reuse, session=held)
 
 
 def _grid(grid) -> tuple[tuple[int, int, int], ...] | None:
