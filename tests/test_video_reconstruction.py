@@ -99,8 +99,31 @@ def test_seine_scheduler_defaults():
     assert VideoReconstructionConfig().cfg_scale == 8.0 and VideoReconstructionConfig().window == 16
 
 
+def test_strength_starts_late_in_the_chain_from_the_blended_keyframes(inputs):
+    """strength < 1 (SDEdit): the last steps of the chain only, from the given frames' latents blended
+    across the window; with no denoising left to do, the start itself is what comes back."""
+    unet = random_module(lambda r: VideoUNet(VideoUNetConfig.tiny(), rngs=r), 0, "seine")
+    vae = random_module(lambda r: AutoencoderKL(VAEConfig.preset("tiny"), rngs=r), 1, "sd-vae")
+    cfg = VideoReconstructionConfig(height=H, width=W, sampler="ddim", num_steps=10, strength=0.3)
+    rec = VideoReconstructor(unet, vae, cfg)
+    full = seine_scheduler("ddim", 10)
+    assert rec.scheduler.num_steps == 3
+    np.testing.assert_array_equal(np.asarray(rec.scheduler.timesteps), np.asarray(full.timesteps[7:]))
+    masked = jax.random.normal(jax.random.key(1), (1, 16, 2, 3, 4))
+    level = full.level[full.num_steps - 1]  # almost no noise: the start is the blend itself
+    start = np.asarray(VideoReconstructor._start(masked, "interpolation", level, jax.random.key(2)))
+    w = np.linspace(0, 1, 16)[None, :, None, None, None]
+    blend = (1 - w) * np.asarray(masked[:, :1]) + w * np.asarray(masked[:, -1:])
+    np.testing.assert_allclose(start, blend, atol=0.05)
+    held = np.asarray(VideoReconstructor._start(masked, "prediction", level, jax.random.key(2)))
+    np.testing.assert_allclose(held, np.broadcast_to(np.asarray(masked[:, :1]), held.shape), atol=0.05)
+    first, last, text, null = inputs
+    frames, _ = rec.window(first, last, "interpolation", text, null, jax.random.key(3))
+    assert frames.shape == (1, 16, H, W, 3) and np.isfinite(np.asarray(frames)).all()
+
+
 @pytest.mark.parametrize("kw", [dict(height=520), dict(width=100), dict(sampler="euler"), dict(out_width=600),
-                                dict(num_steps=0)])
+                                dict(num_steps=0), dict(strength=0.0), dict(strength=1.5)])
 def test_config_errors(kw):
     with pytest.raises(ConfigError):
         VideoReconstructionConfig(**kw)

@@ -8,8 +8,8 @@ sample x the VAE's `scaling_factor`, as the reconstruction pipeline encodes) wit
 (`first1` prediction, `onelast1` interpolation; drawn per example): the UNet sees
 `[x_t, mask, masked-video latent]` where the masked-video latent is the clip's latent on given frames and
 the latent of a grey (0) frame elsewhere, exactly what `video_reconstruction` feeds it; it predicts the
-noise of SEINE's linear schedule (1e-4..0.02, 1000 steps). The loss averages over the generated frames
-(the given ones are put back after sampling). The text is the CLIP embedding of the empty prompt (the demo
+noise of SEINE's linear schedule (1e-4..0.02, 1000 steps). The loss averages over every frame of the
+window, the given ones included, as SEINE's own training does. The text is the CLIP embedding of the empty prompt (the demo
 has no describer); `text_dropout` does not apply. The trained UNet is exported to `<workdir>/export`
 (family `seine`, its `VideoUNetConfig`).
 """
@@ -77,8 +77,10 @@ def _step(spec: Spec, levels: NoiseLevel, context: jax.Array, grey: jax.Array, s
 
     def loss_fn(params):
         eps = nnx.merge(spec.unet, params)(x_in, t, ctx).astype(jnp.float32)
-        err = jnp.mean(jnp.square(eps - noise), axis=-1, keepdims=True)
-        return jnp.sum(err * lat_mask) / jnp.maximum(jnp.sum(lat_mask), 1.0)
+        # Over every frame, given ones included, as SEINE's training_losses (mean_flat over the window):
+        # sampling denoises the given frames too, and their noise estimates feed the others through
+        # temporal attention; left untrained they diverge and take the generated frames with them.
+        return jnp.mean(jnp.square(eps - noise))
 
     params = state["params"]
     loss, grads = jax.value_and_grad(loss_fn)(params)

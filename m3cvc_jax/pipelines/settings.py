@@ -79,7 +79,7 @@ CHOICES = {
 }
 POSITIVE = ("video.width", "video.height", "video.fps", "keyframes.interval", "keyframes.flow_updates",
             "dialogue.turns", "dialogue.clip_turns", "dialogue.clip_frames", "dialogue.max_new_tokens", "keyframe_codec.pixels_per_index",
-            "keyframe_codec.steps", "video_model.steps", "video_model.window")
+            "keyframe_codec.steps", "video_model.steps", "video_model.window", "video_model.strength")
 NON_NEGATIVE = ("seed", "video.start_time", "video.max_frames", "dialogue.temperature",
                 "keyframe_codec.guidance_scale", "video_model.guidance_scale")
 # Settings the decoder must share with the encoder: sent in the stream when they differ from the preset.
@@ -136,4 +136,4 @@ def reconstruction_config(config, out_fps: float | None = None, latent_scale: fl
         window=vm.window, height=config.video.height, width=config.video.width, source_fps=float(config.video.fps),
         out_fps=out_fps, sampler=vm.sampler, num_steps=vm.steps, cfg_scale=float(vm.guidance_scale),
         keep_keyframes=bool(vm.keep_keyframes), sample_posterior=bool(vm.sample_posterior),
-        latent_scale=float(latent_scale))
+        latent_scale=float(latent_scale), strength=float(vm.strength))
