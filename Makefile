@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CLIP ?= assets/clips/bikes_4s.mp4
-PRESET ?= tiny
+PRESET ?= demo
 
 .PHONY: setup demo test
 

@@ -5,6 +5,8 @@
 Presets:
   tiny   random weights drawn from `seed` (the decoder rebuilds them from the seed in the header), toy
          widths, 128x80 frames, few sampling steps: a 33-frame round trip runs in seconds.
+  demo   small weights trained here by the repository's trainers on the bundled clips (docs/demo.md),
+         128x80, keyframes every 15 frames, no describer: a blurry but real reconstruction anywhere.
   paper  converted checkpoints in `weights` (a folder with one sub-folder per component, see
          `m3cvc_jax/pipelines/models.py`), 512x320 at 8 fps, the paper's settings.
 
@@ -20,7 +22,10 @@ from __future__ import annotations
 
 import ml_collections
 
-PRESETS = ("tiny", "paper")
+PRESETS = ("tiny", "paper", "demo")
+# What `m3cvc encode` and codec `ours` use when no preset is named: the one that decodes real pictures
+# on any machine without converted checkpoints.
+DEFAULT_PRESET = "demo"
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -77,6 +82,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.video_model.window = 16
     c.video_model.keep_keyframes = True  # put the encoded keyframes back into the sampled latents
     c.video_model.sample_posterior = True  # SEINE encodes the masked video with a posterior sample
+    c.video_model.strength = 1.0  # 1: from pure noise (SEINE); < 1: from the blended keyframes (SDEdit)
 
     c.decode = ml_collections.ConfigDict()
     c.decode.mode = "interpolation"  # interpolation | prediction (written to the header)
@@ -97,6 +103,25 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.video_model.preset = "tiny"
         c.video_model.sampler = "ddim"
         c.video_model.steps = 2
+    elif preset == "demo":
+        # Small weights trained here (docs/demo.md, scripts/train_demo.sh), bundled in m3cvc_jax/assets/demo;
+        # the architectures come from their config.json files, so the `*.preset` fields do not apply.
+        # Nothing here can train CLIP, RAFT or Qwen2-VL: keyframes every `interval` frames (the bundled
+        # CLIP is random and only embeds the empty prompt), no describer (empty texts). With
+        # keyframes.method=m3cvc the motion term uses Lucas-Kanade flow (no RAFT weights).
+        c.video.width, c.video.height = 128, 80
+        c.keyframes.method = "fixed"
+        c.keyframes.interval = 15  # a clip of 16 frames: the video model's training window
+        c.keyframes.flow_model = "classical"
+        c.dialogue.describer = "none"
+        c.keyframe_codec.pixels_per_index = 8
+        c.keyframe_codec.guidance_scale = 1.0  # the empty prompt on both sides: guidance would do nothing
+        c.video_model.sampler = "ddim"
+        c.video_model.steps = 25
+        c.video_model.guidance_scale = 1.0
+        # The small video model's samples from pure noise do not converge (docs/demo.md): start halfway,
+        # from the keyframe latents blended across the clip.
+        c.video_model.strength = 0.5
     elif preset != "paper":
         raise ValueError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
     return c

@@ -12,7 +12,7 @@ import dataclasses
 import sys
 
 from m3cvc_jax.nn.clip import PRESETS, CLIPModel
-from m3cvc_jax.pipelines.models import random_module
+from m3cvc_jax.random_weights import random_module
 from m3cvc_jax.weights import flat_params, save_checkpoint
 
 

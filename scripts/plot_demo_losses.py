@@ -28,6 +28,8 @@ def main(runs: str, out: str) -> list[str]:
         steps = [r["step"] for r in rows]
         for ax, key in zip(axes[0], keys):
             ax.plot(steps, [float(r[key]) for r in rows])
+            if key == "loss":
+                ax.set_yscale("log")  # the losses fall over orders of magnitude
             ax.set_xlabel("step")
             ax.set_title(f"{stage}: {key}")
             ax.grid(alpha=0.3)

@@ -20,31 +20,32 @@ PY=${PYTHON:-.venv/bin/python}
 read -r -a EXTRA <<< "${EXTRA:-}"
 mkdir -p "$RUNS"
 
-stage() {  # name, then the command; prints the wall time of the stage
+stage() {  # name, then the command; output in RUNS/<name>.log; prints the wall time of the stage
   local name=$1; shift
   local t0; t0=$(date +%s)
-  "$@"
+  if ! "$@" > "$RUNS/$name.log" 2>&1; then
+    tail -n 20 "$RUNS/$name.log"; echo "stage $name failed (log: $RUNS/$name.log)"; return 1
+  fi
   echo "stage $name: $(( $(date +%s) - t0 )) s" | tee -a "$RUNS/times.txt"
 }
 
 [ -f "$RUNS/clip/config.json" ] || stage clip "$PY" scripts/demo_clip.py "$RUNS/clip"
 stage vae "$PY" -m train.vae_pretrain --config configs/demo/vae_pretrain.py --workdir "$RUNS/vae" "${EXTRA[@]}"
-stage vq "$PY" -m train.vq_pretrain --config configs/demo/vq_pretrain.py --workdir "$RUNS/vq" "${EXTRA[@]}" \
-  --config.vae_weights="$RUNS/vae/export"
-stage unet "$PY" -m train.decoder_finetune --config configs/demo/decoder_finetune.py --workdir "$RUNS/unet" "${EXTRA[@]}" \
-  --config.vae_weights="$RUNS/vae/export" --config.vq_weights="$RUNS/vq/export" --config.text_weights="$RUNS/clip"
+# vq -> unet and video need only the VAE: they run side by side (one process does not keep 2 cores busy).
+(
+  stage vq "$PY" -m train.vq_pretrain --config configs/demo/vq_pretrain.py --workdir "$RUNS/vq" "${EXTRA[@]}" \
+    --config.vae_weights="$RUNS/vae/export"
+  stage unet "$PY" -m train.decoder_finetune --config configs/demo/decoder_finetune.py --workdir "$RUNS/unet" \
+    "${EXTRA[@]}" --config.vae_weights="$RUNS/vae/export" --config.vq_weights="$RUNS/vq/export" \
+    --config.text_weights="$RUNS/clip"
+) &
+keyframe_chain=$!
 stage video "$PY" -m train.video_pretrain --config configs/demo/video_pretrain.py --workdir "$RUNS/video" "${EXTRA[@]}" \
   --config.vae_weights="$RUNS/vae/export" --config.text_weights="$RUNS/clip"
+wait "$keyframe_chain"
 
-# Pack the exports as the folder the `demo` preset loads (one converted checkpoint per component, the
-# layout of `m3cvc_jax/pipelines/models.py` COMPONENTS); float32 orbax, about 30 MB in all.
+# Pack the exports as the folder the `demo` preset loads (float16, about 17 MB; see the script).
 DEST=${DEMO_WEIGHTS:-m3cvc_jax/assets/demo}
-rm -rf "$DEST.tmp" && mkdir -p "$DEST.tmp"
-cp -r "$RUNS/vae/export" "$DEST.tmp/sd-vae"
-cp -r "$RUNS/vq/export" "$DEST.tmp/post-encoder"
-cp -r "$RUNS/unet/export" "$DEST.tmp/keyframe-unet"
-cp -r "$RUNS/clip" "$DEST.tmp/clip"
-cp -r "$RUNS/video/export" "$DEST.tmp/seine"
-rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"
+"$PY" scripts/pack_demo.py "$RUNS" "$DEST"
 du -sh "$DEST"
 "$PY" scripts/plot_demo_losses.py "$RUNS" "${PLOTS:-docs}"

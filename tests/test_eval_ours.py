@@ -92,6 +92,8 @@ def test_default_ladder_and_checks():
     assert tiny.rate_points == tuple(f"g{g}-t{t:g}" for g in (16, 8) for t in (2 * d, d, d / 2))
     assert eval_codec.default_rate_points(load_config("paper"), random_weights=False) == (
         "g16-t0.5", "g16-t0.25", "g16-t0.125")
+    # Fixed keyframes (the demo preset) have no threshold: the interval sets the rate.
+    assert eval_codec.default_rate_points(load_config("demo"), random_weights=False) == ("g8-i15", "g8-i8", "g8-i4")
     assert eval_codec.M3CVCCodec(preset="tiny", rate_points=["g8-t0.1"]).rate_points == ("g8-t0.1",)
     with pytest.raises(ConfigError, match="--width"):
         eval_codec.M3CVCCodec(preset="tiny", overrides=["video.width=64"])

@@ -5,19 +5,20 @@ from __future__ import annotations
 import os
 import sys
 
+from configs.m3cvc import DEFAULT_PRESET, PRESETS
+
 DESCRIPTION = (
     "Compress a video into an m3cvc bitstream: keyframes chosen by CLIP + optical flow, described by a "
     "multimodal LLM (texts), coded as VQ indices; clips between keyframes are left to the decoder's video "
     "model. Every setting of configs/m3cvc.py can be changed with --set KEY=VALUE."
 )
-DEFAULT_PRESET = "tiny"
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("encode", help="compress a video into a bitstream", description=DESCRIPTION)
     p.add_argument("input", metavar="INPUT", help="a video file ffmpeg reads, or a PNG folder written by decode")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="bitstream to write (atomically)")
-    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"tiny | paper (default {DEFAULT_PRESET})")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"{' | '.join(PRESETS)} (default {DEFAULT_PRESET})")
     p.add_argument("--weights", metavar="DIR", help="folder of converted checkpoints (paper)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. keyframes.threshold=0.3 (repeatable)")
@@ -36,7 +37,7 @@ def run(args) -> int:
     if not os.path.exists(args.input):
         raise VideoError(f"{args.input}: no such file")
     runtime.setup()
-    from m3cvc_jax.pipelines import m3cvc
+    from m3cvc_jax.pipelines import m3cvc, stand_ins
     from m3cvc_jax.pipelines.settings import load_config
 
     overrides = list(args.set) + ([f"weights={args.weights}"] if args.weights else [])
@@ -49,6 +50,8 @@ def run(args) -> int:
     print(f"bits       header {b.header}, text {b.text}, indices {b.indices}, extra {b.extra}, total {b.total} "
           f"({b.total // 8} bytes)")
     print(f"bpp        {b.bpp(h):.6g}")
+    for line in stand_ins.from_config(config):
+        print(f"stand-in   {line}")
     print(f"time       {format_seconds(result.timings)}")
     sys.stdout.flush()
     return 0

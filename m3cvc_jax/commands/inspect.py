@@ -20,6 +20,8 @@ def register(subparsers) -> None:
 
 def describe(stream, bits) -> dict:
     """The JSON-able summary `inspect --json` prints."""
+    from m3cvc_jax.pipelines import stand_ins
+
     h = stream.header
     return {
         "version": 1,
@@ -43,6 +45,7 @@ def describe(stream, bits) -> dict:
         "extra_sections": [{"tag": e.tag, "bytes": len(e.payload)} for e in stream.extras],
         "bits": bits.as_dict(),
         "bpp": bits.bpp(h),
+        "stand_ins": stand_ins.from_stream(stream),
     }
 
 
@@ -60,6 +63,7 @@ def _human(info: dict) -> str:
         f"extra {b['extra']}, total {b['total']}",
         f"bpp            {info['bpp']:.6g}",
     ]
+    lines += [f"stand-in       {s}" for s in info["stand_ins"]]
     for i, (k, t) in enumerate(zip(info["keyframes"], info["texts"]["keyframe"])):
         lines.append(f"keyframe {i} (frame {k}): {t}")
     for i, t in enumerate(info["texts"]["clip"]):

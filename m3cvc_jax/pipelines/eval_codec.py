@@ -24,13 +24,13 @@ from typing import Sequence
 
 import numpy as np
 
+from configs.m3cvc import DEFAULT_PRESET
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.eval.codecs import register_codec
 
 KNOBS = {"g": ("keyframe_codec.pixels_per_index", int), "t": ("keyframes.threshold", float),
          "i": ("keyframes.interval", int)}
 RANDOM_GRIDS = (16, 8)
-DEFAULT_PRESET = "tiny"  # as `m3cvc encode`
 
 
 def rate_point_overrides(rate_point) -> list[str]:
@@ -53,8 +53,13 @@ def rate_point_overrides(rate_point) -> list[str]:
 
 
 def default_rate_points(config, random_weights: bool) -> tuple[str, ...]:
-    d = float(config.keyframes.threshold)
     grids = RANDOM_GRIDS if random_weights else (int(config.keyframe_codec.pixels_per_index),)
+    if config.keyframes.method == "fixed":
+        # No threshold to move (the demo preset): the keyframe interval N, N/2 and N/4 set the rate.
+        n = int(config.keyframes.interval)
+        intervals = sorted({n, -(-n // 2), -(-n // 4)}, reverse=True)
+        return tuple(f"g{g}-i{i}" for g in grids for i in intervals)
+    d = float(config.keyframes.threshold)
     return tuple(f"g{g}-t{t:g}" for g in grids for t in (2 * d, d, d / 2))
 
 
