@@ -47,6 +47,14 @@ class LoRAFactor(nnx.Module):
         self.kernel = LoRAWeight(kernel)
 
 
+def initial_a(key: jax.Array, in_features: int, rank: int, init: str = "gaussian") -> jax.Array:
+    """A fresh `lora_A` kernel `(in, rank)` in float32 (B starts at zero)."""
+    if init == "gaussian":
+        return jax.random.normal(key, (in_features, rank), jnp.float32) / rank
+    bound = 1.0 / in_features**0.5
+    return jax.random.uniform(key, (in_features, rank), jnp.float32, -bound, bound)
+
+
 class LoRALinear(nnx.Module):
     """A Linear plus a low-rank update scaled by alpha / rank (PEFT's `scaling`).
 
@@ -72,12 +80,7 @@ class LoRALinear(nnx.Module):
         self.preferred_element_type = base.preferred_element_type
         self.param_dtype = base.param_dtype if param_dtype is None else param_dtype
         self.rank, self.alpha, self.scaling = int(rank), alpha, alpha / int(rank)
-        if init == "gaussian":
-            a = jax.random.normal(key, (self.in_features, self.rank), jnp.float32) / self.rank
-        else:
-            bound = 1.0 / self.in_features**0.5
-            a = jax.random.uniform(key, (self.in_features, self.rank), jnp.float32, -bound, bound)
-        self.lora_A = LoRAFactor(a.astype(self.param_dtype))
+        self.lora_A = LoRAFactor(initial_a(key, self.in_features, self.rank, init).astype(self.param_dtype))
         self.lora_B = LoRAFactor(jnp.zeros((self.rank, self.out_features), self.param_dtype))
         self.merged = False
 
@@ -177,6 +180,24 @@ def remove_lora(model: nnx.Module) -> None:
                                                  precision=layer.precision, rngs=nnx.Rngs(0)))
         base.kernel, base.bias = layer.kernel, layer.bias
         _replace(model, path, base)
+
+
+def initial_state(model: nnx.Module, key: jax.Array, init: str = "gaussian") -> nnx.State:
+    """Fresh factors for the model's LoRA layers (A drawn, B zero), as `add_lora(..., key=key)` draws them:
+    a pure function of the key and the layer shapes, whatever factors the model holds now."""
+    if init not in INITS:
+        raise ConfigError(f"LoRA init must be one of {', '.join(INITS)}, got {init!r}")
+    state = lora_state(model)
+    layers = lora_layers(model)
+    fresh = {}
+    for i, (path, layer) in enumerate(sorted(layers.items())):
+        a = initial_a(jax.random.fold_in(key, i), layer.in_features, layer.rank, init)
+        fresh[f"{path}.lora_A.kernel"] = a.astype(layer.param_dtype)
+        fresh[f"{path}.lora_B.kernel"] = jnp.zeros((layer.rank, layer.out_features), layer.param_dtype)
+    flat = nnx.to_flat_state(jax.tree.map(lambda v: v, state))  # a copy: the model's factors stay as they are
+    for p, var in flat:
+        var.set_value(fresh[path_key(p)])
+    return nnx.from_flat_state(flat)
 
 
 def lora_state(model: nnx.Module) -> nnx.State:
