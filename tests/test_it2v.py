@@ -216,3 +216,20 @@ def test_optimise_weights_recovers_a_known_w(setup):
     g_remat, g_plain = jax.jit(lambda w: (jax.grad(loss)(w, True), jax.grad(loss)(w, False)))(start[0])
     assert float(jnp.abs(g_plain).max()) > 0
     np.testing.assert_allclose(g_remat, g_plain, rtol=1e-4, atol=1e-7)
+
+
+def test_docs_api_it2v_example_runs():
+    import os
+    import re
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    text = open(os.path.join(root, "docs", "api.md")).read()
+    section = text[text.index("## CMVC IT2V"):]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1
+    cwd = os.getcwd()
+    os.chdir(root)  # the example names the bundled clip relative to the repository
+    try:
+        exec(compile(blocks[0], "docs/api.md (IT2V)", "exec"), {})
+    finally:
+        os.chdir(cwd)
