@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> float:
     from diffusers import DDIMScheduler as TorchDDIM
     from peft import LoraConfig
 
-    from m3cvc_jax.nn import lora
     from m3cvc_jax.pipelines import it2v
 
     ref_unet, ref_vae, unet, vae = build()

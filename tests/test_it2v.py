@@ -219,17 +219,6 @@ def test_optimise_weights_recovers_a_known_w(setup):
 
 
 def test_docs_api_it2v_example_runs():
-    import os
-    import re
+    from tests.test_api import run_docs_example
 
-    root = os.path.join(os.path.dirname(__file__), "..")
-    text = open(os.path.join(root, "docs", "api.md")).read()
-    section = text[text.index("## CMVC IT2V"):]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 1
-    cwd = os.getcwd()
-    os.chdir(root)  # the example names the bundled clip relative to the repository
-    try:
-        exec(compile(blocks[0], "docs/api.md (IT2V)", "exec"), {})
-    finally:
-        os.chdir(cwd)
+    run_docs_example("## CMVC IT2V")
