@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.keyframe_codec import DEMO_VAE, KeyframeCodecConfig
+from m3cvc_jax.nn.keyframe_codec import DEMO_VAE, KeyframeCodecConfig
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.clip import PRESETS as CLIP_PRESETS
 from train import decoder_finetune as ft

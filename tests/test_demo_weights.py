@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from configs.keyframe_codec import KeyframeCodecConfig
-from configs.m3cvc import DEFAULT_PRESET
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
+from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
 from m3cvc_jax import weights
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.eval import metrics

@@ -194,9 +194,9 @@ def test_stage_measures_flow_against_the_current_keyframe():
 
     frames = _clip_with_cut(t=4, cut=2, h=64, w=72)
     cfg = KeyframeConfig(method="m3cvc", clip_model="tiny", flow_model="tiny", threshold=0.0, lambda1=0.0,
-                         lambda2=1.0, max_clip_length=3)
+                         lambda2=1.0, max_clip_length=3, flow_updates=2)
     models = _models(cfg)
-    d = select(frames, cfg, models, flow_updates=2)
+    d = select(frames, cfg, models)
     keys = keyframe_indices(d)
     # threshold 0 and lambda1 0: any motion makes a keyframe; max_clip_length=3 forces every 2nd anyway.
     assert keys[0] == 0 and len(keys) >= 3
@@ -233,7 +233,7 @@ def test_stage_semantic_and_classical_fallback():
 
 def test_config_block_of_the_codec_config_builds_a_keyframe_config():
     """`--set keyframes.method=...` edits this block; every field must be one KeyframeConfig knows."""
-    from configs.m3cvc import get_config
+    from m3cvc_jax.pipelines.presets import get_config
 
     for preset in ("tiny", "paper"):
         block = get_config(preset).keyframes

@@ -60,7 +60,7 @@ def converted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(converted):
-    from m3cvc_jax.pipelines.video_reconstruction import load_video_unet
+    from m3cvc_jax.decoders.video import load_video_unet
 
     return load_video_unet(converted)
 
@@ -132,10 +132,10 @@ def test_seine_sampling_parity(forward, method):
     """4 guided steps (SEINE's p_sample_loop / ddim_sample_loop, CFG 8, mask + masked latent, 'first1'
     for DDPM and 'onelast1' for DDIM) replaying the reference's noise. The steps are taken here one by
     one with the same compiled UNet as the forward test (one compile for the whole file); the scanned
-    sampler itself runs in tests/test_video_reconstruction.py."""
+    sampler itself runs in tests/test_video_decoder.py."""
     from m3cvc_jax.diffusion import seine_masks
     from m3cvc_jax.diffusion.guidance import combine
-    from m3cvc_jax.pipelines.video_reconstruction import seine_scheduler
+    from m3cvc_jax.decoders.video import seine_scheduler
 
     scheduler = seine_scheduler(method, 4)
     np.testing.assert_array_equal(np.asarray(scheduler.timesteps), GOLD[f"{method}_timestep_map"][::-1])

@@ -10,7 +10,7 @@ import pytest
 from configs.video_pretrain import get_config
 from m3cvc_jax import weights
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.pipelines.video_reconstruction import load_video_unet
+from m3cvc_jax.decoders.video import load_video_unet
 from train import video_pretrain
 from train.checkpointing import Checkpointer
 from train.data.windows import LatentWindows

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from configs.keyframe_codec import KeyframeCodecConfig
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax import weights
 from m3cvc_jax.codec import vq
 from m3cvc_jax.diffusion import predictions

@@ -7,7 +7,7 @@ model of the `demo` preset. A training example is a `window`-frame clip of VAE l
 sample x the VAE's `scaling_factor`, as the reconstruction pipeline encodes) with one of SEINE's masks
 (`first1` prediction, `onelast1` interpolation; drawn per example): the UNet sees
 `[x_t, mask, masked-video latent]` where the masked-video latent is the clip's latent on given frames and
-the latent of a grey (0) frame elsewhere, exactly what `video_reconstruction` feeds it; it predicts the
+the latent of a grey (0) frame elsewhere, exactly what `decoders/video.py` feeds it; it predicts the
 noise of SEINE's linear schedule (1e-4..0.02, 1000 steps). The loss averages over every frame of the
 window, the given ones included, as SEINE's own training does. The text is the CLIP embedding of the empty prompt (the demo
 has no describer); `text_dropout` does not apply. The trained UNet is exported to `<workdir>/export`

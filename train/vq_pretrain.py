@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from configs.keyframe_codec import KeyframeCodecConfig
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax import weights
 from m3cvc_jax.codec import entropy, vq
 from m3cvc_jax.errors import ConfigError

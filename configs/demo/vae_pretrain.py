@@ -1,5 +1,5 @@
 """The `demo` preset's VAE: SD's AutoencoderKL layout (8x down, 4 latent channels) at small widths
-(`configs.keyframe_codec.DEMO_VAE`), trained from scratch on the bundled clips at 128x80.
+(`m3cvc_jax.nn.keyframe_codec.DEMO_VAE`), trained from scratch on the bundled clips at 128x80.
 
     python -m train.vae_pretrain --config configs/demo/vae_pretrain.py --workdir runs/demo/vae
 """
@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from configs import vae_pretrain
-from configs.keyframe_codec import DEMO_VAE
+from m3cvc_jax.nn.keyframe_codec import DEMO_VAE
 from configs.vq_pretrain import _data
 
 WIDTH, HEIGHT = 128, 80

@@ -40,7 +40,8 @@ F32 = jnp.float32
 
 @dataclasses.dataclass(frozen=True)
 class KeyframeConfig:
-    """Mirrors `configs/m3cvc.py`'s `keyframes` block (set with `--set keyframes.FIELD=VALUE`)."""
+    """The `keyframes` block of the codec presets (`pipelines/presets.py`, `--set keyframes.FIELD=VALUE`);
+    its defaults are the presets' (written only here)."""
 
     method: str = "m3cvc"
     lambda1: float = 1.0  # weight of the CLIP semantic change 1 − cos
@@ -48,7 +49,7 @@ class KeyframeConfig:
     threshold: float = 0.25  # D_th
     max_clip_length: int = 16  # SEINE's window
     interval: int = 8  # fixed interval; CMVC's nominal interval length
-    clip_model: str = "vit-b-32"  # used by the host-side runner only
+    clip_model: str = "vit-l-14"  # CLIP preset of the image features (the model set builds it)
     flow_model: str = "raft_small"  # raft_small | raft_large | tiny | classical (host-side runner only)
     flow_updates: int = 12  # RAFT GRU iterations (pipelines/keyframe_stage.py)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sys
 
-from configs.m3cvc import DEFAULT_PRESET, PRESETS
+from m3cvc_jax.pipelines.presets import DEFAULT_PRESET, PRESETS
 
 DESCRIPTION = (
     "Compress a video into an m3cvc bitstream: keyframes chosen by CLIP + optical flow, described by a "
     "multimodal LLM (texts), coded as VQ indices; clips between keyframes are left to the decoder's video "
-    "model. Every setting of configs/m3cvc.py can be changed with --set KEY=VALUE."
+    "model. Every setting of m3cvc_jax/pipelines/presets.py can be changed with --set KEY=VALUE."
 )
 
 

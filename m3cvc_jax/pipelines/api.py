@@ -24,15 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from m3cvc_jax.decoders import keyframe as kd
+from m3cvc_jax.decoders.keyframe import KeyframeDecoding
 from m3cvc_jax.nn import keyframe_codec as kc
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyframeDecoding:
-    """How keyframes are decoded: DDIM steps and classifier-free guidance on the text (PerCo's 20, 3.0)."""
-
-    steps: int = 20
-    guidance_scale: float = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +36,7 @@ class Spec:
     width: int
     height: int
     keyframe: KeyframeDecoding
-    clip: Any  # pipelines.video_reconstruction.VideoReconstructionConfig
+    clip: Any  # decoders.video.VideoReconstructionConfig
     grid: tuple[int, int]
     codebook_size: int
 
@@ -110,8 +104,8 @@ def empty_text(params) -> jax.Array:
 
 def _decode_keyframe(params, indices, text_emb, key, null_text_emb, decoding: KeyframeDecoding):
     codec = params["codec"]
-    scheduler = kc.make_scheduler(codec.config, decoding.steps)
-    out = kc.decode_keyframe(codec, indices[None], text_emb[None], key, null_text_emb=null_text_emb[None],
+    scheduler = kd.make_scheduler(decoding.steps)
+    out = kd.decode_keyframe(codec, indices[None], text_emb[None], key, null_text_emb=null_text_emb[None],
                              scheduler=scheduler, guidance_scale=decoding.guidance_scale)
     return out[0]
 
@@ -157,7 +151,7 @@ def reconstructor(params, config):
     """
     from flax import nnx
 
-    from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructor
+    from m3cvc_jax.decoders.video import VideoReconstructor
 
     seine, vae = params["seine"], params["codec"].vae
     seine_state, vae_state = nnx.state(seine), nnx.state(vae)

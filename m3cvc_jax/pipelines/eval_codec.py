@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from configs.m3cvc import DEFAULT_PRESET
+from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.eval.codecs import register_codec
 

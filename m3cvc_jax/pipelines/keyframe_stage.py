@@ -68,8 +68,8 @@ def flow_frames(frames: np.ndarray, raft_config) -> jax.Array:
     return x if (fh, fw) == (h, w) else jax.image.resize(x, (t, fh, fw, 3), "bilinear")
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "updates"))
-def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig, updates: int) -> kf.Decision:
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig) -> kf.Decision:
     # Every frame is encoded once (features, and the context a keyframe needs) in small batches, not once
     # per pair as RAFT(keyframe, frame) would: the scan then runs only correlation and the GRU updates.
     def encode(frame):
@@ -79,7 +79,7 @@ def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig, updates: int)
 
     def motion(ref, frame):
         (fmap1, context1), (fmap2, _) = ref, frame
-        return kf.motion_magnitude(raft.flow_from_features(fmap1, context1, fmap2, num_flow_updates=updates)[0])
+        return kf.motion_magnitude(raft.flow_from_features(fmap1, context1, fmap2, num_flow_updates=cfg.flow_updates)[0])
 
     return kf.select(embeddings, cfg, frames=per_frame, motion_fn=motion)
 
@@ -96,7 +96,7 @@ def _select_features(embeddings, cfg: kf.KeyframeConfig) -> kf.Decision:
     return kf.select(embeddings, cfg)
 
 
-def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models, flow_updates: int = 12) -> kf.Decision:
+def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models) -> kf.Decision:
     """The decision for uint8 frames (T, H, W, 3). `models` has `.clip` and `.raft` (a
     `pipelines.models.Models`, or any object with those attributes); neither is touched when the
     method does not need it."""
@@ -113,4 +113,4 @@ def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models, flow_updates: int
     if cfg.flow_model == "classical":
         return _select_classical(embeddings, jnp.asarray(frames, jnp.float32) / 127.5 - 1.0, cfg)
     raft = models.raft
-    return _select_raft(raft, embeddings, flow_frames(frames, raft.config), cfg, flow_updates)
+    return _select_raft(raft, embeddings, flow_frames(frames, raft.config), cfg)

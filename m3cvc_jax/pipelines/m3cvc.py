@@ -34,6 +34,7 @@ from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
 from m3cvc_jax.errors import BitstreamError, ConfigError
 from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video
 from m3cvc_jax.pipelines import api
+from m3cvc_jax.pipelines import presets as codec_configs
 from m3cvc_jax.pipelines import settings as settings_lib
 from m3cvc_jax.pipelines.models import Models
 
@@ -131,7 +132,7 @@ def encode_video(video: Video, config, models: Models | None = None, timings: Ti
         fingerprint = models.fingerprint()
 
     with timings.stage("keyframes"):
-        decision = keyframe_stage.select(frames, kcfg, models, config.keyframes.flow_updates)
+        decision = keyframe_stage.select(frames, kcfg, models)
         keyframes = [int(i) for i in np.flatnonzero(np.asarray(decision.is_keyframe))]
 
     with timings.stage("describe"):
@@ -206,8 +207,6 @@ def decoder_config(stream: bs.Bitstream, *, mode: str | None = None, weights: st
     """The config a stream decodes with: its preset, frame size, seed, mode and sent settings, then
     the caller's overrides."""
     h = stream.header
-    from configs import m3cvc as codec_configs
-
     if h.preset not in codec_configs.PRESETS:
         raise BitstreamError(f"bitstream made with preset {h.preset!r}, which this decoder does not know "
                              f"({', '.join(codec_configs.PRESETS)})")
@@ -287,7 +286,7 @@ def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *,
 
     video = Video(out, h.fps)
     if fps is not None:
-        from m3cvc_jax.pipelines.video_reconstruction import retime
+        from m3cvc_jax.decoders.video import retime
 
         idx = retime(h.num_frames, float(h.fps), float(fps))
         video = Video(out[idx], Fraction(repr(float(fps))) if isinstance(fps, float) else Fraction(fps))

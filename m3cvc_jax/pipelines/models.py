@@ -191,15 +191,14 @@ class Models:
     @functools.cached_property
     def codec_config(self):
         """`configs.keyframe_codec.KeyframeCodecConfig` for the frame size and settings of the config."""
-        from configs.keyframe_codec import KeyframeCodecConfig
+        from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
         from m3cvc_jax.nn.post_encoder import PostEncoderConfig
         from m3cvc_jax.nn.unet import UNetConfig
         from m3cvc_jax.nn.vae import VAEConfig
 
         c = self.config
         kc = c.keyframe_codec
-        common = dict(width=c.video.width, height=c.video.height, num_inference_steps=kc.steps,
-                      guidance_scale=kc.guidance_scale)
+        common = dict(width=c.video.width, height=c.video.height)
         if self.root is None:
             cfg = KeyframeCodecConfig.preset(kc.preset, pixels_per_index=kc.pixels_per_index, **common)
             return dataclasses.replace(cfg, text=self.clip_config.text)

@@ -7,8 +7,9 @@ from typing import Iterable
 
 import ml_collections
 
-from configs import m3cvc as codec_configs
+from m3cvc_jax.codec.keyframes import KeyframeConfig
 from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.pipelines import presets as codec_configs
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -119,17 +120,14 @@ def decoder_overrides(config) -> list[str]:
 
 
 def keyframe_config(config):
-    """`codec.keyframes.KeyframeConfig` of the `keyframes` block (`flow_updates` is the runner's)."""
-    from m3cvc_jax.codec.keyframes import KeyframeConfig
-
-    block = {k: v for k, v in config.keyframes.items() if k != "flow_updates"}
-    return KeyframeConfig.from_mapping(block)
+    """`codec.keyframes.KeyframeConfig` of the `keyframes` block."""
+    return KeyframeConfig.from_mapping(config.keyframes)
 
 
 def reconstruction_config(config, out_fps: float | None = None, latent_scale: float = 0.18215):
     """`VideoReconstructionConfig` for SEINE at the coded frame size and rate; `latent_scale` is the VAE's
     `scaling_factor` (SD's 0.18215; a VAE trained here, e.g. the demo's, has its own)."""
-    from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructionConfig
+    from m3cvc_jax.decoders.video import VideoReconstructionConfig
 
     vm = config.video_model
     return VideoReconstructionConfig(
