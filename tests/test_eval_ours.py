@@ -11,8 +11,8 @@ from PIL import Image
 
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.eval import ours as eval_codec
 from m3cvc_jax.eval import runner
-from m3cvc_jax.pipelines import eval_codec
 from m3cvc_jax.pipelines.settings import load_config
 from tests.pipeline_fixtures import CLIP, run_cli
 

@@ -10,7 +10,8 @@ import pytest
 
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.io.video import read_video
-from m3cvc_jax.pipelines import m3cvc, settings
+from m3cvc_jax.pipelines import codec as m3cvc
+from m3cvc_jax.pipelines import settings
 from tests.pipeline_fixtures import CLIP, decoded_png, encoded, run_cli, workdir  # noqa: F401
 
 TINY_FRAMES = 32  # bikes_4s.mp4 is 4 s long: 32 frames at the tiny preset's 8 fps
@@ -134,14 +135,14 @@ def test_paper_preset_runs_from_a_weights_folder(workdir):
     from m3cvc_jax.pipelines.models import Models, combine_fingerprints
 
     root = str(workdir / "weights")
-    fps = _save_as_checkpoints(root, Models(settings.load_config("tiny", ["seed=3"]), cache=False))
+    fps = _save_as_checkpoints(root, Models(settings.load_config("tiny", ["seed=3"])))
     sets = [f"weights={root}", "video.width=128", "video.height=80", "video.max_frames=17",
             "keyframe_codec.steps=2", "video_model.steps=2", "video_model.sampler=ddim", "dialogue.describer=none",
             "keyframes.clip_model=tiny", "keyframes.flow_model=tiny", "keyframes.flow_updates=2"]
     config = settings.load_config("paper", sets)
     assert Models(config).fingerprint() == combine_fingerprints(fps)
     path = str(workdir / "paper.m3cvc")
-    enc = m3cvc.encode_file(CLIP, path, config)
+    enc = m3cvc.Codec(config).encode_file(CLIP, path)
     assert enc.stream.header.preset == "paper" and enc.stream.extras  # its decoder settings travel along
     dec = m3cvc.decode_file(path, str(workdir / "paper_png"), weights=root)
     assert dec.video.frames.shape == (17, 80, 128, 3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from m3cvc_jax.commands import runtime
 from m3cvc_jax.errors import ConfigError
 
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("dataset", metavar="DATASET", help="folder, video file, or uvg | mcl-jcv | hevc-b | hevc-c")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--codecs", default="x264,x265",
-                   help="comma-separated among x264, x265, svtav1, vvenc, vtm and ours (when registered); default x264,x265")
+                   help="comma-separated among x264, x265, svtav1, vvenc, vtm and ours; default x264,x265")
     p.add_argument("--anchor", default=None, help="BD-rate anchor (default: vtm, vvenc, x265 or x264, if evaluated)")
     p.add_argument("--data-root", default=None, help="root of the manual downloads (default: $M3CVC_DATA)")
     p.add_argument("--metrics", default=None,
@@ -53,7 +54,6 @@ def run(args) -> int:
     from m3cvc_jax.eval.codecs import make_codec
     from m3cvc_jax.eval.datasets import list_sequences
     from m3cvc_jax.io.video import PreprocessConfig
-    from m3cvc_jax.pipelines import runtime
 
     runtime.setup()  # the persistent compilation cache: "ours" recompiles nothing on a repeated run
     sharding.maybe_initialize_distributed()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from m3cvc_jax.commands import stand_ins
+
 DESCRIPTION = (
     "Show a bitstream's header, keyframe positions, texts, bits per part and bpp "
     "(bits of the real file / (width * height * num_frames))."
@@ -20,8 +22,6 @@ def register(subparsers) -> None:
 
 def describe(stream, bits) -> dict:
     """The JSON-able summary `inspect --json` prints."""
-    from m3cvc_jax.pipelines import stand_ins
-
     h = stream.header
     return {
         "version": 1,

@@ -5,15 +5,13 @@ Codebook lookup -> nearest upsample to the latent size = z_hat -> the SD UNet de
 concatenated at its extended `conv_in` and the description `D_F` (CLIP text hidden states) through
 cross-attention, classifier-free guidance on the text (the image condition stays in both branches, as in
 PerCo) -> VAE decode. Decoding follows PerCo: DDIM, 20 steps, guidance 3.0 (`KeyframeDecoding`'s defaults,
-the one place they are written).
+`decoders/keyframe_decoding.py`, the one place they are written).
 
 `decode_keyframe` is a pure function of the module's arrays; the scheduler is an argument, so one
 compilation serves every guidance scale and seed. Nothing here jits, reads files or draws hidden noise.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -22,14 +20,6 @@ from m3cvc_jax.diffusion import guidance, sampler
 from m3cvc_jax.diffusion.ddim import DDIMScheduler
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.nn.keyframe_codec import KeyframeCodec, condition, unet_eps
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyframeDecoding:
-    """How keyframes are decoded: DDIM steps and classifier-free guidance on the text (PerCo's 20, 3.0)."""
-
-    steps: int = 20
-    guidance_scale: float = 3.0
 
 
 _guided_eps = guidance.guided(unet_eps)  # built once: a new closure per call would retrace

@@ -102,23 +102,23 @@ def combine_fingerprints(parts: dict[str, str]) -> str:
 # ------------------------------------------------------------------------------------- the model set
 
 
-# Built modules by component: (key, module) of the latest build. Encode and decode in one process, and
-# every stream of an evaluation, then share weights (and jit caches keyed on them) instead of rebuilding.
-_CACHE: dict[str, tuple[Any, Any]] = {}
+class ModelStore:
+    """Built modules by component: (identity, module) of the latest build of each. A `Codec` owns one and
+    hands it to the codecs it derives (other rate points, the decoder of its own streams), which then
+    share weights (and the jit caches keyed on them) instead of rebuilding; a new build of a component
+    releases the old one first."""
 
+    def __init__(self):
+        self._built: dict[str, tuple[Any, Any]] = {}
 
-def _cached(name: str, key, build: Callable[[], Any]):
-    hit = _CACHE.get(name)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    _CACHE.pop(name, None)  # release the old weights before building new ones
-    value = build()
-    _CACHE[name] = (key, value)
-    return value
-
-
-def clear_cache() -> None:
-    _CACHE.clear()
+    def get(self, name: str, key, build: Callable[[], Any]):
+        hit = self._built.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        self._built.pop(name, None)
+        value = build()
+        self._built[name] = (key, value)
+        return value
 
 
 def _strip(params: dict, prefix: str) -> dict:
@@ -126,13 +126,13 @@ def _strip(params: dict, prefix: str) -> dict:
 
 
 class Models:
-    """The models of one config, built on first use. `config`: a (frozen) `configs/m3cvc.py` tree."""
+    """The models of one config, built on first use. `config`: a frozen `pipelines/presets.py` tree."""
 
-    def __init__(self, config, source=None, *, cache: bool = True):
-        """cache: share modules with earlier `Models` of the same weights in this process (modules are
-        mutable: pass False to get private copies, e.g. to train them)."""
+    def __init__(self, config, source=None, *, store: ModelStore | None = None):
+        """store: share modules with other `Models` of the same weights (modules are mutable: the default,
+        a private store, gives private copies, e.g. to train them)."""
         self.config = config
-        self.cache = cache
+        self.store = ModelStore() if store is None else store
         if source is None:
             if config.preset not in WEIGHT_SOURCES:
                 raise ConfigError(f"unknown preset {config.preset!r}; one of {', '.join(WEIGHT_SOURCES)}")
@@ -250,9 +250,7 @@ class Models:
         return (name, source, model_config)
 
     def _get(self, name: str, model_config, build: Callable[[], Any]):
-        if not self.cache:
-            return build()
-        return _cached(name, self._identity(name, model_config), build)
+        return self.store.get(name, self._identity(name, model_config), build)
 
     def _module(self, name: str, model_config, build: Callable[[Any], Any]):
         def make():

@@ -14,13 +14,14 @@ Presets:
          `m3cvc_jax/pipelines/models.py`), 512x320 at 8 fps, the paper's settings.
 
 Defaults that belong to a component are read from its own dataclass, written once there: the keyframe
-decision's (`codec.keyframes.KeyframeConfig`) and the keyframe decoder's (`decoders.keyframe.KeyframeDecoding`).
+decision's (`codec.keyframe_config.KeyframeConfig`) and the keyframe decoder's
+(`decoders.keyframe_decoding.KeyframeDecoding`).
 
 The fields mirror the paper's knobs (section numbers of M3-CVC): keyframe decision λ1, λ2, D_th (II-A),
 dialogue turns (II-B), keyframe decoding steps and guidance (II-C), clip reconstruction mode (II-D).
-Blocks map one to one onto the components' own configs: `keyframes` is `codec.keyframes.KeyframeConfig`,
+Blocks map one to one onto the components' own configs: `keyframes` is `codec.keyframe_config.KeyframeConfig`,
 `keyframe_codec` feeds `nn.keyframe_codec.KeyframeCodecConfig` (preset, grid) and
-`decoders.keyframe.KeyframeDecoding` (steps, guidance), `video_model` feeds
+`decoders.keyframe_decoding.KeyframeDecoding` (steps, guidance), `video_model` feeds
 `decoders.video.VideoReconstructionConfig`.
 Settings in `keyframe_codec` and `video_model` that differ from the preset travel in the bitstream (a small
 skippable section) so the decoder runs with what the encoder was told.
@@ -30,8 +31,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from m3cvc_jax.codec.keyframes import KeyframeConfig
-from m3cvc_jax.decoders.keyframe import KeyframeDecoding
+from m3cvc_jax.codec.keyframe_config import KeyframeConfig
+from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 
 _KEYFRAMES = KeyframeConfig()
 _KEYFRAME_DECODING = KeyframeDecoding()
@@ -100,7 +101,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.video_model.strength = 1.0  # 1: from pure noise (SEINE); < 1: from the blended keyframes (SDEdit)
 
     c.decode = ml_collections.ConfigDict()
-    c.decode.mode = "interpolation"  # interpolation | prediction (written to the header)
+    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction (in the header)
 
     if preset == "tiny":
         c.video.width, c.video.height = 128, 80

@@ -7,9 +7,11 @@ from typing import Iterable
 
 import ml_collections
 
-from m3cvc_jax.codec.keyframes import KeyframeConfig
+from m3cvc_jax.codec.keyframe_config import KeyframeConfig
+from m3cvc_jax.decoders.video import VideoReconstructionConfig
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.pipelines import presets as codec_configs
+from m3cvc_jax.pipelines.modes import MODES
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -76,7 +78,7 @@ CHOICES = {
     "coding.text_codec": ("lzw", "zlib", "brotli", "zstd", "zstd-dict"),
     "coding.entropy_model": ("uniform", "static", "adaptive"),
     "video_model.sampler": ("ddpm", "ddim"),
-    "decode.mode": ("interpolation", "prediction"),
+    "decode.mode": tuple(MODES),
 }
 POSITIVE = ("video.width", "video.height", "video.fps", "keyframes.interval", "keyframes.flow_updates",
             "dialogue.turns", "dialogue.clip_turns", "dialogue.clip_frames", "dialogue.max_new_tokens", "keyframe_codec.pixels_per_index",
@@ -127,8 +129,6 @@ def keyframe_config(config):
 def reconstruction_config(config, out_fps: float | None = None, latent_scale: float = 0.18215):
     """`VideoReconstructionConfig` for SEINE at the coded frame size and rate; `latent_scale` is the VAE's
     `scaling_factor` (SD's 0.18215; a VAE trained here, e.g. the demo's, has its own)."""
-    from m3cvc_jax.decoders.video import VideoReconstructionConfig
-
     vm = config.video_model
     return VideoReconstructionConfig(
         window=vm.window, height=config.video.height, width=config.video.width, source_fps=float(config.video.fps),
