@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -66,7 +66,7 @@ def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], p
     fp = fingerprint(params, tables)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
-        import orbax.checkpoint as ocp
+        import orbax.checkpoint as ocp  # a slow import (seconds), needed only to write weights
 
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(os.path.join(tmp, "params"), {k: np.asarray(v) for k, v in params.items()})
@@ -105,13 +105,51 @@ def load_checkpoint(directory: str, *, family: str | None = None) -> tuple[dict[
     meta = read_config(directory)
     if family is not None and meta.get("family") != family:
         raise WeightsError(f"{directory} holds {meta.get('family')!r} weights, expected {family!r}")
-    import orbax.checkpoint as ocp
+    import orbax.checkpoint as ocp  # a slow import (seconds), needed only to read weights
 
     try:
         restored = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(directory), "params"))
     except Exception as e:  # orbax raises many types; the user needs one line
         raise WeightsError(f"cannot read the weights in {directory}: {type(e).__name__}: {e}") from None
     return meta, {k: np.asarray(v) for k, v in restored.items()}
+
+
+class _AbstractKeys:
+    """Stands in for `nnx.Rngs` while a module is traced abstractly: every stream gives the same key.
+
+    The values are overwritten anyway, and a real `Rngs` updates its counter under the trace, which
+    flax 0.12 makes slow (its `sharding` check on a tracer builds an error message each time).
+    """
+
+    def __call__(self):
+        return jax.random.key(0)
+
+    def __getattr__(self, name):
+        return self
+
+
+def abstract_module(build: Callable[[Any], Any]):
+    """`build(rngs)` traced without computing: parameters are shapes only."""
+    return nnx.eval_shape(lambda: build(_AbstractKeys()))
+
+
+def load_module(directory: str, *, family: str, build: Callable[[dict[str, Any], Any], nnx.Module],
+                adapt: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None) -> nnx.Module:
+    """A converted checkpoint as a module: `build(config, rngs)` (config: the checkpoint's model config)
+    traced abstractly, then every parameter assigned from the store (strictly: see `assign_params`).
+    adapt: applied to the flat params first (select a prefix, widen a kernel)."""
+    meta, params = load_checkpoint(directory, family=family)
+    return module_from_params(meta, params, build=build, adapt=adapt, source=directory)
+
+
+def module_from_params(meta: Mapping[str, Any], params: dict[str, np.ndarray], *,
+                       build: Callable[[dict[str, Any], Any], nnx.Module],
+                       adapt: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None,
+                       source: str = "checkpoint") -> nnx.Module:
+    """`load_module` for a checkpoint already read (`load_checkpoint`)."""
+    model = abstract_module(lambda rngs: build(dict(meta["config"]), rngs))
+    assign_params(model, adapt(params) if adapt is not None else params, source=source)
+    return model
 
 
 def assign_params(model: nnx.Module, params: Mapping[str, Any], *, source: str = "checkpoint") -> None:

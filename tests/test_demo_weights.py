@@ -11,14 +11,14 @@ import os
 import numpy as np
 import pytest
 
-from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
-from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
 from m3cvc_jax import weights
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.eval import metrics
 from m3cvc_jax.io.video import read_video
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax.pipelines import codec as pipeline
 from m3cvc_jax.pipelines.models import COMPONENTS, DECODER_COMPONENTS, WEIGHT_SOURCES, Models, combine_fingerprints
+from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
 from m3cvc_jax.pipelines.settings import load_config
 from tests.pipeline_fixtures import CLIP, run_cli, workdir  # noqa: F401  (workdir: a private XLA cache)
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax.codec import vq
-from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.decoders import keyframe as kd
+from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.nn import keyframe_codec as kc
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax.random_weights import random_module
 
 

@@ -60,9 +60,10 @@ def converted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(converted):
-    from m3cvc_jax.decoders.video import load_video_unet
+    from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+    from m3cvc_jax.weights import load_module
 
-    return load_video_unet(converted)
+    return load_module(converted, family="seine", build=lambda cfg, rngs: VideoUNet(VideoUNetConfig(**cfg), rngs=rngs))
 
 
 def test_seine_fixture_config_is_the_tiny_preset():

@@ -20,7 +20,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax import weights
 from m3cvc_jax.codec import vq
 from m3cvc_jax.diffusion import predictions
@@ -28,9 +27,10 @@ from m3cvc_jax.diffusion.schedules import NoiseLevel, NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn import clip_tokenizer
 from m3cvc_jax.nn.clip import CLIPTextModel
-from m3cvc_jax.nn.keyframe_codec import condition, extend_conv_in, frame_latent, unet_eps
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig, condition, frame_latent, unet_eps
 from m3cvc_jax.nn.post_encoder import Codebook, PostEncoder
 from m3cvc_jax.nn.unet import UNet2DConditionModel
+from m3cvc_jax.pipelines.models import assign_vq, widen_conv_in
 from m3cvc_jax.random_weights import random_module
 from train import cli, loop, optim, sharding
 from train.data import loader
@@ -127,15 +127,6 @@ def _step(spec: Spec, frozen_params: Any, levels: NoiseLevel, null_ids: jax.Arra
 train_step = jax.jit(_step, static_argnums=0, donate_argnums=4)
 
 
-def _load(model: nnx.Module, path: str, family: str, *, prefix: str = "", adapt=None) -> None:
-    _, params = weights.load_checkpoint(path, family=family)
-    if prefix:
-        params = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-    if adapt is not None:
-        params = adapt(params)
-    weights.assign_params(model, params, source=path)
-
-
 def build(config, codec_cfg: KeyframeCodecConfig):
     """(UNet with its base weights, frozen parts) from the config's weight folders (random if empty)."""
     paper_sized = config.model != "tiny"
@@ -151,30 +142,22 @@ def build(config, codec_cfg: KeyframeCodecConfig):
     frozen.vae = nnx.data(vae)
     if config.vq_weights:
         _, vq_params = weights.load_checkpoint(config.vq_weights, family=VQ_FAMILY)
-        _load_parts(frozen, vq_params, config.vq_weights)
+        assign_vq(frozen.post_encoder, frozen.codebook, vq_params, config.vq_weights)
     if config.text_weights:
         text_prefix = "text_model."
-        _load(frozen.text, config.text_weights, "clip", adapt=lambda p: {k: v for k, v in p.items()
-                                                                          if k.startswith(text_prefix)})
-    unet = random_module(lambda rngs: UNet2DConditionModel(codec_cfg.unet, rngs=rngs), config.seed, "keyframe-unet")
-    if not config.unet_weights:
+        frozen.text = weights.load_module(
+            config.text_weights, family="clip", build=lambda _, rngs: CLIPTextModel(codec_cfg.text, rngs=rngs),
+            adapt=lambda p: {k: v for k, v in p.items() if k.startswith(text_prefix)})
+    if config.unet_weights:
+        unet = weights.load_module(config.unet_weights, family="sd-unet", adapt=widen_conv_in(codec_cfg.unet),
+                                   build=lambda _, rngs: UNet2DConditionModel(codec_cfg.unet, rngs=rngs))
+    else:
+        unet = random_module(lambda rngs: UNet2DConditionModel(codec_cfg.unet, rngs=rngs), config.seed,
+                             "keyframe-unet")
         # The extension starts at zero (the UNet's own initialisation): fine-tuning must open it.
         k = unet.conv_in.kernel
         k.set_value(k.get_value().at[:, :, codec_cfg.unet.in_channels:].set(0))
-    else:
-        cfg = codec_cfg.unet
-
-        def widen(p):
-            return {**p, "conv_in.kernel": extend_conv_in(p["conv_in.kernel"], cfg.in_channels, cfg.extra_in_channels)}
-
-        _load(unet, config.unet_weights, "sd-unet", adapt=widen)
     return unet, frozen
-
-
-def _load_parts(frozen: Frozen, params: dict, source: str) -> None:
-    for part in ("post_encoder", "codebook"):
-        sub = {k[len(part) + 1:]: v for k, v in params.items() if k.startswith(part + ".")}
-        weights.assign_params(getattr(frozen, part), sub, source=source)
 
 
 def _tokenize(pad_id: int):

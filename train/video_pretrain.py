@@ -33,7 +33,7 @@ from m3cvc_jax.nn.clip import PRESETS as CLIP_PRESETS
 from m3cvc_jax.nn.clip import CLIPConfig, CLIPTextModel
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig, sample_posterior
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
-from m3cvc_jax.random_weights import abstract_module, random_module
+from m3cvc_jax.random_weights import random_module
 from train import cli, loop, optim, sharding
 from train.data.windows import LatentWindows
 from train.vq_pretrain import pure_to_flat
@@ -95,10 +95,8 @@ train_step = jax.jit(_step, static_argnums=0, donate_argnums=4)
 
 def load_vae(config, seed: int) -> AutoencoderKL:
     if config.vae_weights:
-        meta, params = weights.load_checkpoint(config.vae_weights, family="sd-vae")
-        vae = abstract_module(lambda rngs: AutoencoderKL(VAEConfig.from_dict(meta["config"]), rngs=rngs))
-        weights.assign_params(vae, params, source=config.vae_weights)
-        return vae
+        return weights.load_module(config.vae_weights, family="sd-vae",
+                                   build=lambda cfg, rngs: AutoencoderKL(VAEConfig.from_dict(cfg), rngs=rngs))
     if config.vae_preset != "tiny":
         raise ConfigError("vae_weights is empty: only vae_preset='tiny' may use a random VAE")
     return random_module(lambda rngs: AutoencoderKL(VAEConfig.preset("tiny"), rngs=rngs), seed, "sd-vae")
@@ -107,15 +105,15 @@ def load_vae(config, seed: int) -> AutoencoderKL:
 def empty_prompt(config, seed: int) -> jax.Array:
     """(1, L, D) CLIP text hidden states of "" (from `text_weights`, else a random `clip_preset` tower)."""
     if config.text_weights:
-        meta, params = weights.load_checkpoint(config.text_weights, family="clip")
-        cfg = dict(meta["config"])
-        if cfg.pop("kind", "full") != "full":
-            raise ConfigError(f"{config.text_weights}: a full CLIP checkpoint is expected (the codec loads both towers)")
-        text_cfg = CLIPConfig.from_dict(cfg).text
-        model = abstract_module(lambda rngs: CLIPTextModel(text_cfg, rngs=rngs))
+        def build(cfg, rngs):
+            if cfg.pop("kind", "full") != "full":
+                raise ConfigError(f"{config.text_weights}: a full CLIP checkpoint is expected (the codec loads both "
+                                  f"towers)")
+            return CLIPTextModel(CLIPConfig.from_dict(cfg).text, rngs=rngs)
+
         prefix = "text_model."
-        weights.assign_params(model, {k: v for k, v in params.items() if k.startswith(prefix)},
-                              source=config.text_weights)
+        model = weights.load_module(config.text_weights, family="clip", build=build,
+                                    adapt=lambda p: {k: v for k, v in p.items() if k.startswith(prefix)})
     else:
         if config.clip_preset != "tiny":
             raise ConfigError("text_weights is empty: only clip_preset='tiny' may use a random text tower")

@@ -24,14 +24,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax import weights
 from m3cvc_jax.codec import entropy, vq
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.nn.keyframe_codec import frame_latent
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig, frame_latent
 from m3cvc_jax.nn.post_encoder import Codebook, PostDecoder, PostEncoder, PostEncoderConfig
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
-from m3cvc_jax.random_weights import abstract_module, random_module
+from m3cvc_jax.random_weights import random_module
 from train import cli, loop, optim, sharding
 from train.data import loader
 
@@ -126,10 +125,8 @@ def load_frozen_vae(codec_cfg: KeyframeCodecConfig, path: str, seed: int) -> Aut
     """The frozen VAE: converted/trained weights from `path`, else numpy-random for `seed` (tiny only)."""
     if path:
         # The checkpoint's own config: a trained VAE carries its measured scaling_factor.
-        meta, params = weights.load_checkpoint(path, family="sd-vae")
-        vae = abstract_module(lambda rngs: AutoencoderKL(VAEConfig.from_dict(meta["config"]), rngs=rngs))
-        weights.assign_params(vae, params, source=path)
-        return vae
+        return weights.load_module(path, family="sd-vae",
+                                   build=lambda cfg, rngs: AutoencoderKL(VAEConfig.from_dict(cfg), rngs=rngs))
     if codec_cfg.vae.block_out_channels == (128, 256, 512, 512):
         raise ConfigError("vae_weights is empty: the paper-sized VAE must be converted weights "
                           "(python -m convert_weights sd-vae SRC DST)")

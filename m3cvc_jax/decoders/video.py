@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +35,7 @@ from m3cvc_jax.diffusion.guidance import CFGCond, guided
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.vae import sample_posterior
-from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+from m3cvc_jax.nn.video_unet import VideoUNet
 
 SAMPLERS = ("ddpm", "ddim")
 MAX_SIDE = 512
@@ -280,14 +279,3 @@ class VideoReconstructor:
             b, t = video.shape[:2]
             video = jax.image.resize(video, (b, t, oh, ow, video.shape[-1]), "bilinear")
         return video
-
-
-def load_video_unet(directory: str, *, dtype: Any = jnp.float32) -> VideoUNet:
-    """A converted SEINE checkpoint (`python -m convert_weights seine ...`) as a VideoUNet."""
-    from m3cvc_jax.weights import assign_params, load_checkpoint
-
-    meta, params = load_checkpoint(directory, family="seine")
-    config = VideoUNetConfig(**meta["config"])
-    model = nnx.eval_shape(lambda: VideoUNet(config, dtype=dtype, rngs=nnx.Rngs(0)))
-    assign_params(model, params, source=directory)
-    return model

@@ -332,3 +332,9 @@ def preprocess_images(images: jax.Array, size: int = 224) -> jax.Array:
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[:, top:top + size, left:left + size] / 255.0
     return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+
+
+def image_embeddings(model: CLIPModel, images: jax.Array) -> jax.Array:
+    """Images `(N, H, W, 3)` in [0, 255] -> CLIP image embeddings `(N, D)`: CLIP's preprocessing, then the
+    image tower and its projection (the keyframe decision's, the training data's and CLIP-sim's features)."""
+    return model.get_image_features(preprocess_images(images, model.config.vision.image_size))
