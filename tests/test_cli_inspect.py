@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from m3cvc_jax import __version__, cli
-from m3cvc_jax.codec.bitstream import write_bitstream
+from m3cvc_jax.io.bitstream_file import write_bitstream
 from tests.bitstream_sample import sample_stream
 
 

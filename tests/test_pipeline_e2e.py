@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import read_video
 from m3cvc_jax.pipelines import codec as m3cvc
 from m3cvc_jax.pipelines import settings
@@ -19,7 +20,7 @@ TINY_FRAMES = 32  # bikes_4s.mp4 is 4 s long: 32 frames at the tiny preset's 8 f
 
 def test_encode_writes_stream_and_summary(encoded):
     path, out = encoded
-    stream, bits = bs.read_bitstream_with_bits(path)
+    stream, bits = bsf.read_bitstream_with_bits(path)
     h = stream.header
     assert (h.width, h.height, h.num_frames, float(h.fps)) == (128, 80, TINY_FRAMES, 8.0)
     assert h.preset == "tiny" and h.keyframes[0] == 0 and h.mode == "interpolation"
@@ -67,7 +68,7 @@ def test_inspect_json_matches_the_file(encoded):
     code, out, err = run_cli(["inspect", path, "--json"])
     assert code == 0, err
     info = json.loads(out)
-    stream = bs.read_bitstream(path)
+    stream = bsf.read_bitstream(path)
     size_bits = 8 * os.path.getsize(path)
     assert info["bits"]["total"] == size_bits
     assert sum(info["bits"][k] for k in ("header", "text", "indices", "extra")) == size_bits
@@ -80,7 +81,7 @@ def test_inspect_json_matches_the_file(encoded):
 
 def test_decoder_settings_travel_in_the_stream(encoded):
     """Decoder-side --set values given to the encoder reach the decoder (a skippable section)."""
-    stream = bs.read_bitstream(encoded[0])
+    stream = bsf.read_bitstream(encoded[0])
     assert stream.extras == ()  # preset defaults: nothing extra is sent
     config = settings.load_config("tiny", ["video_model.steps=3", "keyframe_codec.guidance_scale=1.5",
                                            "keyframes.threshold=0.5"])

@@ -6,6 +6,7 @@ import json
 import sys
 
 from m3cvc_jax.commands import stand_ins
+from m3cvc_jax.io.bitstream_file import read_bitstream_with_bits
 
 DESCRIPTION = (
     "Show a bitstream's header, keyframe positions, texts, bits per part and bpp "
@@ -72,8 +73,6 @@ def _human(info: dict) -> str:
 
 
 def run(args) -> int:
-    from m3cvc_jax.codec.bitstream import read_bitstream_with_bits
-
     stream, bits = read_bitstream_with_bits(args.input)
     info = describe(stream, bits)
     if hasattr(sys.stdout, "reconfigure"):

@@ -25,8 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import Video, as_fraction
 from m3cvc_jax.pipelines.codec import Codec, decoder_config
 from m3cvc_jax.pipelines.models import ModelStore
@@ -113,11 +113,11 @@ class M3CVCCodec:
         stream, _ = self.codec(config).encode(Video(np.asarray(frames, np.uint8), as_fraction(fps)))
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, f"{rate_point}.m3cvc")
-        bs.write_bitstream(path, stream)
+        bsf.write_bitstream(path, stream)
         return path
 
     def decode(self, path: str) -> np.ndarray:
-        stream = bs.read_bitstream(path)
+        stream = bsf.read_bitstream(path)
         decoder = self.codec(decoder_config(stream, weights=self.weights))
         return decoder.decode(stream).video.frames
 

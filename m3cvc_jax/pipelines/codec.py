@@ -45,6 +45,7 @@ from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
 from m3cvc_jax.errors import BitstreamError, ConfigError
+from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video
 from m3cvc_jax.pipelines import api, keyframe_stage, modes
 from m3cvc_jax.pipelines import presets as codec_configs
@@ -285,7 +286,7 @@ class Codec:
             video = read_input(input_path, self.config)
         stream, decision = self.encode(video, timings)
         with timings.stage("write"):
-            bits = bs.write_bitstream(output_path, stream)
+            bits = bsf.write_bitstream(output_path, stream)
         return EncodeResult(stream, bits, timings, decision)
 
     # -- decode
@@ -369,7 +370,7 @@ def decode_file(input_path: str, output_path: str, *, mode: str | None = None, f
     """Read a stream, decode it with the codec its header names, write the frames."""
     timings = Timings()
     with timings.stage("read"):
-        stream = bs.read_bitstream(input_path)
+        stream = bsf.read_bitstream(input_path)
         codec = Codec.for_stream(stream, mode=mode, weights=weights, overrides=overrides, store=store)
     result = codec.decode(stream, seed=seed, fps=fps, timings=timings)
     with timings.stage("write"):
