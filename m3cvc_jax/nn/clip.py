@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.attention import dot_product_attention
 from m3cvc_jax.nn.layers import LayerNorm
 
@@ -62,8 +63,6 @@ class CLIPConfig:
     @classmethod
     def preset(cls, name: str) -> "CLIPConfig":
         if name not in PRESETS:
-            from m3cvc_jax.errors import ConfigError
-
             raise ConfigError(f"unknown CLIP preset {name!r}; one of {', '.join(PRESETS)}")
         return PRESETS[name]
 
@@ -130,8 +129,6 @@ _ACTIVATIONS = {"quick_gelu": _quick_gelu, "gelu": _gelu, "gelu_new": _gelu_new}
 def _activation(name: str):
     if name in _ACTIVATIONS:
         return _ACTIVATIONS[name]
-    from m3cvc_jax.errors import ConfigError
-
     raise ConfigError(f"unsupported CLIP activation {name!r}")
 
 

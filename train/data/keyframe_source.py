@@ -22,6 +22,7 @@ import numpy as np
 
 from m3cvc_jax import weights
 from m3cvc_jax.codec import keyframes
+from m3cvc_jax.lmm.describers import make_describer
 from m3cvc_jax.nn import clip
 from m3cvc_jax.errors import ConfigError
 
@@ -76,7 +77,5 @@ def describer_fn(name: str, weights_dir: str = "") -> Callable[[np.ndarray, str]
     """`(keyframe uint8, previous description) -> description`."""
     if name not in ("none", "qwen2-vl"):
         raise ConfigError(f"dataset describer must be 'none' or 'qwen2-vl' (or use a captions file), got {name!r}")
-    from m3cvc_jax.lmm.describers import make_describer
-
     describer = make_describer(name, weights_dir=weights_dir or None)
     return lambda frame, previous: describer.describe_keyframe(frame, previous or None)

@@ -15,15 +15,17 @@ import tensorflow_datasets as tfds
 
 from m3cvc_jax.errors import ConfigError
 from train.data.common import KeyframeConfig
+from train.data.msrvtt import Msrvtt
+from train.data.video_folder import VideoFolder
 
 BUILDERS = ("video_folder", "msrvtt")
 
 
 def builder(name: str, *, data_dir: str, **config) -> tfds.core.DatasetBuilder:
     if name == "video_folder":
-        from train.data.video_folder import VideoFolder as cls
+        cls = VideoFolder
     elif name == "msrvtt":
-        from train.data.msrvtt import Msrvtt as cls
+        cls = Msrvtt
     else:
         raise ConfigError(f"unknown dataset {name!r}; one of {', '.join(BUILDERS)}")
     return cls(config=KeyframeConfig(**config), data_dir=data_dir)
