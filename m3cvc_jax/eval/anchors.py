@@ -37,7 +37,7 @@ def ffmpeg_exe() -> str:
     if exe:
         return exe
     try:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # only to locate the bundled binary when M3CVC_FFMPEG is unset
 
         return imageio_ffmpeg.get_ffmpeg_exe()
     except Exception as e:  # the wheel raises RuntimeError when it has no binary for this platform

@@ -21,6 +21,7 @@ from fractions import Fraction
 from typing import Iterator
 
 import numpy as np
+from PIL import Image
 
 from m3cvc_jax.errors import VideoError
 from m3cvc_jax.io.atomic import atomic_directory, atomic_path
@@ -98,8 +99,6 @@ def crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int, 
 
 def crop_resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     """Centre crop to the target aspect, then resize (PIL bicubic, which antialiases when shrinking)."""
-    from PIL import Image
-
     h, w = frame.shape[:2]
     left, top, cw, ch = crop_box(w, h, width, height)
     frame = frame[top : top + ch, left : left + cw]
@@ -158,7 +157,7 @@ class _Resampler:
 
 
 def _open(path: str):
-    import av
+    import av  # FFmpeg libraries: loaded only to read or write containers
 
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file")
@@ -178,7 +177,7 @@ def _open(path: str):
 
 def _decoded(path: str) -> Iterator[tuple[Fraction, object, Fraction]]:
     """(presentation time in s from the first frame, av.VideoFrame, nominal fps) in display order."""
-    import av
+    import av  # FFmpeg libraries: loaded only to read or write containers
 
     container = _open(path)
     try:
@@ -209,8 +208,6 @@ def _decoded(path: str) -> Iterator[tuple[Fraction, object, Fraction]]:
 
 
 def _png_folder(path: str) -> Iterator[tuple[Fraction, np.ndarray, Fraction]]:
-    from PIL import Image
-
     try:
         with open(os.path.join(path, PNG_META)) as f:
             meta = json.load(f)
@@ -324,7 +321,7 @@ def write_y4m(path: str | os.PathLike, video: Video) -> None:
 
 
 def _write_av(path, video: Video, container_format: str, codec: str, options: dict) -> None:
-    import av
+    import av  # FFmpeg libraries: loaded only to read or write containers
 
     frames = _even(video.frames)
     if frames.shape[0] == 0:
@@ -348,8 +345,6 @@ def _write_av(path, video: Video, container_format: str, codec: str, options: di
 
 def write_png_folder(path: str | os.PathLike, video: Video) -> None:
     """Lossless RGB frames `frame_00000.png`, ... plus `video.json` (fps, frame list), written atomically."""
-    from PIL import Image
-
     names = [f"frame_{i:05d}.png" for i in range(video.num_frames)]
     with atomic_directory(path) as tmp:
         for name, arr in zip(names, video.frames):
