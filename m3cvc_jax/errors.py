@@ -23,3 +23,7 @@ class WeightsError(M3CVCError):
 
 class ConfigError(M3CVCError):
     """An option or configuration value is unknown or invalid."""
+
+
+class OutputError(M3CVCError):
+    """An output path cannot or must not be written (unwritable, the input itself, a non-empty folder)."""

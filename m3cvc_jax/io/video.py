@@ -17,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from fractions import Fraction
 from typing import Iterator
 
 import numpy as np
 
 from m3cvc_jax.errors import VideoError
-from m3cvc_jax.io.atomic import atomic_directory, atomic_path
+from m3cvc_jax.io.atomic import atomic_files, atomic_path, new_directory
+from m3cvc_jax.io.destination import check_folder_output
 
 PNG_META = "video.json"
 
@@ -346,25 +348,64 @@ def _write_av(path, video: Video, container_format: str, codec: str, options: di
             raise VideoError(f"{os.fspath(path)}: cannot write {container_format} ({type(e).__name__}: {e})") from None
 
 
-def write_png_folder(path: str | os.PathLike, video: Video) -> None:
-    """Lossless RGB frames `frame_00000.png`, ... plus `video.json` (fps, frame list), written atomically."""
+FRAME_NAME = re.compile(r"frame_\d{5,}\.png")
+
+
+def _frames_listed(path: str) -> list[str]:
+    """Frame files an earlier `write_png_folder` listed in `path`'s video.json (none if unreadable)."""
+    try:
+        with open(os.path.join(path, PNG_META)) as f:
+            names = json.load(f).get("frames", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str) and FRAME_NAME.fullmatch(n)] if isinstance(names, list) else []
+
+
+def write_png_folder(path: str | os.PathLike, video: Video, force: bool = False) -> None:
+    """Lossless RGB frames `frame_00000.png`, ... plus `video.json` (fps, frame list).
+
+    A new folder appears whole (written under a temporary name, then renamed). An existing folder must be
+    empty unless `force`; then only the frame files and video.json are replaced (each written to a temporary
+    file first, video.json last), and frame files the previous video.json listed beyond the new count are
+    removed. Nothing else in the folder is touched.
+    """
     from PIL import Image
 
+    path = os.fspath(path)
+    check_folder_output(path, force=force)
     names = [f"frame_{i:05d}.png" for i in range(video.num_frames)]
-    with atomic_directory(path) as tmp:
+    meta = {"fps": f"{video.fps.numerator}/{video.fps.denominator}", "frames": names}
+
+    def fill(targets: dict[str, str]) -> None:
         for name, arr in zip(names, video.frames):
-            Image.fromarray(arr).save(os.path.join(tmp, name), compress_level=6)
-        meta = {"fps": f"{video.fps.numerator}/{video.fps.denominator}", "frames": names}
-        with open(os.path.join(tmp, PNG_META), "w") as f:
+            Image.fromarray(arr).save(targets[name], format="PNG", compress_level=6)
+        with open(targets[PNG_META], "w") as f:
             json.dump(meta, f, indent=1)
 
+    if not os.path.isdir(path):
+        with new_directory(path) as tmp:
+            fill({name: os.path.join(tmp, name) for name in [*names, PNG_META]})
+        return
+    stale = sorted(set(_frames_listed(path)) - set(names))
+    with atomic_files(path, [*names, PNG_META]) as targets:
+        fill(targets)
+    for name in stale:
+        target = os.path.join(path, name)
+        if os.path.isfile(target) and not os.path.islink(target):
+            os.unlink(target)
 
-def write_video(path: str | os.PathLike, video: Video) -> None:
-    """MP4 if `path` ends in .mp4, Y4M if it ends in .y4m, else a lossless PNG folder."""
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix == ".mp4":
+
+def writes_folder(path: str | os.PathLike) -> bool:
+    """Whether `write_video(path, ...)` writes a PNG folder (any name not ending in .mp4 or .y4m)."""
+    return os.path.splitext(os.fspath(path))[1].lower() not in (".mp4", ".y4m")
+
+
+def write_video(path: str | os.PathLike, video: Video, force: bool = False) -> None:
+    """MP4 if `path` ends in .mp4, Y4M if it ends in .y4m, else a lossless PNG folder (`force`: see
+    `write_png_folder`)."""
+    if writes_folder(path):
+        write_png_folder(path, video, force=force)
+    elif os.fspath(path).lower().endswith(".mp4"):
         write_mp4(path, video)
-    elif suffix == ".y4m":
-        write_y4m(path, video)
     else:
-        write_png_folder(path, video)
+        write_y4m(path, video)

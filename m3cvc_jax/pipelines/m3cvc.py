@@ -32,7 +32,8 @@ import numpy as np
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
 from m3cvc_jax.errors import BitstreamError, ConfigError
-from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video
+from m3cvc_jax.io.destination import check_file_output, check_folder_output
+from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video, writes_folder
 from m3cvc_jax.pipelines import api
 from m3cvc_jax.pipelines import settings as settings_lib
 from m3cvc_jax.pipelines.models import Models
@@ -167,6 +168,7 @@ def encode_video(video: Video, config, models: Models | None = None, timings: Ti
 
 
 def encode_file(input_path: str, output_path: str, config, models: Models | None = None) -> EncodeResult:
+    check_file_output(output_path, input_path)  # before the long part, not after
     timings = Timings()
     with timings.stage("read"):
         video = read_input(input_path, config)
@@ -295,12 +297,18 @@ def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *,
 
 
 def decode_file(input_path: str, output_path: str, *, mode: str | None = None, fps: float | None = None,
-                seed: int | None = None, weights: str | None = None, overrides: Sequence[str] = ()) -> DecodeResult:
+                seed: int | None = None, weights: str | None = None, overrides: Sequence[str] = (),
+                force: bool = False) -> DecodeResult:
+    """force: write into a non-empty output folder, replacing only the frame files and video.json."""
+    if writes_folder(output_path):  # before the long part, not after
+        check_folder_output(output_path, input_path, force)
+    else:
+        check_file_output(output_path, input_path)
     timings = Timings()
     with timings.stage("read"):
         stream = bs.read_bitstream(input_path)
         config = decoder_config(stream, mode=mode, weights=weights, overrides=overrides)
     result = decode_stream(stream, config, seed=seed, fps=fps, timings=timings)
     with timings.stage("write"):
-        write_video(output_path, result.video)
+        write_video(output_path, result.video, force=force)
     return result
