@@ -27,3 +27,8 @@ class ConfigError(M3CVCError):
 
 class OutputError(M3CVCError):
     """An output path cannot or must not be written (unwritable, the input itself, a non-empty folder)."""
+
+
+class InputWarning(UserWarning):
+    """Something about an input the user should know that does not stop the command (a truncated video).
+    The CLI prints it as one line `m3cvc: warning: ...`."""

@@ -93,11 +93,25 @@ def read_config(directory: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             meta = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise WeightsError(f"cannot read {path}: {e}") from None
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path}: expected a JSON object, got a {type(meta).__name__}")
     if meta.get("format") != FORMAT_VERSION:
         raise WeightsError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
+    for key, kind in (("family", str), ("config", dict), ("fingerprint", str), ("tables", dict)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise WeightsError(f"{path}: {key!r} must be a JSON {_JSON_NAMES[kind]}, got {type(meta[key]).__name__}")
+    for name, table in meta.get("tables", {}).items():
+        if not isinstance(table, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                  for x in table):
+            raise WeightsError(f"{path}: table {name!r} must be a list of non-negative integers")
+    if "config" not in meta:
+        raise WeightsError(f"{path}: no 'config' (the model's settings)")
     return meta
+
+
+_JSON_NAMES = {str: "string", dict: "object"}
 
 
 def load_checkpoint(directory: str, *, family: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

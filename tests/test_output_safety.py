@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from fractions import Fraction
 
 import numpy as np
@@ -18,10 +16,7 @@ import pytest
 from m3cvc_jax.errors import OutputError
 from m3cvc_jax.io import atomic
 from m3cvc_jax.io import video as vio
-from tests.pipeline_fixtures import CLIP
-
-M3CVC = os.path.join(os.path.dirname(sys.executable), "m3cvc")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.pipeline_fixtures import CLIP, run_console
 
 
 def _video(n: int, value: int = 0) -> vio.Video:
@@ -29,10 +24,8 @@ def _video(n: int, value: int = 0) -> vio.Video:
 
 
 def console(argv, cwd=None):
-    """(exit status, stderr lines) of the installed console script, with this checkout importable."""
-    env = dict(os.environ, PYTHONPATH=ROOT, M3CVC_JAX_CACHE="off")
-    r = subprocess.run([M3CVC, *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
-    return r.returncode, r.stderr.splitlines()
+    code, _, err = run_console(argv, cwd=cwd)
+    return code, err.splitlines()
 
 
 def _user_files(tmp_path):

@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
+import warnings
 from fractions import Fraction
 from typing import Iterator
 
 import numpy as np
 
-from m3cvc_jax.errors import VideoError
+from m3cvc_jax.errors import InputWarning, VideoError
 from m3cvc_jax.io.atomic import atomic_files, atomic_path, new_directory
 from m3cvc_jax.io.destination import check_folder_output
 
 PNG_META = "video.json"
+MAX_PNG_FPS = 1 << 20  # a frame rate a bitstream header can hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,29 +209,73 @@ def _decoded(path: str) -> Iterator[tuple[Fraction, object, Fraction]]:
                 i += 1
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: decoding failed after {i} frames ({type(e).__name__}: {e})") from None
+        promised = _promised_frames(container, stream)
+        if promised and i < promised:
+            # A cut-off file decodes without an error up to where its data ends: the user must hear of it.
+            warnings.warn(InputWarning(f"{path}: read {i} frames, the container promised {promised} "
+                                       f"(truncated or damaged file?); continuing with {i}"), stacklevel=2)
     finally:
         container.close()
 
 
-def _png_folder(path: str) -> Iterator[tuple[Fraction, np.ndarray, Fraction]]:
+def _promised_frames(container, stream) -> int | None:
+    """The frame count the container announces (its index, else duration x rate), None if it does not."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base and rate:
+        seconds = Fraction(stream.duration) * Fraction(stream.time_base)
+    elif container.duration and rate:
+        seconds = Fraction(container.duration, 1_000_000)  # AV_TIME_BASE
+    else:
+        return None
+    # Durations are rounded to the time base: a frame short of the estimate is not a missing frame.
+    return max(0, int(seconds * Fraction(rate)) - 1)
+
+
+def _png_meta(path: str) -> tuple[Fraction, list[str]]:
+    """(fps, frame names) of a PNG folder's video.json; names must stay inside the folder."""
+    meta_path = os.path.join(path, PNG_META)
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        fps, names = meta["fps"], meta["frames"]
+        if isinstance(fps, bool) or not isinstance(fps, (int, float, str)) or not isinstance(names, list):
+            raise TypeError("fps must be a number or 'num/den', frames a list")
+        if isinstance(fps, float) and not math.isfinite(fps):
+            raise ValueError(f"fps {fps} is not finite")
+        fps = as_fraction(fps)
+        if not Fraction(1, MAX_PNG_FPS) <= fps <= MAX_PNG_FPS:
+            raise ValueError(f"fps must be in [1/{MAX_PNG_FPS}, {MAX_PNG_FPS}]")
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, OverflowError) as e:
+        raise VideoError(f"{path}: invalid {PNG_META} ({type(e).__name__}: {e})") from None
+    for name in names:
+        escapes = not isinstance(name, str) or not name or os.path.isabs(name)
+        if escapes or ".." in name.replace("\\", "/").split("/"):
+            raise VideoError(f"{path}: invalid {PNG_META}: frame name {name!r} is not a file inside the folder")
+    return fps, names
+
+
+def _read_png(path: str, name: str) -> np.ndarray:
+    """One frame as uint8 RGB; Pillow's decompression-bomb guard (a warning up to twice its pixel limit,
+    an error above) is a user error here, not a traceback or a silent giant allocation."""
     from PIL import Image
 
     try:
-        with open(os.path.join(path, PNG_META)) as f:
-            meta = json.load(f)
-        fps = Fraction(meta["fps"])
-        names = [str(n) for n in meta["frames"]]
-        if fps <= 0:
-            raise ValueError("fps must be positive")
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
-        raise VideoError(f"{path}: invalid {PNG_META} ({type(e).__name__}: {e})") from None
-    for i, name in enumerate(names):
-        try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(os.path.join(path, name)) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except OSError as e:
-            raise VideoError(f"{path}: cannot read frame {name} ({type(e).__name__})") from None
-        yield Fraction(i) / fps, arr, fps
+                return np.asarray(im.convert("RGB"))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise VideoError(f"{path}: frame {name} is too large to read safely ({e})") from None
+    except (OSError, ValueError) as e:
+        raise VideoError(f"{path}: cannot read frame {name} ({type(e).__name__})") from None
+
+
+def _png_folder(path: str) -> Iterator[tuple[Fraction, np.ndarray, Fraction]]:
+    fps, names = _png_meta(path)
+    for i, name in enumerate(names):
+        yield Fraction(i) / fps, _read_png(path, name), fps
 
 
 def load_video(path: str | os.PathLike, config: PreprocessConfig = PreprocessConfig()) -> Video:

@@ -238,12 +238,24 @@ def check_stream(stream: bs.Bitstream, models: Models) -> None:
                              f"{cc.post_encoder.codebook_size}")
 
 
+def check_output_rate(header: bs.Header, fps: float) -> None:
+    """A requested output rate the same rules as the coded one allow, giving at most MAX_FRAMES frames."""
+    settings_lib.RANGES["video.fps"].check("--fps", fps)
+    settings_lib.check_fps_representable("--fps", fps)
+    frames = header.num_frames * Fraction(repr(float(fps))) / header.fps
+    if frames > bs.MAX_FRAMES:
+        raise ConfigError(f"--fps {fps:g} would make {float(frames):.3g} frames from {header.num_frames} at "
+                          f"{float(header.fps):g} fps (at most {bs.MAX_FRAMES})")
+
+
 def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *, seed: int | None = None,
                   fps: float | None = None, timings: Timings | None = None) -> DecodeResult:
     """Frames of a stream; `config` from `decoder_config`. seed: sampling seed (default: the header's)."""
     timings = Timings() if timings is None else timings
     h = stream.header
     mode = config.decode.mode
+    if fps is not None:
+        check_output_rate(h, fps)
     with timings.stage("models"):
         models = Models(config) if models is None else models
         models.require(("sd-vae", "post-encoder", "keyframe-unet", "clip", "seine"))
