@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any, Mapping
 
@@ -122,10 +123,36 @@ def load_checkpoint(directory: str, *, family: str | None = None) -> tuple[dict[
     import orbax.checkpoint as ocp
 
     try:
-        restored = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(directory), "params"))
+        with ocp.StandardCheckpointer() as checkpointer:
+            restored = checkpointer.restore(os.path.join(os.path.abspath(directory), "params"))
     except Exception as e:  # orbax raises many types; the user needs one line
+        _silence_orphaned_reads()
         raise WeightsError(f"cannot read the weights in {directory}: {type(e).__name__}: {e}") from None
     return meta, {k: np.asarray(v) for k, v in restored.items()}
+
+
+def _silence_orphaned_reads() -> None:
+    """After a failed restore, drop the "Event loop is closed" errors of the reads it left behind.
+
+    orbax restores inside `asyncio.run`: when one tensorstore read fails, the loop is closed while the
+    other reads of the checkpoint are still running in tensorstore's threads; each one that finishes
+    later calls `loop.call_soon_threadsafe` on the closed loop, and the RuntimeError lands in
+    `sys.unraisablehook`, which would print a traceback per read after the one-line error. Those reads'
+    results are unwanted anyway, so exactly that error is dropped (everything else reaches the previous
+    hook). The hook stays installed: stragglers may finish at any time until the process exits.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_orphaned_reads", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._drops_orphaned_reads = True
+    sys.unraisablehook = hook
 
 
 def assign_params(model: nnx.Module, params: Mapping[str, Any], *, source: str = "checkpoint") -> None:
