@@ -23,7 +23,7 @@ CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "m3cvc")
 def run_console(argv: list[str], cwd=None, env=None) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of the installed `m3cvc` console script in a subprocess, importing
     this checkout: the real exit status and everything written to stderr, threads' output included."""
-    env = dict(os.environ, PYTHONPATH=ROOT, M3CVC_JAX_CACHE="off", **(env or {}))
+    env = {**os.environ, "PYTHONPATH": ROOT, "M3CVC_JAX_CACHE": "off", **(env or {})}
     r = subprocess.run([CONSOLE_SCRIPT, *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
     return r.returncode, r.stdout, r.stderr
 

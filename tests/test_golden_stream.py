@@ -34,7 +34,8 @@ def test_real_tiny_stream():
         width=128, height=80, fps=Fraction(8), num_frames=9, keyframes=(0, 4, 8), mode="interpolation",
         preset="tiny", weights_fingerprint="d73797e16437262a", seed=0, keyframe_method="fixed",
         text_codec="zstd-dict", index_grid=(5, 8), codebook_size=32, entropy_model="adaptive")
-    assert stream.keyframe_texts == ("赞扬peated缸\tcb", "диагност añonodes consulted", "Autonomous cemeteryTest også")
+    assert stream.keyframe_texts == ("赞扬peated缸\tcb", "диагност añonodes consulted",
+                                     "Autonomous cemeteryTest også")
     assert stream.clip_texts == ("Binary Erect costly ell", "Disallow fec isinstance疑难")
     assert stream.extras == (bs.ExtraSection(m3cvc.TAG_DECODER_SETTINGS, b"video_model.steps=3"),)
     assert m3cvc.stream_settings(stream) == ["video_model.steps=3"]

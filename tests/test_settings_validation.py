@@ -45,8 +45,8 @@ def test_decoder_refuses_the_same_in_a_streams_settings(assignment):
 def test_every_numeric_field_of_every_preset_has_a_range():
     for preset in codec_configs.PRESETS:
         config = codec_configs.get_config(preset)
-        numeric = {k for k in settings.all_keys(config)
-                   if isinstance(settings.get(config, k), (int, float)) and not isinstance(settings.get(config, k), bool)}
+        values = {k: settings.get(config, k) for k in settings.all_keys(config)}
+        numeric = {k for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         assert numeric == set(settings.RANGES), preset
         settings.validate(config)
         for key in numeric:  # every float field refuses non-finite values
