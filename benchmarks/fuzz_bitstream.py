@@ -70,8 +70,7 @@ def mutators(valid: dict[str, bytes]) -> dict[str, callable]:
 
     def bit_flips(rng, codec):
         data = bytearray(valid[codec])
-        for _ in range(rng.randint(1, 4)):
-            p = rng.randrange(8 * len(data))
+        for p in rng.sample(range(8 * len(data)), rng.randint(1, 4)):  # distinct: no flip undoes another
             data[p // 8] ^= 1 << (p % 8)
         return bytes(data)
 
