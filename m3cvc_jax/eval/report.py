@@ -19,7 +19,7 @@ from m3cvc_jax.eval.bdrate import LOWER_IS_BETTER, bd_rate
 
 NON_METRICS = {"dataset", "sequence", "codec", "rate_point", "width", "height", "frames", "fps", "bytes", "bpp",
                "encode_s", "decode_s"}
-LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS", "clip_sim": "CLIP-sim", "bpp": "bpp"}
+LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS", "clip_sim": "CLIP-sim", "vmaf": "VMAF", "bpp": "bpp"}
 
 
 def metric_columns(rows: Sequence[dict]) -> list[str]:
@@ -80,15 +80,15 @@ def markdown_table(curves: dict[str, list[dict]], metrics: Sequence[str]) -> str
     lines = [head, sep]
     for codec in sorted(curves):
         for p in curves[codec]:
-            vals = " | ".join(_num(p[m], m) for m in metrics)
+            vals = " | ".join(format_metric(p[m], m) for m in metrics)
             lines.append(f"| {codec} | {p['rate_point']} | {p['bpp']:.5f} | {vals} |")
     return "\n".join(lines)
 
 
-def _num(v, metric):
+def format_metric(v, metric):
     if not math.isfinite(v):
         return "n/a"
-    return f"{v:.2f}" if metric == "psnr" else f"{v:.4f}"
+    return f"{v:.2f}" if metric in ("psnr", "vmaf") else f"{v:.4f}"
 
 
 def bd_markdown(bd: dict, anchor: str, metrics: Sequence[str], total: int) -> str:
