@@ -15,10 +15,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+_TRAMPOLINE = ("import fcntl, os, sys\n"
+               "r, w = (fcntl.fcntl(int(fd), fcntl.F_DUPFD_CLOEXEC, 10) for fd in sys.argv[1:3])\n"
+               "os.dup2(r, 3)\nos.dup2(w, 4)\nos.execv(sys.argv[3], sys.argv[3:])\n")
 
 
 def chromium_exe() -> str | None:
@@ -44,19 +48,15 @@ class Chromium:
         self._profile = tempfile.mkdtemp(prefix="m3cvc-chromium-")
         cmd_r, self._cmd_w = os.pipe()  # we write commands; chromium reads fd 3
         self._out_r, out_w = os.pipe()  # chromium writes fd 4; we read
-
-        def child_fds():
-            a, b = os.dup(cmd_r), os.dup(out_w)  # off 3 and 4 first, whatever numbers the pipes got
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        args = [self.exe, "--headless", "--remote-debugging-pipe", f"--user-data-dir={self._profile}",
+        # A small Python moves the pipes to fds 3 and 4, then becomes chromium (a preexec_fn would fork this
+        # multithreaded JAX process; sh cannot name fds above 9).
+        args = [sys.executable, "-c", _TRAMPOLINE, str(cmd_r), str(out_w), self.exe, "--headless", "--remote-debugging-pipe", f"--user-data-dir={self._profile}",
                 "--no-first-run", "--no-default-browser-check", "--disable-gpu", "--disable-extensions",
                 "--mute-audio", "--autoplay-policy=no-user-gesture-required", f"--window-size={self.size[0]},{self.size[1]}"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--no-sandbox")  # Chromium refuses to run its sandbox as root (containers, CI)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, pass_fds=(3, 4), preexec_fn=child_fds)
+                                     stderr=subprocess.DEVNULL, pass_fds=(cmd_r, out_w))
         os.close(cmd_r)
         os.close(out_w)
         return self

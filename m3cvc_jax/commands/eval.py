@@ -158,7 +158,7 @@ def _run_settings(args, label, sequences, codecs, metric_names, anchor, width, h
     from configs.m3cvc import DEFAULT_PRESET
 
     return {
-        "command": "m3cvc " + " ".join(_quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "",
+        "command": _command(args),
         "dataset": label, "sequences": [s.name for s in sequences],
         "frames": f"{width}x{height}" + (" (the preset's size)" if size_from == "preset" else ""),
         "fps": args.fps, "start_time": args.start_time, "max_frames": args.max_frames,
@@ -170,10 +170,22 @@ def _run_settings(args, label, sequences, codecs, metric_names, anchor, width, h
     }
 
 
-def _quote(arg: str) -> str:
+def _command(args) -> str:
+    """The run as one `m3cvc eval` command line (the options that were given)."""
     import shlex
 
-    return shlex.quote(arg)
+    words = ["m3cvc", "eval", args.dataset, "--out", args.out, "--codecs", args.codecs]
+    for flag in ("anchor", "data_root", "metrics", "lpips_weights", "dists_weights", "clip_weights", "width",
+                 "height", "max_frames", "vtm", "vtm_cfg", "preset", "weights", "ablation"):
+        value = getattr(args, flag)
+        if value is not None:
+            words += [f"--{flag.replace('_', '-')}", str(value)]
+    words += ["--fps", f"{args.fps:g}"] + (["--start-time", f"{args.start_time:g}"] if args.start_time else [])
+    for spec in args.rate_points:
+        words += ["--rate-points", spec]
+    for override in args.overrides:
+        words += ["--set", override]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _metric_names(args) -> tuple[list[str], list[str]]:

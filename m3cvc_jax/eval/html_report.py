@@ -133,7 +133,7 @@ def _sequence_section(out: str, sequence: str, rows: Sequence[dict], metrics: Se
     for name, caption, _ in entries:
         p = previews.clip_path(out, sequence, name)
         if os.path.isfile(p):
-            parts.append(f'<figure><video src="{_url(out, p)}" width="{shown}" controls muted loop autoplay '
+            parts.append(f'<figure style="width: {shown}px"><video src="{_url(out, p)}" width="{shown}" controls muted loop autoplay '
                          f'playsinline preload="auto"></video><figcaption>{caption}</figcaption></figure>')
         else:
             missing.append(name)

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import inspect
 import os
+import sys
 import tempfile
 import time
 from typing import Any, Mapping, Sequence
@@ -117,7 +118,7 @@ def evaluate(
             t, h, w, _ = frames.shape
             if t >= LONG_SEQUENCE:
                 bar.write(f"{seq.name}: evaluating {t} frames at {w}x{h}, {float(video.fps):g} fps "
-                          f"({t / float(video.fps):.1f} s; --max-frames N evaluates fewer)")
+                          f"({t / float(video.fps):.1f} s; --max-frames N evaluates fewer)", file=sys.stderr)
             frame_dir = os.path.join(settings.out, "frames", seq.name)
             os.makedirs(frame_dir, exist_ok=True)
             _save_png(os.path.join(frame_dir, "gt.png"), frames[t // 2])
