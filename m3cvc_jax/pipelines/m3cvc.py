@@ -287,12 +287,14 @@ def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *,
         clip_emb = emb[1 + len(h.keyframes):]
 
     with timings.stage("keyframes (SD)"):
-        decoded = [api.decode_keyframe(params, jnp.asarray(m), kf_emb[i], jax.random.fold_in(kf_key, i),
-                                       spec.keyframe, null)
+        # Each keyframe is waited for, so the progress shown is the work done, not the work dispatched.
+        decoded = [jax.block_until_ready(api.decode_keyframe(params, jnp.asarray(m), kf_emb[i],
+                                                             jax.random.fold_in(kf_key, i), spec.keyframe, null))
                    for i, m in enumerate(progress(maps, "decode keyframes", report=report))]
-        decoded = [jax.block_until_ready(d) for d in decoded]
 
     with timings.stage("clips (SEINE)"):
+        if report:
+            report(f"SEINE frames ({mode})", 0, h.num_frames)
         out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
         index_of = {k: i for i, k in enumerate(h.keyframes)}
         for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
