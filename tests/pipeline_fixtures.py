@@ -14,6 +14,16 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 CLIP = os.path.join(os.path.dirname(__file__), "..", "assets", "clips", "bikes_4s.mp4")
+CARPHONE = os.path.join(os.path.dirname(__file__), "..", "assets", "clips", "carphone.mp4")
+
+
+def run_ffmpeg(*args: str) -> None:
+    """The bundled ffmpeg (as the anchors use it), quiet, overwriting its outputs."""
+    import subprocess
+
+    from m3cvc_jax.eval.anchors import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:

@@ -4,7 +4,6 @@ progress inside a point, and the frame count of long sequences."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -12,24 +11,18 @@ from PIL import Image
 
 from m3cvc_jax.cli import main as cli_main
 from m3cvc_jax.eval import codecs, datasets, runner
-from m3cvc_jax.eval.anchors import ffmpeg_exe
-from tests.pipeline_fixtures import run_cli
+from tests.pipeline_fixtures import CARPHONE, run_cli, run_ffmpeg
 
-CARPHONE = os.path.join(os.path.dirname(__file__), "..", "assets", "clips", "carphone.mp4")
-
-
-def _ffmpeg(*args):
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 
 
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory):
     """An MPEG-1 program stream, an AVI, an MP4 named like the AVI, a still image, a text file, a hidden file."""
     d = tmp_path_factory.mktemp("mixed")
-    _ffmpeg("-i", CARPHONE, "-t", "1", "-c:v", "mpeg1video", str(d / "talk.mpg"))
-    _ffmpeg("-i", CARPHONE, "-t", "1", "-c:v", "mpeg4", str(d / "phone.avi"))
-    _ffmpeg("-i", CARPHONE, "-t", "1", "-c:v", "libx264", str(d / "phone.mp4"))
-    _ffmpeg("-i", CARPHONE, "-t", "1", "-c:v", "libx264", "-f", "matroska", str(d / "noext"))
+    run_ffmpeg("-i", CARPHONE, "-t", "1", "-c:v", "mpeg1video", str(d / "talk.mpg"))
+    run_ffmpeg("-i", CARPHONE, "-t", "1", "-c:v", "mpeg4", str(d / "phone.avi"))
+    run_ffmpeg("-i", CARPHONE, "-t", "1", "-c:v", "libx264", str(d / "phone.mp4"))
+    run_ffmpeg("-i", CARPHONE, "-t", "1", "-c:v", "libx264", "-f", "matroska", str(d / "noext"))
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(d / "poster.png")
     (d / "notes.txt").write_text("not a video\n")
     (d / ".DS_Store").write_bytes(b"\0\1\2")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 
@@ -12,12 +11,8 @@ import pytest
 from m3cvc_jax.eval import vmaf
 from m3cvc_jax.eval.anchors import ffmpeg_exe
 from m3cvc_jax.io.video import read_video
+from tests.pipeline_fixtures import CARPHONE, run_ffmpeg
 
-CARPHONE = os.path.join(os.path.dirname(__file__), "..", "assets", "clips", "carphone.mp4")
-
-
-def _ffmpeg(*args):
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +20,11 @@ def pair(tmp_path_factory):
     """A lossless 4:2:0 reference (12 frames of carphone, 176x144) and two H.264 encodes of it."""
     tmp = tmp_path_factory.mktemp("vmaf")
     ref = str(tmp / "ref.y4m")
-    _ffmpeg("-i", CARPHONE, "-frames:v", "12", "-pix_fmt", "yuv420p", ref)
+    run_ffmpeg("-i", CARPHONE, "-frames:v", "12", "-pix_fmt", "yuv420p", ref)
     dists = {}
     for crf in (30, 42):
         dists[crf] = str(tmp / f"crf{crf}.mp4")
-        _ffmpeg("-i", ref, "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p", dists[crf])
+        run_ffmpeg("-i", ref, "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p", dists[crf])
     return ref, dists
 
 
