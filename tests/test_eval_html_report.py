@@ -180,3 +180,18 @@ def test_report_in_headless_chromium(evaluated):
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("L"), np.float32)
     assert shot.shape[1] >= 1000 and shot.shape[0] > 1500
     assert shot.std() > 25 and (shot < 200).mean() > 0.1
+
+
+def test_compressai_result_files(evaluated):
+    # CompressAI's result-file layout, so its plot tool overlays these curves on its published ones.
+    import json
+
+    out, _ = evaluated
+    curves = _csv(out / "curves.csv")
+    for codec in CODECS:
+        doc = json.loads((out / "compressai" / f"{codec}.json").read_text())
+        pts = [r for r in curves if r["codec"] == codec]
+        assert doc["name"] == codec and set(doc["results"]) == {"bpp", "psnr-rgb", "vmaf"}
+        assert doc["results"]["bpp"] == pytest.approx([float(r["bpp"]) for r in pts], rel=1e-5)
+        assert doc["results"]["psnr-rgb"] == pytest.approx([float(r["psnr"]) for r in pts], rel=1e-5)
+        assert doc["results"]["bpp"] == sorted(doc["results"]["bpp"])

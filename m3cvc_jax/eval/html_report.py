@@ -101,16 +101,16 @@ def _caption(r: dict, metrics: Sequence[str]) -> str:
     return f"{_e(r['codec'])} @ {_e(r['rate_point'])}: {float(r['bpp']):.4f} bpp; {_e(vals)}"
 
 
-def _display_width(width: int) -> int:
-    # Small frames (the demo's 128x80) are shown enlarged, pixel for pixel.
-    return width * max(1, 256 // max(width, 1))
+def _display_width(width: int, cap: int) -> int:
+    # Small frames (the demo's 128x80) are shown enlarged, pixel for pixel; large ones shrunk to fit the page.
+    return min(width * max(1, 256 // max(width, 1)), cap)
 
 
 def _sequence_section(out: str, sequence: str, rows: Sequence[dict], metrics: Sequence[str]) -> str:
     lowest = _lowest(rows, sequence)
     some = lowest[0][1]
     width, frames = int(some["width"]), int(some["frames"])
-    shown = _display_width(width)
+    shown, clip_shown = _display_width(width, 256), _display_width(width, 384)
     entries = [(previews.ORIGINAL, "original", None)] + [
         (previews.point_name(c, r["rate_point"]), _caption(r, metrics), r) for c, r in lowest]
     indices = previews.grid_indices(frames)
@@ -133,7 +133,7 @@ def _sequence_section(out: str, sequence: str, rows: Sequence[dict], metrics: Se
     for name, caption, _ in entries:
         p = previews.clip_path(out, sequence, name)
         if os.path.isfile(p):
-            parts.append(f'<figure style="width: {shown}px"><video src="{_url(out, p)}" width="{shown}" controls muted loop autoplay '
+            parts.append(f'<figure style="width: {clip_shown}px"><video src="{_url(out, p)}" width="{clip_shown}" controls muted loop autoplay '
                          f'playsinline preload="auto"></video><figcaption>{caption}</figcaption></figure>')
         else:
             missing.append(name)
@@ -177,13 +177,18 @@ def _streams_section(out: str, sequence: str, rows: Sequence[dict]) -> str:
                          + "".join(f'<td class="num" data-part="{p}" data-value="{b[p]}">{b[p]}</td>'
                                    for p in ("header", "text", "indices", "extra", "total"))
                          + f"<td class='num'>{bits.bpp(stream.header):.5f}</td></tr>")
-            items = [f"<li><b>keyframe {i} (frame {f})</b>: {_e(t)}</li>"
+            items = [f"<li><b>keyframe {i} (frame {f})</b>: {_text(t)}</li>"
                      for i, (f, t) in enumerate(zip(stream.header.keyframes, stream.keyframe_texts))]
-            items += [f"<li><b>clip {i}</b>: {_e(t)}</li>" for i, t in enumerate(stream.clip_texts)]
+            items += [f"<li><b>clip {i}</b>: {_text(t)}</li>" for i, t in enumerate(stream.clip_texts)]
             texts.append(f"<details{' open' if k == 0 else ''}><summary>texts sent at {_e(r['rate_point'])}</summary>"
                          f"<ul class='texts'>{''.join(items)}</ul></details>")
         parts.append(f"<h4>{_e(codec)}: bits per part</h4>" + "".join(table) + "</table>" + "".join(texts))
     return "\n".join(parts)
+
+
+def _text(t: str) -> str:
+    # The demo preset sends no texts (its describer is a stand-in): say so rather than show nothing.
+    return _e(t) if t else "<i>(empty)</i>"
 
 
 def _settings_table(settings: Mapping) -> str:
