@@ -9,7 +9,6 @@ re-running resumes from results.csv.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys

@@ -24,10 +24,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from m3cvc_jax.errors import ConfigError, M3CVCError
-from m3cvc_jax.eval.codecs import Codec
 from m3cvc_jax.eval import previews
+from m3cvc_jax.eval.codecs import Codec
 from m3cvc_jax.eval.datasets import Sequence as Seq, load_sequence
-from m3cvc_jax.io.video import PreprocessConfig
+from m3cvc_jax.io.video import PreprocessConfig, Video
 
 BASE_FIELDS = ("dataset", "sequence", "codec", "rate_point", "width", "height", "frames", "fps", "bytes", "bpp",
                "encode_s", "decode_s")
@@ -134,7 +134,7 @@ def evaluate(
                                  status)
                 decoded = row.pop("_decoded")
                 _save_png(os.path.join(frame_dir, f"{codec_name}_{rp}.png"), decoded[t // 2])
-                previews.save(settings.out, seq.name, previews.point_name(codec_name, rp), type(video)(decoded, video.fps))
+                previews.save(settings.out, seq.name, previews.point_name(codec_name, rp), Video(decoded, video.fps))
                 rows.append(row)
                 write_results(csv_path, rows, metric_names)
                 bar.update(1)
