@@ -43,9 +43,15 @@ def _url(out: str, path: str) -> str:
     return quote(os.path.relpath(path, out).replace(os.sep, "/"))
 
 
+_FORMATS = {"bpp": "{:.5f}", "bytes": "{:.0f}", "encode_s": "{:.2f}", "decode_s": "{:.2f}"}
+
+
 def _cell(value, metric: str) -> str:
     v = float(value)
-    shown = report.format_metric(v, metric) if metric != "bpp" else (f"{v:.5f}" if math.isfinite(v) else "n/a")
+    if metric in _FORMATS:
+        shown = _FORMATS[metric].format(v) if math.isfinite(v) else "n/a"
+    else:
+        shown = report.format_metric(v, metric)
     return f'<td class="num" data-metric="{_e(metric)}" data-value="{v!r}">{shown}</td>'
 
 
