@@ -74,3 +74,16 @@ def test_with_vmaf_adds_the_column():
     a = rng.integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
     out = vmaf.WithVmaf(inner)(a, a)
     assert set(out) == {"psnr", "vmaf"} and calls == [a.shape] and np.all(out["vmaf"] > 90)
+
+
+def test_ffmpeg_without_libvmaf(tmp_path, monkeypatch, capsys):
+    from m3cvc_jax.cli import main as cli_main
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\necho ' T.. scale             V->V       Scale the input video size.'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("M3CVC_FFMPEG", str(fake))
+    assert not vmaf.available()
+    assert cli_main(["eval", CARPHONE, "--codecs", "x264", "--metrics", "psnr,vmaf", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metric vmaf needs an ffmpeg with libvmaf" in err[0]

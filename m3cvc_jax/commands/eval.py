@@ -66,8 +66,6 @@ def run(args) -> int:
     _check_numbers(args)
     skipped: list[str] = []
     label, sequences = list_sequences(args.dataset, args.data_root, skipped)
-    for note in skipped:
-        print(f"skipped {note}", file=sys.stderr)
     width, height, size_from = _frame_size(args)
     pre = PreprocessConfig(width=width, height=height, fps=args.fps, start_time=args.start_time,
                            max_frames=args.max_frames)
@@ -86,13 +84,6 @@ def run(args) -> int:
                                                          row_rate_points=rate_points, **options).items():
             codecs[row_name] = codec
 
-    if size_from != "preset" and any(c == "ours" or c.startswith("ours[") for c in codecs):
-        pw, ph = _preset_size(size_from)
-        print(f"m3cvc: warning: frames {width}x{height} differ from preset {size_from}'s {pw}x{ph}: codec ours "
-              "runs its weights off the size they were made for (slower, and worse than it would be)", file=sys.stderr)
-    origin = "the preset's size" if size_from == "preset" else "--width/--height"
-    print(f"frames {width}x{height} ({origin}), {args.fps:g} fps", file=sys.stderr)
-
     metric_names, dropped = _metric_names(args)
     metric_names, small = runner.usable_metrics(metric_names, height, width)
     dropped += small
@@ -105,6 +96,15 @@ def run(args) -> int:
     anchor = args.anchor or next((a for a in ("vtm", "vvenc", "x265", "x264") if a in codecs), None)
     if args.anchor and args.anchor not in codecs:
         raise ConfigError(f"--anchor {args.anchor} is not among the evaluated codecs ({', '.join(codecs)})")
+    # Everything is checked: now say what will run (an error above stays the only line on stderr).
+    for note in skipped:
+        print(f"skipped {note}", file=sys.stderr)
+    if size_from != "preset" and any(c == "ours" or c.startswith("ours[") for c in codecs):
+        pw, ph = _preset_size(size_from)
+        print(f"m3cvc: warning: frames {width}x{height} differ from preset {size_from}'s {pw}x{ph}: codec ours "
+              "runs its weights off the size they were made for (slower, and worse than it would be)", file=sys.stderr)
+    origin = "the preset's size" if size_from == "preset" else "--width/--height"
+    print(f"frames {width}x{height} ({origin}), {args.fps:g} fps", file=sys.stderr)
     rows = runner.evaluate(label, sequences, codecs, batch, settings)
     notes = [f"metric dropped: {d}" for d in dropped] + [f"not a video, skipped: {s}" for s in skipped]
     written = report.write_report(args.out, rows, anchor=anchor, dataset=label, notes=notes)

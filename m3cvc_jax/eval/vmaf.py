@@ -12,6 +12,7 @@ Per-frame scores come from libvmaf's JSON log; a video's value is their mean, wh
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -30,9 +31,17 @@ def available(ffmpeg: str | None = None) -> bool:
     from m3cvc_jax.eval.anchors import ffmpeg_exe
 
     try:
-        out = subprocess.run([ffmpeg or ffmpeg_exe(), "-hide_banner", "-filters"], capture_output=True,
-                             timeout=60, check=False).stdout.decode(errors="replace")
-    except (OSError, subprocess.TimeoutExpired, M3CVCError):
+        return _has_libvmaf(ffmpeg or ffmpeg_exe())
+    except M3CVCError:  # no ffmpeg at all
+        return False
+
+
+@functools.lru_cache(maxsize=4)
+def _has_libvmaf(ffmpeg: str) -> bool:
+    try:
+        out = subprocess.run([ffmpeg, "-hide_banner", "-filters"], capture_output=True, timeout=60,
+                             check=False).stdout.decode(errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
         return False
     return any(line.split()[1:2] == ["libvmaf"] for line in out.splitlines() if line.strip())
 
