@@ -28,6 +28,16 @@ def run_console(argv: list[str], cwd=None, env=None) -> tuple[int, str, str]:
     return r.returncode, r.stdout, r.stderr
 
 
+CARPHONE = os.path.join(os.path.dirname(__file__), "..", "assets", "clips", "carphone.mp4")
+
+
+def run_ffmpeg(*args: str) -> None:
+    """The bundled ffmpeg (as the anchors use it), quiet, overwriting its outputs."""
+    from m3cvc_jax.eval.anchors import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+
+
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of `m3cvc ARGV` run in this process."""
     from m3cvc_jax.cli import main

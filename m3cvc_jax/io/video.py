@@ -361,9 +361,10 @@ def _even(frames: np.ndarray) -> np.ndarray:
 def write_mp4(path: str | os.PathLike, video: Video, crf: int = 12, preset: str = "medium") -> None:
     """H.264 yuv420p MP4 at the video's exact frame rate, written atomically.
 
-    crf 12 is visually lossless for evaluation; odd sizes are padded by one replicated row/column.
+    crf 12 is visually lossless for evaluation; odd sizes are padded by one replicated row/column. The index
+    goes first (faststart), so a browser plays the file before it has read all of it.
     """
-    _write_av(path, video, "mp4", "libx264", {"crf": str(crf), "preset": preset})
+    _write_av(path, video, "mp4", "libx264", {"crf": str(crf), "preset": preset}, {"movflags": "+faststart"})
 
 
 def write_y4m(path: str | os.PathLike, video: Video) -> None:
@@ -372,7 +373,8 @@ def write_y4m(path: str | os.PathLike, video: Video) -> None:
     _write_av(path, video, "yuv4mpegpipe", "rawvideo", {})
 
 
-def _write_av(path, video: Video, container_format: str, codec: str, options: dict) -> None:
+def _write_av(path, video: Video, container_format: str, codec: str, options: dict,
+              container_options: dict | None = None) -> None:
     import av
 
     frames = _even(video.frames)
@@ -381,7 +383,7 @@ def _write_av(path, video: Video, container_format: str, codec: str, options: di
     fps = video.fps.limit_denominator(1 << 16) if video.fps.denominator > 1 << 16 else video.fps
     with atomic_path(path) as tmp:
         try:
-            with av.open(tmp, mode="w", format=container_format) as container:
+            with av.open(tmp, mode="w", format=container_format, options=container_options or {}) as container:
                 stream = container.add_stream(codec, rate=fps)
                 stream.width, stream.height = frames.shape[2], frames.shape[1]
                 stream.pix_fmt = "yuv420p"
