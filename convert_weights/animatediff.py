@@ -17,6 +17,7 @@ against the sinusoidal table the port recomputes, then dropped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import numpy as np
@@ -93,13 +94,17 @@ def infer_config(sd) -> MotionAdapterConfig:
     return cfg
 
 
+@functools.lru_cache(maxsize=4)
+def model_shapes(cfg: MotionAdapterConfig) -> dict[str, tuple[int, ...]]:
+    return abstract_shapes(lambda: MotionAdapter(cfg, rngs=nnx.Rngs(0)))
+
+
 def convert_state_dict(sd, cfg: MotionAdapterConfig, *, source: str = "checkpoint") -> dict[str, np.ndarray]:
     """Reference state dict (either naming) -> our flat adapter params (float32), strictly."""
     check_positions(sd, cfg, source=source)
     sd = {k: v for k, v in sd.items() if k not in _position_tables(sd)}
     rename = to_diffusers_name if is_original(sd) else (lambda k: k)
-    shapes = abstract_shapes(lambda: MotionAdapter(cfg, rngs=nnx.Rngs(0)))
-    params = map_onto(shapes, sd, rename=rename, source=source)
+    params = map_onto(model_shapes(cfg), sd, rename=rename, source=source)
     return {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
 
 

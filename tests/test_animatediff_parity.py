@@ -118,9 +118,14 @@ def check(got, want):
     np.testing.assert_allclose(got, want, atol=TOL * scale, rtol=0)
 
 
-def test_animatediff_parity_unet_motion_model(tmp_path):
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
     ref = reference()
-    ours = convert(ref, tmp_path)
+    return ref, convert(ref, tmp_path_factory.mktemp("animatediff"))
+
+
+def test_animatediff_parity_unet_motion_model(pair):
+    ref, ours = pair
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 5, 8, 12, 4)).astype(np.float32)
     ctx = rng.normal(size=(2, 7, 16)).astype(np.float32)
@@ -129,8 +134,9 @@ def test_animatediff_parity_unet_motion_model(tmp_path):
     got = np.asarray(call(ours, "__call__", jnp.asarray(x), jnp.asarray(t), jnp.asarray(ctx)))
     check(got, want)
     # The motion modules matter: each frame alone (T = 1 clips) gives another answer.
-    alone = np.concatenate([np.asarray(call(ours, "__call__", jnp.asarray(x[:, i:i + 1]), jnp.asarray(t),
-                                            jnp.asarray(ctx))) for i in range(x.shape[1])], axis=1)
+    b, f = x.shape[:2]
+    alone = np.asarray(call(ours, "__call__", jnp.asarray(x.reshape(b * f, 1, *x.shape[2:])),
+                            jnp.asarray(np.repeat(t, f)), jnp.asarray(np.repeat(ctx, f, axis=0)))).reshape(want.shape)
     assert np.max(np.abs(alone - want)) > 100 * TOL * max(1.0, float(np.max(np.abs(want))))
 
 
@@ -151,8 +157,8 @@ def test_animatediff_parity_original_checkpoint_no_mid_block(tmp_path):
           run_reference(ref, x, t, ctx))
 
 
-def test_animatediff_converter_both_layouts_agree_and_are_strict(tmp_path):
-    ref = reference(seed=2)
+def test_animatediff_converter_both_layouts_agree_and_are_strict(pair, tmp_path):
+    ref = pair[0]
     sd = torch_state(save_adapter(ref, ADAPTER, tmp_path / "adapter"))
     cfg = MotionAdapterConfig.from_diffusers(ADAPTER)
     a = convert_ad.convert_state_dict(sd, cfg)
@@ -171,13 +177,12 @@ def test_animatediff_converter_both_layouts_agree_and_are_strict(tmp_path):
         convert_ad.convert_state_dict({**sd, pe: sd[pe] * 1.01}, cfg)
 
 
-def test_animatediff_parity_ddim_cfg_sampling(tmp_path):
+def test_animatediff_parity_ddim_cfg_sampling(pair):
     """A few DDIM steps with classifier-free guidance, diffusers' AnimateDiffPipeline (latents and text
     embeddings fed in) against our scanned sampler with the same initial noise."""
     from m3cvc_jax.diffusion import CFGCond, DDIMScheduler, NoiseSchedule, guided, sample
 
-    ref = reference(seed=3)
-    ours = convert(ref, tmp_path)
+    ref, ours = pair
     rng = np.random.default_rng(3)
     frames, steps, scale = 6, 4, 7.5
     x_T = rng.normal(size=(1, frames, 8, 8, 4)).astype(np.float32)
