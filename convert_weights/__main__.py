@@ -23,6 +23,8 @@ FAMILIES = {
     "lpips": "convert_weights.lpips",
     "dists": "convert_weights.dists",
     "animatediff": "convert_weights.animatediff",
+    "dino": "convert_weights.dino",
+    "aesthetic": "convert_weights.aesthetic",
 }
 
 
