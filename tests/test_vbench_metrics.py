@@ -80,3 +80,68 @@ def test_aesthetic_parity_head_and_score(tmp_path):
     # The CLIP tower is the identity here: this checks the head and VBench's arithmetic around it.
     got = np.asarray(vbench.aesthetic_quality(lambda x: jnp.asarray(emb), head, jnp.zeros((4, 224, 224, 3), jnp.uint8)))
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_eval_command_vbench_dimensions(tmp_path, monkeypatch):
+    """`m3cvc eval --metrics <VBench dimensions>` with random tiny networks: each column is the mean of the
+    dimension computed directly on the decoded video."""
+    import csv
+    import dataclasses
+    from fractions import Fraction
+
+    from flax import nnx
+
+    from m3cvc_jax.cli import main as cli_main
+    from m3cvc_jax.eval import codecs
+    from m3cvc_jax.eval.datasets import list_sequences, load_sequence
+    from m3cvc_jax.eval.metrics import load_clip_model
+    from m3cvc_jax.io.video import PreprocessConfig, Video, write_mp4
+    from m3cvc_jax.nn.aesthetic import aesthetic_head
+    from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
+    from m3cvc_jax.nn.vit import ViTConfig, ViTModel
+    from tests.test_eval_runner import ToyCodec, _clip, _random_checkpoint
+
+    monkeypatch.setitem(codecs._REGISTRY, "toy", lambda rate_points=None, **_: ToyCodec([]))
+    ccfg, vcfg = CLIPConfig.preset("tiny"), ViTConfig.preset("tiny")
+    _random_checkpoint(tmp_path / "clip", lambda: CLIPModel(ccfg, rngs=nnx.Rngs(0)), "clip",
+                       {"kind": "full", **dataclasses.asdict(ccfg)}, seed=1, std=0.3)
+    _random_checkpoint(tmp_path / "dino", lambda: ViTModel(vcfg, rngs=nnx.Rngs(0)), "dino", dataclasses.asdict(vcfg),
+                       seed=2, std=0.3)
+    dim = ccfg.projection_dim
+    _random_checkpoint(tmp_path / "head", lambda: aesthetic_head(dim, rngs=nnx.Rngs(0)), "aesthetic",
+                       {"embed_dim": dim}, seed=3, std=1.0)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_mp4(folder / "clip0.mp4", Video(_clip(0), Fraction(16)))
+    out = tmp_path / "out"
+    names = ["temporal_flickering", "subject_consistency", "background_consistency", "aesthetic_quality"]
+    argv = ["eval", str(folder), "--codecs", "toy", "--rate-points", "toy=16", "--out", str(out), "--width", "96",
+            "--height", "64", "--fps", "8", "--max-frames", "5", "--no-progress", "--metrics", ",".join(names),
+            "--clip-weights", str(tmp_path / "clip"), "--dino-weights", str(tmp_path / "dino"),
+            "--aesthetic-weights", f"{tmp_path / 'head'},{tmp_path / 'clip'}"]
+    assert cli_main(argv) == 0
+    with open(out / "results.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    seq = list_sequences(str(folder))[1][0]
+    gt = load_sequence(seq, PreprocessConfig(width=96, height=64, fps=8, max_frames=5)).frames
+    dec = jnp.asarray(ToyCodec([]).decode(ToyCodec([]).encode(gt, 8, 16, str(tmp_path / "again"))))
+    from m3cvc_jax.commands.eval import _load_aesthetic, _load_dino
+
+    clip, dino, head = load_clip_model(str(tmp_path / "clip")), _load_dino(str(tmp_path / "dino")), _load_aesthetic(
+        str(tmp_path / "head"))
+    size = clip.config.vision.image_size
+    want = {
+        "temporal_flickering": vbench.temporal_flickering(dec),
+        "subject_consistency": nnx.jit(lambda m, v: vbench.subject_consistency(m.features, v))(dino, dec),
+        "background_consistency": nnx.jit(lambda m, v: vbench.background_consistency(m.get_image_features, v, size))(
+            clip, dec),
+        "aesthetic_quality": nnx.jit(lambda m, h, v: vbench.aesthetic_quality(m.get_image_features, h, v, size))(
+            clip, head, dec),
+    }
+    for name in names:
+        value = float(np.mean(np.asarray(want[name])))
+        assert float(row[name]) == pytest.approx(value, abs=2e-5), name
+    assert 0.2 < float(row["subject_consistency"]) < 0.9999 and 0.2 < float(row["background_consistency"]) < 0.9999
+    # A dimension without its network is a user error.
+    assert cli_main(["eval", str(folder), "--codecs", "toy", "--out", str(out / "x"), "--metrics",
+                     "subject_consistency"]) == 2

@@ -100,6 +100,11 @@ def background_consistency(clip_features: FeatureFn, video: jax.Array, size: int
 def aesthetic_quality(clip_features: FeatureFn, head: Callable[[jax.Array], jax.Array], video: jax.Array,
                       size: int = 224) -> jax.Array:
     """(T,) per-frame aesthetic scores / 10; `head` maps normalised ViT-L/14 embeddings `(T, 768)` to `(T, 1)`."""
-    e = clip_features(clip_transform(video, size)).astype(jnp.float32)
+    return aesthetic_scores(head, clip_features(clip_transform(video, size)))
+
+
+def aesthetic_scores(head: Callable[[jax.Array], jax.Array], embeddings: jax.Array) -> jax.Array:
+    """(T,) VBench aesthetic scores of CLIP image embeddings `(T, D)`: head(normalised) / 10."""
+    e = embeddings.astype(jnp.float32)
     e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
     return head(e)[:, 0].astype(jnp.float32) / 10.0
