@@ -14,7 +14,6 @@ is shared by other jobs: expect noise of tens of percent between runs.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.unet_step import CONFIG, _timed
+from benchmarks.unet_step import CONFIG, interleaved_runs, print_ratio
 
 ADAPTER = dict(block_out_channels=CONFIG["block_out_channels"], motion_layers_per_block=CONFIG["layers_per_block"],
                motion_num_attention_heads=8, motion_norm_num_groups=32, motion_max_seq_length=32)
@@ -82,16 +81,8 @@ def main(argv: list[str] | None = None) -> float:
 
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3)))
     tt, ct = torch.from_numpy(t), torch.from_numpy(np.repeat(ctx, f, axis=0))
-    runs: dict[str, list[float]] = {"jax": [], "torch 1 thread": [], "torch 2 threads": []}
-    with torch.inference_mode():
-        for threads in (2, 1):  # warm-up at each thread count; 1-thread output is the reference
-            torch.set_num_threads(threads)
-            want = ref(xt, tt, ct).sample
-        for _ in range(args.repeats):
-            runs["jax"].append(_timed(lambda: forward(state, xs, ts, cs).block_until_ready()))
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                runs[f"torch {threads} thread{'s' if threads > 1 else ''}"].append(_timed(lambda: ref(xt, tt, ct)))
+    runs, want = interleaved_runs(lambda: forward(state, xs, ts, cs).block_until_ready(),
+                                  lambda: ref(xt, tt, ct).sample, args.repeats)
     want = want.numpy().transpose(0, 2, 3, 4, 1)
     diff = float(np.abs(np.asarray(out) - want).max())
 
@@ -99,15 +90,7 @@ def main(argv: list[str] | None = None) -> float:
           f"text 77x256, {n_params / 1e6:.1f}M params, jax {jax.__version__}, torch {torch.__version__}")
     print(f"jax compile + first run: {compile_s:.1f} s; max |jax - torch| = {diff:.2e} "
           f"(output max {np.abs(want).max():.2f})")
-    for name, times in runs.items():
-        print(f"{name}: median {statistics.median(times):.3f} s, min {min(times):.3f} s ({len(times)} runs)")
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    best = min((k for k in med if k != "jax"), key=med.get)
-    ratio = med["jax"] / med[best]
-    print(f"jax / best torch ({best}), medians:")
-    print(f"ratio={ratio:.3f}")
-    return ratio
-
+    return print_ratio(runs)
 
 if __name__ == "__main__":
     main()
