@@ -14,14 +14,12 @@ is shared by other jobs: expect noise of tens of percent between runs.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.unet_step import CONFIG, interleaved_runs, print_ratio
+from benchmarks.unet_step import CONFIG, compiled_forward, interleaved_runs, print_ratio
 
 ADAPTER = dict(block_out_channels=CONFIG["block_out_channels"], motion_layers_per_block=CONFIG["layers_per_block"],
                motion_num_attention_heads=8, motion_norm_num_groups=32, motion_max_seq_length=32)
@@ -68,20 +66,11 @@ def main(argv: list[str] | None = None) -> float:
     ctx = rng.normal(size=(1, 77, 256)).astype(np.float32)
     t = np.array([500.0], np.float32)
 
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def forward(state, x, t, ctx):
-        return nnx.merge(graphdef, state)(x, t, ctx)
-
-    xs, ts, cs = jnp.asarray(x), jnp.asarray(t), jnp.asarray(ctx)
-    t0 = time.perf_counter()
-    out = forward(state, xs, ts, cs).block_until_ready()
-    compile_s = time.perf_counter() - t0
+    run_jax, out, compile_s = compiled_forward(model, x, t, ctx)
 
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3)))
     tt, ct = torch.from_numpy(t), torch.from_numpy(np.repeat(ctx, f, axis=0))
-    runs, want = interleaved_runs(lambda: forward(state, xs, ts, cs).block_until_ready(),
+    runs, want = interleaved_runs(run_jax,
                                   lambda: ref(xt, tt, ct).sample, args.repeats)
     want = want.numpy().transpose(0, 2, 3, 4, 1)
     diff = float(np.abs(np.asarray(out) - want).max())

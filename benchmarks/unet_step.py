@@ -31,6 +31,17 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def compiled_forward(model, *args):
+    """(a no-argument timed call, the first output, compile + first-run seconds) of a jitted `model(*args)`."""
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda state, *a: nnx.merge(graphdef, state)(*a))
+    inputs = [jnp.asarray(a) for a in args]
+    t0 = time.perf_counter()
+    out = forward(state, *inputs).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    return (lambda: forward(state, *inputs).block_until_ready()), out, compile_s
+
+
 def interleaved_runs(jax_fn, torch_fn, repeats: int) -> tuple[dict[str, list[float]], object]:
     """Wall times of `jax_fn` and of `torch_fn` at 1 and 2 threads, interleaved so that the shared CPU's
     load drifts affect every contender alike; and torch_fn's 1-thread output (the reference)."""
@@ -88,20 +99,11 @@ def main(argv: list[str] | None = None) -> float:
     ctx = rng.normal(size=(1, 77, 256)).astype(np.float32)
     t = np.array([500.0], np.float32)
 
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def forward(state, x, t, ctx):
-        return nnx.merge(graphdef, state)(x, t, ctx)
-
-    xs, ts, cs = jnp.asarray(x), jnp.asarray(t), jnp.asarray(ctx)
-    t0 = time.perf_counter()
-    out = forward(state, xs, ts, cs).block_until_ready()
-    compile_s = time.perf_counter() - t0
+    run_jax, out, compile_s = compiled_forward(model, x, t, ctx)
 
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     tt, ct = torch.from_numpy(t), torch.from_numpy(ctx)
-    runs, want = interleaved_runs(lambda: forward(state, xs, ts, cs).block_until_ready(),
+    runs, want = interleaved_runs(run_jax,
                                   lambda: ref(xt, tt, ct).sample, args.repeats)
     diff = float(np.abs(np.asarray(out) - want.numpy().transpose(0, 2, 3, 1)).max())
 
