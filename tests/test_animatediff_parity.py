@@ -138,6 +138,14 @@ def test_animatediff_parity_unet_motion_model(pair):
     alone = np.asarray(call(ours, "__call__", jnp.asarray(x.reshape(b * f, 1, *x.shape[2:])),
                             jnp.asarray(np.repeat(t, f)), jnp.asarray(np.repeat(ctx, f, axis=0)))).reshape(want.shape)
     assert np.max(np.abs(alone - want)) > 100 * TOL * max(1.0, float(np.max(np.abs(want))))
+    # bfloat16 compute on the same float32 parameters stays close (norms and softmax run in float32).
+    from m3cvc_jax.weights import flat_params
+
+    half = abstract(lambda: UNetMotionModel(ours.config, ours.motion_config, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+    assign_params(half, flat_params(ours))
+    low = call(half, "__call__", jnp.asarray(x), jnp.asarray(t), jnp.asarray(ctx))
+    assert low.dtype == jnp.bfloat16
+    assert float(np.max(np.abs(np.asarray(low, np.float32) - got)) / np.max(np.abs(got))) < 0.05
 
 
 def test_animatediff_parity_original_checkpoint_no_mid_block(tmp_path):
