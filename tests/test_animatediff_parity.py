@@ -183,6 +183,19 @@ def test_animatediff_converter_both_layouts_agree_and_are_strict(pair, tmp_path)
     pe = next(k for k in sd if k.endswith("pos_embed.pe"))
     with pytest.raises(WeightsError, match="position tables"):
         convert_ad.convert_state_dict({**sd, pe: sd[pe] * 1.01}, cfg)
+    # The command line: a folder converts; a file that is no checkpoint is one error line, exit 2.
+    from convert_weights.__main__ import main as convert_main
+
+    assert convert_main(["animatediff", str(tmp_path / "adapter"), str(tmp_path / "cli")]) == 0
+    assert load_checkpoint(str(tmp_path / "cli"), family="animatediff")[0]["config"]["motion_max_seq_length"] == 24
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    assert convert_main(["animatediff", str(tmp_path / "junk.ckpt"), str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+    # An adapter for other block widths does not fit the UNet.
+    from m3cvc_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="does not fit"):
+        UNetMotionModel(UNetConfig.preset("tiny"), MotionAdapterConfig.preset("v2"), rngs=nnx.Rngs(0))
 
 
 def test_animatediff_parity_ddim_cfg_sampling(pair):
