@@ -16,8 +16,8 @@ import sys
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.eval import vmaf
 
+FRAME_
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
-METRICS = ("psnr", "ms_ssim", "vmaf", "lpips", "dists", "clip_sim")
 
 
 def register(subparsers) -> None:
@@ -29,11 +29,20 @@ def register(subparsers) -> None:
     p.add_argument("--anchor", default=None, help="BD-rate anchor (default: vtm, vvenc, x265 or x264, if evaluated)")
     p.add_argument("--data-root", default=None, help="root of the manual downloads (default: $M3CVC_DATA)")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated among psnr, ms_ssim, vmaf, lpips, dists, clip_sim (default: psnr, ms_ssim, "
-                        "vmaf, and lpips / dists / clip_sim when their weights are given)")
+                   help="comma-separated among psnr, ms_ssim, vmaf, lpips, dists, clip_sim and the VBench "
+                        "dimensions temporal_flickering, subject_consistency, background_consistency, "
+                        "aesthetic_quality (default: psnr, ms_ssim, vmaf, and lpips / dists / clip_sim when their "
+                        "weights are given)")
     p.add_argument("--lpips-weights", default=None, help="converted LPIPS checkpoint (python -m convert_weights lpips)")
     p.add_argument("--dists-weights", default=None, help="converted DISTS checkpoint (python -m convert_weights dists)")
-    p.add_argument("--clip-weights", default=None, help="converted CLIP checkpoint (python -m convert_weights clip)")
+    p.add_argument("--clip-weights", default=None,
+                   help="converted CLIP checkpoint (python -m convert_weights clip); VBench's background "
+                        "consistency uses ViT-B/32")
+    p.add_argument("--dino-weights", default=None,
+                   help="converted DINO ViT-B/16 (python -m convert_weights dino), for subject_consistency")
+    p.add_argument("--aesthetic-weights", default=None, metavar="HEAD,CLIP",
+                   help="converted LAION aesthetic head and CLIP ViT-L/14 checkpoints (python -m convert_weights "
+                        "aesthetic / clip), for aesthetic_quality")
     p.add_argument("--rate-points", action="append", default=[], metavar="CODEC=V1,V2",
                    help="override a codec's rate points (QPs for the anchors); repeatable")
     p.add_argument("--width", type=int, default=None, help="frame width (default: the preset's, e.g. demo 128)")
@@ -87,10 +96,7 @@ def run(args) -> int:
     metric_names, dropped = _metric_names(args)
     metric_names, small = runner.usable_metrics(metric_names, height, width)
     dropped += small
-    jax_metrics = [m for m in metric_names if m != "vmaf"]
-    batch = sharding.BatchMetrics(_metric_objects(jax_metrics, args), per_device=args.per_device)
-    if "vmaf" in metric_names:
-        batch = vmaf.WithVmaf(batch)
+    batch = _batch_metrics(metric_names, args)
     settings = runner.EvalSettings(out=args.out, metrics=metric_names, preprocess=pre, rate_points=rate_points,
                                    progress=not args.no_progress)
     anchor = args.anchor or next((a for a in ("vtm", "vvenc", "x265", "x264") if a in codecs), None)
@@ -174,7 +180,8 @@ def _command(args) -> str:
     import shlex
 
     words = ["m3cvc", "eval", args.dataset, "--out", args.out, "--codecs", args.codecs]
-    for flag in ("anchor", "data_root", "metrics", "lpips_weights", "dists_weights", "clip_weights", "width",
+    for flag in ("anchor", "data_root", "metrics", "lpips_weights", "dists_weights", "clip_weights", "dino_weights",
+                 "aesthetic_weights", "width",
                  "height", "max_frames", "vtm", "vtm_cfg", "preset", "weights", "ablation"):
         value = getattr(args, flag)
         if value is not None:
@@ -191,15 +198,23 @@ def _metric_names(args) -> tuple[list[str], list[str]]:
     """(metrics to compute, dropped defaults with the reason)."""
     if args.metrics:
         names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        from m3cvc_jax.eval.video_metrics import VBENCH_METRICS
+
+        known = FRAME_METRICS + VBENCH_METRICS
         for n in names:
-            if n not in METRICS:
-                raise ConfigError(f"unknown metric {n!r}; one of {', '.join(METRICS)}")
+            if n not in known:
+                raise ConfigError(f"unknown metric {n!r}; one of {', '.join(known)}")
         if "lpips" in names and not args.lpips_weights:
             raise ConfigError("metric lpips needs --lpips-weights DIR (python -m convert_weights lpips ...)")
         if "dists" in names and not args.dists_weights:
             raise ConfigError("metric dists needs --dists-weights DIR (python -m convert_weights dists ...)")
-        if "clip_sim" in names and not args.clip_weights:
-            raise ConfigError("metric clip_sim needs --clip-weights DIR (python -m convert_weights clip ...)")
+        for n, need, option, family in (("clip_sim", args.clip_weights, "--clip-weights DIR", "clip"),
+                                        ("background_consistency", args.clip_weights, "--clip-weights DIR", "clip"),
+                                        ("subject_consistency", args.dino_weights, "--dino-weights DIR", "dino"),
+                                        ("aesthetic_quality", args.aesthetic_weights, "--aesthetic-weights HEAD,CLIP",
+                                         "aesthetic and clip")):
+            if n in names and not need:
+                raise ConfigError(f"metric {n} needs {option} (python -m convert_weights {family} ...)")
         if "vmaf" in names and not vmaf.available():
             raise ConfigError("metric vmaf needs an ffmpeg with libvmaf (imageio-ffmpeg's has it; check M3CVC_FFMPEG)")
         return names, []
@@ -215,6 +230,56 @@ def _metric_names(args) -> tuple[list[str], list[str]]:
     if args.clip_weights:
         names.append("clip_sim")
     return names, dropped
+
+
+def _batch_metrics(names, args):
+    """The runner's metric call: frame metrics sharded over devices, plus the VBench video dimensions."""
+    from m3cvc_jax.eval import metrics, sharding
+    from m3cvc_jax.eval.video_metrics import VBENCH_METRICS, VideoMetrics, with_video_metrics
+
+    jax_frame = [n for n in names if n not in VBENCH_METRICS and n != "vmaf"]
+    video = [n for n in names if n in VBENCH_METRICS]
+    batch = sharding.BatchMetrics(_metric_objects(jax_frame, args), per_device=args.per_device) if jax_frame else None
+    if "vmaf" in names:
+        batch = vmaf.WithVmaf(batch)
+    if not video:
+        return batch
+    models = {}
+    if "subject_consistency" in video:
+        models["dino"] = _load_dino(args.dino_weights)
+    if "background_consistency" in video:
+        models["clip"] = metrics.load_clip_model(args.clip_weights)
+    if "aesthetic_quality" in video:
+        head_dir, sep, clip_dir = args.aesthetic_weights.partition(",")
+        if not sep or not head_dir or not clip_dir:
+            raise ConfigError("--aesthetic-weights takes HEAD,CLIP: the aesthetic head and the CLIP ViT-L/14 folders")
+        models["aesthetic_head"] = _load_aesthetic(head_dir)
+        models["aesthetic_clip"] = metrics.load_clip_model(clip_dir)
+    return with_video_metrics(batch, VideoMetrics(video, **models))
+
+
+def _load_dino(directory):
+    from flax import nnx
+
+    from m3cvc_jax.nn.vit import ViTConfig, ViTModel
+    from m3cvc_jax.weights import assign_params, load_checkpoint
+
+    meta, params = load_checkpoint(directory, family="dino")
+    model = nnx.eval_shape(lambda: ViTModel(ViTConfig.from_dict(meta["config"]), rngs=nnx.Rngs(0)))
+    assign_params(model, params, source=directory)
+    return model
+
+
+def _load_aesthetic(directory):
+    from flax import nnx
+
+    from m3cvc_jax.nn.aesthetic import aesthetic_head
+    from m3cvc_jax.weights import assign_params, load_checkpoint
+
+    meta, params = load_checkpoint(directory, family="aesthetic")
+    head = nnx.eval_shape(lambda: aesthetic_head(meta["config"]["embed_dim"], rngs=nnx.Rngs(0)))
+    assign_params(head, params, source=directory)
+    return head
 
 
 def _metric_objects(names, args):
