@@ -16,7 +16,7 @@ import sys
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.eval import vmaf
 
-FRAME_
+FRAME_METRICS = ("psnr", "ms_ssim", "vmaf", "lpips", "dists", "clip_sim")
 DESCRIPTION = __doc__.split("\n\n", 1)[1].strip()
 
 
