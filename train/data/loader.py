@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from m3cvc_jax.errors import ConfigError
 from train.data.common import KeyframeConfig
 
-BUILDERS = ("video_folder", "msrvtt")
+BUILDERS = ("video_folder", "msrvtt", "corpus")
 
 
 def builder(name: str, *, data_dir: str, **config) -> tfds.core.DatasetBuilder:
@@ -24,6 +24,10 @@ def builder(name: str, *, data_dir: str, **config) -> tfds.core.DatasetBuilder:
         from train.data.video_folder import VideoFolder as cls
     elif name == "msrvtt":
         from train.data.msrvtt import Msrvtt as cls
+    elif name == "corpus":
+        from train.data.corpus import Corpus, CorpusConfig
+
+        return Corpus(config=CorpusConfig(**config), data_dir=data_dir)
     else:
         raise ConfigError(f"unknown dataset {name!r}; one of {', '.join(BUILDERS)}")
     return cls(config=KeyframeConfig(**config), data_dir=data_dir)
