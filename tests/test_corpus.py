@@ -5,44 +5,21 @@ Everything runs on a tiny corpus made here (two generated pictures and one short
 import os
 import subprocess
 import sys
-from fractions import Fraction
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.io.video import Video, read_video, write_mp4
+from m3cvc_jax.io.video import read_video
+from tests.corpus_fixtures import SETTINGS, make_sources
 from train.data import camera_paths, corpus_build, corpus_manifest, loader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = corpus_build.Settings(seed=3, heldout_fraction=0.5, clips_per_photo=2, clip_frames=9, clip_fps=8,
-                                 clip_width=64, clip_height=40, work_side=160)
-
-
-def _picture(w, h, phase):
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = 127 + 120 * np.sin(x / 40.0 + phase)
-    g = 127 + 120 * np.cos(y / 30.0 - phase)
-    b = 255 * (x + y) / (w + h)
-    return np.stack([r, g, b], -1).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sources")
-    out = []
-    for i, (w, h) in enumerate([(400, 260), (300, 420)]):
-        p = d / f"pic{i}.png"
-        Image.fromarray(_picture(w, h, i)).save(p)
-        out.append(corpus_build.Source(str(p), f"pic{i}.png", "photo", "test-backgrounds", "1.0", "CC0-1.0",
-                                       f"/usr/share/backgrounds/pic{i}.png"))
-    frames = np.stack([_picture(96, 64, 0.2 * t) for t in range(12)])
-    clip = d / "clip.mp4"
-    write_mp4(clip, Video(frames, Fraction(8)))
-    out.append(corpus_build.Source(str(clip), "clip.mp4", "clip", "test-video", "0.1", "BSD-3-Clause",
-                                   "data/clip.mp4", split="train"))
-    return out
+    return make_sources(str(tmp_path_factory.mktemp("sources")))
 
 
 @pytest.fixture(scope="module")
