@@ -18,8 +18,8 @@ WIDTH, HEIGHT = 128, 80
 def get_config(arg: str = "") -> object:
     c = vae_pretrain.get_config("small")
     c.width, c.height = WIDTH, HEIGHT
-    # 24,000 images (about 12 passes over the ~2,000 training views); about 3 h on 2 niced CPU cores
-    # shared with other work (docs/demo.md).
+    # 24,000 images (about 14 passes over the corpus's 1,765 training images); about 2 h on 2 idle CPU
+    # cores (4.6 s/step), longer when a niced run shares them (docs/demo.md).
     c.num_steps = 1500
     c.batch_size = 16
     c.log_every = 10
