@@ -20,6 +20,8 @@ def get_config(arg: str = "") -> object:
     c.pixels_per_index = 8
     c.width, c.height = WIDTH, HEIGHT
     c.trainable = "all"
+    # The frozen VAE encodes each of the corpus's training images once, not every batch.
+    c.cache_latents = True
     c.num_steps = 6000
     c.batch_size = 16
     c.log_every = 10

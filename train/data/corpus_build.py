@@ -221,7 +221,8 @@ def skimage_sources(cache: str, names: Iterable[str] = SKIMAGE_PHOTOS) -> list[S
     out = []
     for n in names:
         doc = getattr(data, n).__doc__ or ""
-        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", doc)]
+        # Paragraphs joined into lines, numpydoc headings ("Notes\n-----") dropped.
+        paragraphs = [re.sub(r"\b[A-Z][a-z]+ -{3,} ?", "", " ".join(p.split())) for p in re.split(r"\n\s*\n", doc)]
         lines = [p for p in paragraphs if re.search(r"licen|public domain|cc0|copyright restr", p, re.I)]
         if not lines:
             raise ConfigError(f"skimage.data.{n} states no licence")

@@ -50,7 +50,9 @@ class Batches:
     def __init__(self, source, *, batch_size: int, seed: int, fn: Callable[[dict], dict] | None = None):
         if len(source) == 0:
             raise ConfigError("the training dataset is empty")
+        self.source = source  # unshuffled, unmapped: what a cache of derived features is built from
         ds = grain.MapDataset.source(source).shuffle(seed=seed % 2**32)
+        self.fn = fn
         self.dataset = ds.map(fn) if fn is not None else ds
         self.batch_size, self.num_examples = batch_size, len(source)
 
