@@ -114,6 +114,15 @@ def test_camera_path_stays_in_the_picture_and_eases_in_and_out():
         assert speed[0] <= speed[len(speed) // 2] + 1e-9 and speed[-1] <= speed[len(speed) // 2] + 1e-9
 
 
+def test_a_corpus_with_nothing_held_out_has_only_a_train_split(sources, tmp_path):
+    settings = corpus_build.Settings(**{**SETTINGS.__dict__, "heldout_fraction": 0.0, "clips_per_photo": 0})
+    dest = str(tmp_path / "c")
+    corpus_build.build(dest, sources, settings, log=lambda *_: None)
+    b = loader.prepare("corpus", manual_dir=dest, data_dir=str(tmp_path / "tfds"), width=32, height=24, fps=8.0,
+                       keyframes="interval", interval=1)
+    assert set(b.info.splits) == {"train"} and len(b.as_data_source(split="train")) == 2 * 16 + 12
+
+
 def test_excluded_packages_are_refused(sources, tmp_path):
     bad = corpus_build.Source(sources[2].path, "vtest.avi", "clip", "opencv-doc", "4.6", "BSD", "x", split="train")
     with pytest.raises(ConfigError, match="opencv-doc.*generalisation"):

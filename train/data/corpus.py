@@ -78,8 +78,12 @@ class Corpus(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         root = str(dl_manager.manual_dir)
-        corpus_manifest.read(root)  # a clear error for a folder that is not a corpus
-        return {split: examples(self.builder_config, root, split) for split in corpus_manifest.SPLITS}
+        _, rows = corpus_manifest.read(root)
+        # tfds refuses an empty split: a corpus built with nothing held out has only `train`.
+        splits = [s for s in corpus_manifest.SPLITS if corpus_manifest.select(rows, split=s, kinds=("photo", "clip"))]
+        if "train" not in splits:
+            raise ConfigError(f"corpus {root} has no training photo or clip")
+        return {split: examples(self.builder_config, root, split) for split in splits}
 
     def _generate_examples(self):  # pragma: no cover - _split_generators returns generators directly
         raise NotImplementedError
