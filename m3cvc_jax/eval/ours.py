@@ -107,19 +107,19 @@ class M3CVCCodec:
             self._codecs[key] = Codec(config, store=self._store)
         return self._codecs[key]
 
-    def encode(self, frames: np.ndarray, fps, rate_point, workdir: str) -> str:
+    def encode(self, frames: np.ndarray, fps, rate_point, workdir: str, progress=None) -> str:
         t, h, w, _ = frames.shape
         config = self.config(rate_point, w, h, fps)
-        stream, _ = self.codec(config).encode(Video(np.asarray(frames, np.uint8), as_fraction(fps)))
+        stream, _ = self.codec(config).encode(Video(np.asarray(frames, np.uint8), as_fraction(fps)), report=progress)
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, f"{rate_point}.m3cvc")
         bsf.write_bitstream(path, stream)
         return path
 
-    def decode(self, path: str) -> np.ndarray:
+    def decode(self, path: str, progress=None) -> np.ndarray:
         stream = bsf.read_bitstream(path)
         decoder = self.codec(decoder_config(stream, weights=self.weights))
-        return decoder.decode(stream).video.frames
+        return decoder.decode(stream, report=progress).video.frames
 
 
 def make_ours(preset=None, weights=None, overrides=(), rate_points=None, **_) -> M3CVCCodec:

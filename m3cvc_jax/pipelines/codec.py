@@ -33,7 +33,7 @@ import functools
 import sys
 import time
 from fractions import Fraction
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,8 @@ from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
 from m3cvc_jax.errors import BitstreamError, ConfigError
 from m3cvc_jax.io import bitstream_file as bsf
-from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video
+from m3cvc_jax.io.destination import check_file_output, check_folder_output
+from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video, writes_folder
 from m3cvc_jax.pipelines import api, keyframe_stage, modes
 from m3cvc_jax.pipelines import presets as codec_configs
 from m3cvc_jax.pipelines import settings as settings_lib
@@ -70,9 +71,21 @@ class Timings(dict):
         return sum(self.values())
 
 
-def progress(iterable, desc: str, total: int | None = None):
-    """tqdm on stderr for the long stages (silent when stderr is not a terminal)."""
-    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, disable=None, unit="step")
+# `report(stage, done, total)`: an optional caller's view of the long stages (e.g. `m3cvc eval`'s bar).
+Report = Callable[[str, int, int], None]
+
+
+def progress(iterable, desc: str, total: int | None = None, report: Report | None = None):
+    """tqdm on stderr for the long stages (silent when stderr is not a terminal); `report` is told too."""
+    bar = tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, disable=None, unit="step")
+    return bar if report is None else _reporting(bar, desc, len(iterable) if total is None else total, report)
+
+
+def _reporting(items, desc: str, total: int, report: Report):
+    report(desc, 0, total)
+    for i, item in enumerate(items):
+        yield item
+        report(desc, i + 1, total)
 
 
 def clip_segments(keyframes: Sequence[int], num_frames: int) -> list[tuple[int, int]]:
@@ -230,8 +243,9 @@ class Codec:
     def index_model(self) -> IndexModel:
         return index_model(self.config, self.models)
 
-    def encode(self, video: Video, timings: Timings | None = None):
-        """(Bitstream, keyframe Decision) of preprocessed frames at the config's frame size."""
+    def encode(self, video: Video, timings: Timings | None = None, report: Report | None = None):
+        """(Bitstream, keyframe Decision) of preprocessed frames at the config's frame size;
+        `report(stage, done, total)` follows the stages."""
         config, models = self.config, self.models
         timings = Timings() if timings is None else timings
         frames = video.frames
@@ -246,24 +260,26 @@ class Codec:
             fingerprint = models.fingerprint()
 
         with timings.stage("keyframes"):
+            if report:
+                report("keyframe selection", 0, t)
             decision = keyframe_stage.select(frames, kcfg, models)
             keyframes = [int(i) for i in np.flatnonzero(np.asarray(decision.is_keyframe))]
 
         with timings.stage("describe"):
             describer = models.describer()
             kf_texts, previous = [], None
-            for k in progress(keyframes, "describe keyframes"):
+            for k in progress(keyframes, "describe keyframes", report=report):
                 previous = describer.describe_keyframe(frames[k], previous)
                 kf_texts.append(previous)
             segments = clip_segments(keyframes, t)
             clip_texts = [describer.describe_clip(frames[clip_sample(s, e, config.dialogue.clip_frames)],
                                                   kf_texts[keyframes.index(s)])
-                          for s, e in progress(segments, "describe clips")]
+                          for s, e in progress(segments, "describe clips", report=report)]
 
         with timings.stage("keyframe codec"):
             params = {"codec": models.codec}
             maps = [np.asarray(api.encode_keyframe(params, to_model_range(frames[k]))) for k in
-                    progress(keyframes, "encode keyframes")]
+                    progress(keyframes, "encode keyframes", report=report)]
 
         with timings.stage("entropy + text coding"):
             index_data = tuple(encode_indices(m, imodel) for m in maps)
@@ -281,6 +297,7 @@ class Codec:
         return stream, decision
 
     def encode_file(self, input_path: str, output_path: str) -> EncodeResult:
+        check_file_output(output_path, input_path)  # before the long part, not after
         timings = Timings()
         with timings.stage("read"):
             video = read_input(input_path, self.config)
@@ -304,10 +321,14 @@ class Codec:
                                  f"{cc.post_encoder.codebook_size}")
 
     def decode(self, stream: bs.Bitstream, *, seed: int | None = None, fps: float | None = None,
-               timings: Timings | None = None) -> DecodeResult:
-        """Frames of a stream (this codec from `for_stream`). seed: sampling seed (default: the header's)."""
+               timings: Timings | None = None, report: Report | None = None) -> DecodeResult:
+        """Frames of a stream (this codec from `for_stream`). seed: sampling seed (default: the header's);
+        `report(stage, done, total)` follows the stages (SEINE in frames)."""
         timings = Timings() if timings is None else timings
         h = stream.header
+        mode = self.mode.name
+        if fps is not None:
+            check_output_rate(h, fps)
         models = self.models
         with timings.stage("models"):
             models.require(("sd-vae", "post-encoder", "keyframe-unet", "clip", "seine"))
@@ -323,6 +344,8 @@ class Codec:
         kf_key, clip_key = jax.random.split(key)
 
         with timings.stage("text encoding"):
+            if report:
+                report("text encoding", 0, 1)
             texts = [""] + list(stream.keyframe_texts) + list(stream.clip_texts)
             # One batch of fixed size per call keeps a single compiled program whatever the text count.
             emb = np.concatenate([np.asarray(api.encode_text(params, api.tokenize(texts[i:i + 1])))
@@ -332,20 +355,24 @@ class Codec:
             clip_emb = emb[1 + len(h.keyframes):]
 
         with timings.stage("keyframes (SD)"):
-            decoded = [api.decode_keyframe(params, jnp.asarray(m), kf_emb[i], jax.random.fold_in(kf_key, i),
-                                           spec.keyframe, null)
-                       for i, m in enumerate(progress(maps, "decode keyframes"))]
-            decoded = [jax.block_until_ready(d) for d in decoded]
+            # Each keyframe is waited for, so the progress shown is the work done, not the work dispatched.
+            decoded = [jax.block_until_ready(api.decode_keyframe(params, jnp.asarray(m), kf_emb[i],
+                                                                 jax.random.fold_in(kf_key, i), spec.keyframe, null))
+                       for i, m in enumerate(progress(maps, "decode keyframes", report=report))]
 
         with timings.stage("clips (SEINE)"):
+            if report:
+                report(f"SEINE frames ({mode})", 0, h.num_frames)
             out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
             clip_decoder = {"seine": self._seine_clip}[self.mode.clip_decoder]
             index_of = {k: i for i, k in enumerate(h.keyframes)}
-            for j, (s, e) in enumerate(progress(segments, f"clips ({self.mode.name})")):
+            for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
                 last = decoded[index_of[e]] if self.mode.last_keyframe_given and e in index_of else None
                 clip = clip_decoder(decoded[index_of[s]], last, clip_emb[j], jax.random.fold_in(clip_key, j),
                                     e - s + 1, null)
                 out[s:e + 1] = to_uint8(clip)
+                if report:
+                    report(f"SEINE frames ({mode})", e + 1, h.num_frames)
             keyframes = np.stack([to_uint8(d) for d in decoded])
             out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
             out[list(h.keyframes)] = keyframes
@@ -364,15 +391,32 @@ class Codec:
         return video[0]
 
 
+def check_output_rate(header: bs.Header, fps: float) -> None:
+    """A requested output rate the same rules as the coded one allow, giving at most MAX_FRAMES frames."""
+    settings_lib.RANGES["video.fps"].check("--fps", fps)
+    settings_lib.check_fps_representable("--fps", fps)
+    frames = header.num_frames * Fraction(repr(float(fps))) / header.fps
+    if frames > bs.MAX_FRAMES:
+        raise ConfigError(f"--fps {fps:g} would make {float(frames):.3g} frames from {header.num_frames} at "
+                          f"{float(header.fps):g} fps (at most {bs.MAX_FRAMES})")
+
+
 def decode_file(input_path: str, output_path: str, *, mode: str | None = None, fps: float | None = None,
                 seed: int | None = None, weights: str | None = None, overrides: Sequence[str] = (),
-                store: ModelStore | None = None) -> DecodeResult:
-    """Read a stream, decode it with the codec its header names, write the frames."""
+                force: bool = False, store: ModelStore | None = None) -> DecodeResult:
+    """Read a stream, decode it with the codec its header names, write the frames.
+    force: write into a non-empty output folder, replacing only the frame files and video.json."""
+    if writes_folder(output_path):  # before the long part, not after
+        check_folder_output(output_path, input_path, force)
+    else:
+        check_file_output(output_path, input_path)
     timings = Timings()
     with timings.stage("read"):
         stream = bsf.read_bitstream(input_path)
+        if fps is not None:
+            check_output_rate(stream.header, fps)  # before any model or weights folder is looked at
         codec = Codec.for_stream(stream, mode=mode, weights=weights, overrides=overrides, store=store)
     result = codec.decode(stream, seed=seed, fps=fps, timings=timings)
     with timings.stage("write"):
-        write_video(output_path, result.video)
+        write_video(output_path, result.video, force=force)
     return result
