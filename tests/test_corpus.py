@@ -172,3 +172,16 @@ def test_licence_of_an_unstructured_copyright_file():
         "Licensed under Creative Commons Attribution-ShareAlike 3.0 License"
     with pytest.raises(ConfigError, match="no licence"):
         corpus_build.deb_licence("nothing here", "/x.jpg")
+
+
+def test_rebuild_replaces_only_what_the_old_manifest_listed(sources, tmp_path):
+    dest = tmp_path / "c"
+    corpus_build.build(str(dest), sources, SETTINGS, log=lambda *_: None)
+    (dest / "notes.txt").write_text("mine")
+    notes = []
+    rows = corpus_build.build(str(dest), sources, SETTINGS, log=notes.append)
+    assert all((dest / r["path"]).is_file() for r in rows) and not (dest / "notes.txt").exists()
+    assert (tmp_path / "c.old" / "notes.txt").read_text() == "mine"  # kept, with nothing else beside it
+    assert [p.name for p in (tmp_path / "c.old").iterdir()] == ["notes.txt"]
+    assert any("not deleted" in n for n in notes)
+    assert not (tmp_path / "c.building").exists()

@@ -15,6 +15,7 @@ measure generalisation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import glob
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.io.atomic import atomic_directory, atomic_write_bytes
+from m3cvc_jax.io.atomic import atomic_write_bytes
 from m3cvc_jax.io.video import Video, write_y4m
 from train.data import camera_paths, corpus_manifest
 
@@ -299,7 +300,7 @@ def build(dest: str, sources: list[Source], settings: Settings = Settings(), log
         raise ConfigError(f"{dest} exists and is not a corpus: refusing to replace it")
     sources = assign_splits(sources, settings.heldout_fraction)
     rows: list[dict] = []
-    with atomic_directory(dest) as tmp:
+    with _corpus_directory(dest, log) as tmp:
         for s in sorted(sources, key=lambda s: (s.kind, s.package, s.name)):
             sub = "photos" if s.kind == "photo" else os.path.join("videos", "real")
             rel = os.path.join(s.split, sub, s.package, s.name)
@@ -329,3 +330,38 @@ def build(dest: str, sources: list[Source], settings: Settings = Settings(), log
         with open(os.path.join(tmp, "manifest.csv"), "w", encoding="utf-8") as f:
             f.write(corpus_manifest.to_csv(rows))
     return rows
+
+
+@contextlib.contextmanager
+def _corpus_directory(dest: str, log):
+    """A staging folder beside `dest` that takes its place when the build succeeds.
+
+    A corpus built there before is replaced by removing only the files its manifest lists (and the
+    manifests): anything else someone put in that folder stays, in `DEST.old`, with a note. A failed build
+    removes only its own staging folder.
+    """
+    dest = os.path.abspath(dest)
+    staging, old = dest + ".building", dest + ".old"
+    for p in (staging, old):
+        if os.path.lexists(p):
+            raise ConfigError(f"{p} exists (left by an interrupted build?): move it away first")
+    os.makedirs(staging)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not os.path.exists(dest):
+        os.rename(staging, dest)
+        return
+    listed = [r["path"] for r in corpus_manifest.read(dest)[1]] if os.listdir(dest) else []
+    os.rename(dest, old)
+    os.rename(staging, dest)
+    for rel in [*listed, corpus_manifest.MANIFEST, "manifest.csv"]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(old, rel))
+    for root, _, _ in sorted(os.walk(old), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(root)  # only empty folders go
+    if os.path.exists(old):
+        log(f"note: {old} keeps files the old corpus did not list; they were not deleted")
