@@ -106,15 +106,20 @@ def atomic_files(directory: str | os.PathLike, names: Sequence[str]) -> Iterator
     name, in the order of `names` (put an index file last so it never lists a frame not yet in place).
 
     Only the named files are replaced; every other entry of `directory` is left alone. On failure the
-    temporary files are removed and the named ones keep their old content (a failure during the final
-    renames, e.g. a name that is an existing folder, leaves the names before it replaced).
+    temporary files are removed and the named ones keep their old content. A name that is an existing
+    folder (which rename(2) cannot replace) is refused before anything is written; a failure during the
+    final renames themselves (an I/O error) leaves the names before it replaced and the others as they were.
     """
     directory = os.fspath(directory)
+    for name in names:
+        if os.path.basename(name) != name or name in ("", ".", ".."):
+            raise ValueError(f"not a plain file name: {name!r}")
+        target = os.path.join(directory, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file this command wrote", target)
     tmps: dict[str, str] = {}
     try:
         for name in names:
-            if os.path.basename(name) != name or name in ("", ".", ".."):
-                raise ValueError(f"not a plain file name: {name!r}")
             try:
                 fd, tmps[name] = tempfile.mkstemp(prefix=f".{name}.tmp-", suffix=os.path.splitext(name)[1],
                                                   dir=directory)
