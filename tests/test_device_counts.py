@@ -4,8 +4,8 @@ decoded frames differ by at most one level in a small fraction of values.
 One fresh process per device count (XLA_FLAGS=--xla_force_host_platform_device_count=N, fixed when JAX
 starts) runs `m3cvc encode` of 5 frames (keyframes 0 and 4: one clip, so every decoder stage runs once)
 and `m3cvc decode` of that stream through `cli.main`, so both commands share the process's models and
-compiled programs. Compiling dominates (about 20 s of CPU per process, against well under a second of
-sampling at this size), so the two processes run at the same time rather than one after the other.
+compiled programs. Compiling dominates (about 20 s of CPU per process; frame count and size barely
+change it), so the two processes run at the same time rather than one after the other.
 """
 
 from __future__ import annotations
