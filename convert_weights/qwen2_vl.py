@@ -87,7 +87,7 @@ def _cast(value: np.ndarray, dtype: str) -> np.ndarray:
     return value.astype(np.float32)
 
 
-def convert(src: str, dst: str, *, dtype: str = "float32") -> str:
+def convert(src: str, dst: str, *, dtype: str = "float32", overwrite: bool = False) -> str:
     from m3cvc_jax.nn.qwen2_vl import Qwen2VLConfig
     from m3cvc_jax.weights import save_checkpoint
 
@@ -105,7 +105,7 @@ def convert(src: str, dst: str, *, dtype: str = "float32") -> str:
         # Transposed kernels are views of the tensors read; a compact copy each lets the originals go.
         params[key] = np.ascontiguousarray(params[key])
     config = dataclasses.asdict(cfg)
-    fp = save_checkpoint(dst, family=FAMILY, config=config, params=params)
+    fp = save_checkpoint(dst, family=FAMILY, config=config, params=params, overwrite=overwrite)
     copied = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(src, f))]
     if copied:
         os.makedirs(os.path.join(dst, "tokenizer"), exist_ok=True)

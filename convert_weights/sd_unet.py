@@ -98,9 +98,10 @@ def convert_params(cfg: UNetConfig, sd, rename, *, source: str = "checkpoint") -
     return map_onto(shapes, pad_conv_in(cfg, sd, rename), rename=rename, source=source)
 
 
-def convert(src: str, dst: str, config: str | None = None, extra_in_channels: int = 0) -> str:
+def convert(src: str, dst: str, config: str | None = None, extra_in_channels: int = 0, *,
+            overwrite: bool = False) -> str:
     if extra_in_channels < 0:
         raise ConfigError(f"--extra-in-channels must be >= 0, got {extra_in_channels}")
     cfg, sd, rename = load_reference(src, config, extra_in_channels)
     params = convert_params(cfg, sd, rename, source=src)
-    return save_checkpoint(dst, family="sd-unet", config=dataclasses.asdict(cfg), params=params)
+    return save_checkpoint(dst, family="sd-unet", config=dataclasses.asdict(cfg), params=params, overwrite=overwrite)

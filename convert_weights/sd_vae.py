@@ -64,7 +64,7 @@ def convert_params(cfg: VAEConfig, sd, rename, *, source: str = "checkpoint") ->
     return map_onto(shapes, sd, rename=rename, source=source)
 
 
-def convert(src: str, dst: str, config: str | None = None) -> str:
+def convert(src: str, dst: str, config: str | None = None, *, overwrite: bool = False) -> str:
     cfg, sd, rename = load_reference(src, config)
     params = convert_params(cfg, sd, rename, source=src)
-    return save_checkpoint(dst, family="sd-vae", config=dataclasses.asdict(cfg), params=params)
+    return save_checkpoint(dst, family="sd-vae", config=dataclasses.asdict(cfg), params=params, overwrite=overwrite)

@@ -25,7 +25,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from m3cvc_jax.errors import WeightsError
+from m3cvc_jax.errors import OutputError, WeightsError
+from m3cvc_jax.io.atomic import move_directory_into_place
+from m3cvc_jax.io.destination import check_can_create_in, folder_is_empty, holds
 
 FORMAT_VERSION = 1
 
@@ -57,15 +59,68 @@ def fingerprint(params: Mapping[str, Any], tables: Mapping[str, Any] | None = No
     return h.hexdigest()[:16]
 
 
+# What save_checkpoint (and the qwen2-vl converter's tokenizer copy) put in a checkpoint folder.
+CHECKPOINT_ENTRIES = frozenset({"config.json", "params", "tokenizer"})
+
+
+def is_checkpoint_folder(directory: str) -> bool:
+    """`directory` holds a checkpoint we wrote and nothing else: our config.json, an orbax `params/`, and at
+    most the tokenizer files a converter copies beside them."""
+    try:
+        entries = set(os.listdir(directory))
+    except OSError:
+        return False
+    if not entries <= CHECKPOINT_ENTRIES or not {"config.json", "params"} <= entries:
+        return False
+    if os.path.islink(params := os.path.join(directory, "params")) or not os.path.isdir(params):
+        return False
+    try:
+        meta = read_config(directory)
+    except WeightsError:
+        return False
+    return isinstance(meta.get("family"), str) and isinstance(meta.get("fingerprint"), str)
+
+
+def check_checkpoint_destination(directory: str, *, source: str | None = None, overwrite: bool = False) -> None:
+    """Refuse, before any work, a destination `save_checkpoint` must not write: the source or a folder
+    holding it, anything that is not a new or empty folder or (with `overwrite`) a checkpoint we wrote,
+    or a place where no folder can be created."""
+    if source is not None and os.path.lexists(source) and (
+            os.path.abspath(directory) == os.path.abspath(source) or holds(directory, source)):
+        raise OutputError(f"{directory}: holds the source {source}; choose another output folder")
+    if os.path.islink(directory):
+        raise OutputError(f"{directory}: is a symbolic link; give the folder itself")
+    if os.path.lexists(directory):
+        if not os.path.isdir(directory):
+            raise OutputError(f"{directory}: exists and is not a folder")
+        try:
+            empty = folder_is_empty(directory)
+        except OSError as e:
+            raise OutputError(f"{directory}: cannot read the folder: {e.strerror or e}") from None
+        if not empty:
+            if not is_checkpoint_folder(directory):
+                raise OutputError(f"{directory}: folder is not empty and does not hold a checkpoint written here; "
+                                  f"give a new or empty folder")
+            if not overwrite:
+                raise OutputError(f"{directory}: already holds a checkpoint; give --force to replace it")
+    check_can_create_in(directory)
+
+
 def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], params: Mapping[str, Any],
-                    tables: Mapping[str, Any] | None = None) -> str:
+                    tables: Mapping[str, Any] | None = None, overwrite: bool = False) -> str:
     """Write `params` (flat dict), `config` and optional integer `tables` to `directory` atomically;
-    returns the fingerprint."""
+    returns the fingerprint.
+
+    The checkpoint is built under a temporary name beside `directory` and renamed into place. `directory`
+    may be new or an empty folder; an existing checkpoint we wrote is replaced only with `overwrite`;
+    anything else is refused with an OutputError (`check_checkpoint_destination`, asked again at the end).
+    """
     directory = os.path.abspath(directory)
+    check_checkpoint_destination(directory, overwrite=overwrite)
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     fp = fingerprint(params, tables)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
     try:
         import orbax.checkpoint as ocp  # a slow import (seconds), needed only to write weights
 
@@ -77,9 +132,11 @@ def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], p
             meta["tables"] = {k: [int(x) for x in np.asarray(v).ravel()] for k, v in tables.items()}
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True, default=_json_default)
-        if os.path.exists(directory):
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        check_checkpoint_destination(directory, overwrite=overwrite)
+        try:
+            move_directory_into_place(tmp, directory, is_checkpoint_folder if overwrite else lambda _: False)
+        except OSError as e:
+            raise OutputError(f"{directory}: cannot write the checkpoint: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

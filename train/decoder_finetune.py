@@ -11,7 +11,6 @@ UNet is exported to `<workdir>/export` (family `sd-unet`, its config with `extra
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -216,8 +215,8 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     s = setup(config, workdir)
     state, rows = loop.run(config=config, workdir=workdir, state=s.state, step_fn=s.step_fn, batches=s.batches,
                            mesh=s.mesh, name="decoder_finetune")
-    weights.save_checkpoint(os.path.join(workdir, "export"), family="sd-unet",
-                            config=dataclasses.asdict(s.codec_config.unet), params=pure_to_flat(state["params"]))
+    loop.save_export(workdir, family="sd-unet", config=dataclasses.asdict(s.codec_config.unet),
+                     params=pure_to_flat(state["params"]))
     return state, rows
 
 

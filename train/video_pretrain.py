@@ -17,7 +17,6 @@ has no describer); `text_dropout` does not apply. The trained UNet is exported t
 from __future__ import annotations
 
 import dataclasses
-import os
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,8 +172,7 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
 
     state, rows = loop.run(config=config, workdir=workdir, state=state, step_fn=step_fn, batches=batches,
                            mesh=mesh, name="video_pretrain")
-    weights.save_checkpoint(os.path.join(workdir, "export"), family="seine", config=dataclasses.asdict(cfg),
-                            params=pure_to_flat(state["params"]))
+    loop.save_export(workdir, family="seine", config=dataclasses.asdict(cfg), params=pure_to_flat(state["params"]))
     return state, rows
 
 

@@ -208,7 +208,7 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     state, rows = loop.run(config=config, workdir=workdir, state=s.state, step_fn=s.step_fn, batches=s.batches,
                            mesh=s.mesh, name="vq_pretrain")
     histogram = index_histogram(s, state["params"], config.histogram_batches)
-    export(state["params"], s.codec_config.post_encoder, os.path.join(workdir, "export"), histogram=histogram)
+    export(state["params"], s.codec_config.post_encoder, workdir, histogram=histogram)
     return state, rows
 
 
@@ -218,13 +218,13 @@ def pure_to_flat(tree: Any) -> dict[str, Any]:
     return {".".join(str(k.key) for k in path): jax.device_get(v) for path, v in leaves}
 
 
-def export(params: dict, pe_config: PostEncoderConfig, directory: str,
+def export(params: dict, pe_config: PostEncoderConfig, workdir: str,
            histogram: tuple[int, ...] | None = None) -> str:
     """post_encoder.* and codebook.embedding as a weights checkpoint (what the codec loads), with the word
     histogram of `coding.entropy_model=static` when given."""
     flat = pure_to_flat({k: params[k] for k in ("post_encoder", "codebook")})
-    return weights.save_checkpoint(directory, family=EXPORT_FAMILY, config=dataclasses.asdict(pe_config),
-                                   params=flat, tables={"histogram": histogram} if histogram else None)
+    return loop.save_export(workdir, family=EXPORT_FAMILY, config=dataclasses.asdict(pe_config), params=flat,
+                            tables={"histogram": histogram} if histogram else None)
 
 
 if __name__ == "__main__":
