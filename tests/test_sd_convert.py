@@ -15,7 +15,8 @@ from m3cvc_jax.errors import ConfigError, WeightsError  # noqa: E402
 from m3cvc_jax.nn.unet import UNetConfig  # noqa: E402
 from m3cvc_jax.nn.vae import VAEConfig  # noqa: E402
 from m3cvc_jax.weights import load_checkpoint  # noqa: E402
-from tests.sd_reference import randomise, torch_state  # noqa: E402
+from tests.randomize import assert_no_init_constants, randomize_all  # noqa: E402
+from tests.sd_reference import torch_state  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -32,8 +33,10 @@ VAE = dict(block_out_channels=(8, 16, 16), layers_per_block=1, norm_num_groups=4
 def refs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sd_convert")
     unet, vae = diffusers.UNet2DConditionModel(**UNET), diffusers.AutoencoderKL(**VAE)
-    randomise(unet, 0)
-    randomise(vae, 1)
+    randomize_all(unet, 0)
+    randomize_all(vae, 1)
+    assert_no_init_constants(unet)
+    assert_no_init_constants(vae)
     unet.save_pretrained(tmp / "pipe" / "unet")
     vae.save_pretrained(tmp / "pipe" / "vae")
     return tmp, unet, vae
