@@ -57,9 +57,13 @@ def fingerprint(params: Mapping[str, Any], tables: Mapping[str, Any] | None = No
 
 
 def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], params: Mapping[str, Any],
-                    tables: Mapping[str, Any] | None = None) -> str:
+                    tables: Mapping[str, Any] | None = None, compress: bool = True) -> str:
     """Write `params` (flat dict), `config` and optional integer `tables` to `directory` atomically;
-    returns the fingerprint."""
+    returns the fingerprint.
+
+    compress=False with jax-array params writes them without a copy; orbax copies numpy arrays before
+    writing, and compression holds another copy of every array in flight: 2x the model on top of it
+    (converters of multi-GB models pass jax arrays and compress=False). Both kinds load the same way."""
     directory = os.path.abspath(directory)
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
@@ -68,9 +72,14 @@ def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], p
     try:
         import orbax.checkpoint as ocp
 
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(os.path.join(tmp, "params"), {k: np.asarray(v) for k, v in params.items()})
-        checkpointer.wait_until_finished()
+        tree = {k: v if isinstance(v, jax.Array) else np.asarray(v) for k, v in params.items()}
+        if compress:
+            checkpointer = ocp.StandardCheckpointer()
+            checkpointer.save(os.path.join(tmp, "params"), tree)
+            checkpointer.wait_until_finished()
+        else:
+            ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False)).save(
+                os.path.join(tmp, "params"), args=ocp.args.PyTreeSave(tree))
         meta = {"format": FORMAT_VERSION, "family": family, "config": dict(config), "fingerprint": fp}
         if tables:
             meta["tables"] = {k: [int(x) for x in np.asarray(v).ravel()] for k, v in tables.items()}
