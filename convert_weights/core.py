@@ -123,7 +123,7 @@ def to_device_arrays(params: dict[str, np.ndarray]) -> dict[str, Any]:
     import jax
 
     for key in list(params):
-        params[key] = jax.device_put(np.ascontiguousarray(params[key]))
+        params[key] = jax.device_put(np.asarray(params[key], order="C"))  # ascontiguousarray makes 0-d 1-d
     return params
 
 
