@@ -22,6 +22,9 @@ FAMILIES = {
     "qwen2-vl": "convert_weights.qwen2_vl",
     "lpips": "convert_weights.lpips",
     "dists": "convert_weights.dists",
+    "animatediff": "convert_weights.animatediff",
+    "dino": "convert_weights.dino",
+    "aesthetic": "convert_weights.aesthetic",
 }
 
 

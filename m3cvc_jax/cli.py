@@ -16,9 +16,10 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
 from m3cvc_jax import __version__
-from m3cvc_jax.errors import M3CVCError
+from m3cvc_jax.errors import InputWarning, M3CVCError
 
 COMMANDS = ("encode", "decode", "inspect", "eval")
 EXIT_USER_ERROR = 2
@@ -77,8 +78,16 @@ def _report(message: str) -> None:
     print(f"m3cvc: error: {_one_line(message)}", file=sys.stderr)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    if issubclass(category, InputWarning):
+        print(f"m3cvc: warning: {_one_line(str(message))}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any, Mapping
 
@@ -102,11 +103,25 @@ def read_config(directory: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             meta = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise WeightsError(f"cannot read {path}: {e}") from None
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path}: expected a JSON object, got a {type(meta).__name__}")
     if meta.get("format") != FORMAT_VERSION:
         raise WeightsError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
+    for key, kind in (("family", str), ("config", dict), ("fingerprint", str), ("tables", dict)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise WeightsError(f"{path}: {key!r} must be a JSON {_JSON_NAMES[kind]}, got {type(meta[key]).__name__}")
+    for name, table in meta.get("tables", {}).items():
+        if not isinstance(table, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                  for x in table):
+            raise WeightsError(f"{path}: table {name!r} must be a list of non-negative integers")
+    if "config" not in meta:
+        raise WeightsError(f"{path}: no 'config' (the model's settings)")
     return meta
+
+
+_JSON_NAMES = {str: "string", dict: "object"}
 
 
 def load_checkpoint(directory: str, *, family: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -117,10 +132,36 @@ def load_checkpoint(directory: str, *, family: str | None = None) -> tuple[dict[
     import orbax.checkpoint as ocp
 
     try:
-        restored = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(directory), "params"))
+        with ocp.StandardCheckpointer() as checkpointer:
+            restored = checkpointer.restore(os.path.join(os.path.abspath(directory), "params"))
     except Exception as e:  # orbax raises many types; the user needs one line
+        _silence_orphaned_reads()
         raise WeightsError(f"cannot read the weights in {directory}: {type(e).__name__}: {e}") from None
     return meta, {k: np.asarray(v) for k, v in restored.items()}
+
+
+def _silence_orphaned_reads() -> None:
+    """After a failed restore, drop the "Event loop is closed" errors of the reads it left behind.
+
+    orbax restores inside `asyncio.run`: when one tensorstore read fails, the loop is closed while the
+    other reads of the checkpoint are still running in tensorstore's threads; each one that finishes
+    later calls `loop.call_soon_threadsafe` on the closed loop, and the RuntimeError lands in
+    `sys.unraisablehook`, which would print a traceback per read after the one-line error. Those reads'
+    results are unwanted anyway, so exactly that error is dropped (everything else reaches the previous
+    hook). The hook stays installed: stragglers may finish at any time until the process exits.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_orphaned_reads", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._drops_orphaned_reads = True
+    sys.unraisablehook = hook
 
 
 def assign_params(model: nnx.Module, params: Mapping[str, Any], *, source: str = "checkpoint") -> None:

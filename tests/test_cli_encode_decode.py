@@ -44,7 +44,9 @@ def test_encode_not_a_video(out, tmp_path):
     ("video.width=12.5", "expected a int"),
     ("decode.mode=sideways", "decode.mode='sideways'"),
     ("coding.text_codec=gzip", "coding.text_codec"),
-    ("video_model.steps=0", "must be positive"),
+    ("video_model.steps=0", "must be in [1, 1000]"),
+    ("video.fps=inf", "video.fps=inf: must be a finite number"),
+    ("video_model.strength=2", "must be in (0, 1]"),
     ("novalue", "KEY=VALUE"),
 ])
 def test_encode_bad_setting(out, setting, needle):

@@ -149,4 +149,4 @@ def test_paper_preset_runs_from_a_weights_folder(workdir):
 
     shutil.rmtree(os.path.join(root, "seine"))
     with pytest.raises(WeightsError, match=r"seine.*python -m convert_weights seine seine.pt .*weights/seine"):
-        m3cvc.decode_file(path, str(workdir / "paper_png"), weights=root)
+        m3cvc.decode_file(path, str(workdir / "paper_png_again"), weights=root)

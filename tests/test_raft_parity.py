@@ -100,7 +100,8 @@ def test_raft_lookup_matches_grid_sample():
     from m3cvc_jax.nn.raft_corr import correlation_pyramid
 
     got = lookup(correlation_pyramid(f1, f2, 3), coords, 2)
-    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    # Correlations reach ~4 here; 64 float32 ulps of the largest (measured on an AMD EPYC: ~10).
+    np.testing.assert_allclose(np.asarray(got), want, atol=64 * np.finfo(np.float32).eps * np.abs(want).max())
 
 
 def test_raft_convert_command_original_checkpoint(tmp_path):

@@ -1,8 +1,9 @@
 """Scheduler parity: our DDPM/DDIM steps against diffusers' schedulers.
 
 The diffusers chains run 50 steps side by side with the same random model outputs and noise, each
-scheduler fed its own previous sample; max abs difference of x_{t-1} <= 1e-5 at every step. The checks that
-need no torch (hand-computed steps, SEINE's golden respacing) are in test_scheduler.py.
+scheduler fed its own previous sample; the difference of x_{t-1} at every step is bounded in float32 ulps
+of the sample's scale (`STEP_ULPS`, `CHAIN_ULPS`). The checks that need no torch (hand-computed steps,
+SEINE's golden respacing) are in test_scheduler.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ diffusers = pytest.importorskip("diffusers")
 torch.set_num_threads(1)
 
 STEPS = 50
+ULP = float(np.finfo(np.float32).eps)
+# diffusers builds alphas_cumprod as a float32 product of up to 1000 factors with torch's vectorised
+# kernels, whose order (so rounding) depends on the CPU's instruction set (AVX2 on AMD EPYC, AVX-512 on
+# Intel): 1 - abar near t = 0 carries tens of ulps of error that differ by machine, and every step
+# inherits it times |x|. Measured worst (AMD EPYC, v_zero_snr_trailing_eta0): 68 ulps for one step, 91
+# for the chain; a wrong coefficient or timestep is >= 1e4 ulps. The bounds leave 3-5x for other CPUs.
+STEP_ULPS = 256
+CHAIN_ULPS = 512
 
 
 def _schedule_kwargs(cfg):
@@ -69,8 +78,9 @@ def _x0_scale(ours, i, x, model_out):
 def _run_chain(ours, theirs, step_theirs, seed):
     """Run both schedulers over all steps with the same model outputs and noise.
 
-    Returns (step, x0, chain): the max abs difference of x_{t-1} when our step is given the reference's
-    current sample (step by step), the same for x_0 relative to the size of the terms it is computed from,
+    Returns (step, x0, chain): the max difference of x_{t-1} relative to the sample scale when our step is
+    given the reference's current sample (step by step), that of x_0 relative to the size of the terms it
+    is computed from,
     and the max difference of our own chain from the reference chain relative to the sample scale (without
     a real network the chain amplifies x by up to 1/sqrt(abar_T), so float32 ulps grow with it).
     """
@@ -91,12 +101,18 @@ def _run_chain(ours, theirs, step_theirs, seed):
         ref_x0 = x0_t.numpy().transpose(0, 2, 3, 1)
         prev_o, x0_o = _jit_step(ours, i, jnp.asarray(x_ref), jnp.asarray(model_out), noise)
         chain_o, _ = _jit_step(ours, i, jnp.asarray(x_chain), jnp.asarray(model_out), noise)
-        worst_step = max(worst_step, float(np.abs(np.asarray(prev_o) - ref_prev).max()))
-        worst_x0 = max(worst_x0, float((np.abs(np.asarray(x0_o) - ref_x0) / _x0_scale(ours, i, x_ref, model_out)).max()))
         scale = max(1.0, float(np.abs(ref_prev).max()))
+        worst_step = max(worst_step, float(np.abs(np.asarray(prev_o) - ref_prev).max()) / scale)
+        worst_x0 = max(worst_x0, float((np.abs(np.asarray(x0_o) - ref_x0) / _x0_scale(ours, i, x_ref, model_out)).max()))
         worst_chain = max(worst_chain, float(np.abs(np.asarray(chain_o) - ref_prev).max()) / scale)
         x_ref, x_chain, x_theirs = ref_prev, np.asarray(chain_o), prev_t
     return worst_step, worst_x0, worst_chain
+
+
+def _check_chain(worst_step, worst_x0, worst_chain):
+    assert worst_step <= STEP_ULPS * ULP, worst_step / ULP
+    assert worst_x0 <= STEP_ULPS * ULP, worst_x0 / ULP
+    assert worst_chain <= CHAIN_ULPS * ULP, worst_chain / ULP
 
 
 DDPM_CONFIGS = {
@@ -129,9 +145,7 @@ def test_scheduler_ddpm_parity(name):
         return out.prev_sample, out.pred_original_sample
 
     worst_step, worst_x0, worst_chain = _run_chain(ours, theirs, step_theirs, seed=len(name))
-    assert worst_step <= 1e-5, worst_step
-    assert worst_x0 <= 1e-5, worst_x0
-    assert worst_chain <= 1e-5, worst_chain
+    _check_chain(worst_step, worst_x0, worst_chain)
 
 
 DDIM_CONFIGS = {
@@ -167,9 +181,7 @@ def test_scheduler_ddim_parity(name):
         return out.prev_sample, out.pred_original_sample
 
     worst_step, worst_x0, worst_chain = _run_chain(ours, theirs, step_theirs, seed=len(name))
-    assert worst_step <= 1e-5, worst_step
-    assert worst_x0 <= 1e-5, worst_x0
-    assert worst_chain <= 1e-5, worst_chain
+    _check_chain(worst_step, worst_x0, worst_chain)
 
 
 @pytest.mark.parity

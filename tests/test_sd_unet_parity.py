@@ -25,8 +25,9 @@ def _run_spatial(ours, ref, x, *args_t, args_j=()):
 
 
 def _check(got, want):
+    """TOL of the output's scale (at least 1): float32 rounding grows with the values compared."""
     assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+    np.testing.assert_allclose(got, want, atol=TOL * max(1.0, float(np.abs(want).max())), rtol=0)
 
 
 def _pair(build, ref, seed=0):

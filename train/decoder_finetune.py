@@ -33,7 +33,7 @@ from m3cvc_jax.nn.post_encoder import Codebook, PostEncoder
 from m3cvc_jax.nn.unet import UNet2DConditionModel
 from m3cvc_jax.random_weights import random_module
 from train import cli, loop, optim, sharding
-from train.data import loader
+from train.data import latent_cache, loader
 from train.vq_pretrain import EXPORT_FAMILY as VQ_FAMILY
 from train.vq_pretrain import Setup, codec_config, load_frozen_vae, make_batches, pure_to_flat
 
@@ -99,7 +99,8 @@ def denoising_loss(predict, x0: jax.Array, noise: jax.Array, t: jax.Array, level
 def _step(spec: Spec, frozen_params: Any, levels: NoiseLevel, null_ids: jax.Array, state: dict, batch: dict,
           key: jax.Array) -> tuple[dict, dict]:
     frozen = nnx.merge(spec.frozen, frozen_params)
-    latent = frame_latent(frozen.vae, batch["image"])
+    # A cached batch carries the frozen VAE's latents (config cache_latents), computed once per example.
+    latent = batch["latent"] if "latent" in batch else frame_latent(frozen.vae, batch["image"])
     codebook = frozen.codebook()
     indices = vq.nearest(frozen.post_encoder(latent), codebook)
     z_hat = condition(codebook, indices, latent.shape[1:3])
@@ -224,7 +225,14 @@ def setup(config, workdir: str) -> Setup:
     def step_fn(state, batch, key):
         return train_step(spec, frozen_params, levels, null_ids, state, batch, key)
 
-    return Setup(state, step_fn, make_batches(config, workdir, _tokenize(codec_cfg.text_pad_id)), mesh, codec_cfg)
+    batches = make_batches(config, workdir, _tokenize(codec_cfg.text_pad_id))
+    if config.get("cache_latents", False):
+        batches = latent_cache.cached(batches, _latent_fn(frozen_def), frozen_params, seed=config.seed)
+    return Setup(state, step_fn, batches, mesh, codec_cfg)
+
+
+def _latent_fn(frozen_def: nnx.GraphDef):
+    return jax.jit(lambda p, images: frame_latent(nnx.merge(frozen_def, p).vae, images))
 
 
 def train(config, workdir: str) -> tuple[dict, list[dict]]:

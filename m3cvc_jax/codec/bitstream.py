@@ -9,6 +9,7 @@ so corrupt input raises BitstreamError (never another exception), allocates no m
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 import zlib
@@ -321,6 +322,8 @@ def _read_header(r: _Reader) -> tuple[Header, int]:
     r.done()
     if fps_den == 0:
         r.fail("fps denominator is zero")
+    if math.gcd(fps_num, fps_den) != 1:  # writers store lowest terms: one stream, one byte string
+        r.fail(f"fps {fps_num}/{fps_den} not in lowest terms")
     header = Header(
         width=width,
         height=height,

@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("decode", help="rebuild a video from a bitstream", description=DESCRIPTION)
     p.add_argument("input", metavar="IN", help="an m3cvc bitstream")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.mp4, OUT.y4m, or a folder for PNG frames")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty output folder: replace only its frame_*.png files and video.json")
     p.add_argument("--mode", choices=("interpolation", "prediction"),
                    help="clip reconstruction (default: the mode in the stream)")
     p.add_argument("--fps", type=_positive_float, help="output frame rate (default: the stream's)")
@@ -56,7 +58,7 @@ def run(args) -> int:
     from m3cvc_jax.pipelines import m3cvc
 
     result = m3cvc.decode_file(args.input, args.output, mode=args.mode, fps=args.fps, seed=args.seed,
-                               weights=args.weights, overrides=args.set)
+                               weights=args.weights, overrides=args.set, force=args.force)
     v = result.video
     w, h = v.size
     print(f"{args.input} -> {args.output}: {v.num_frames} frames, {w}x{h} at {float(v.fps):g} fps")

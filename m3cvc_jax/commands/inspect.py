@@ -68,7 +68,13 @@ def _human(info: dict) -> str:
         lines.append(f"keyframe {i} (frame {k}): {t}")
     for i, t in enumerate(info["texts"]["clip"]):
         lines.append(f"clip {i}: {t}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
+
+
+def printable(text: str) -> str:
+    """Non-printable characters as Python escapes (\\x1b, \\u202e, \\n): a crafted stream's texts must not
+    drive the terminal (escape sequences, bidi overrides) or forge extra lines of the listing."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def run(args) -> int:

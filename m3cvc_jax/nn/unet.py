@@ -5,12 +5,16 @@ extra_in_channels)`, timesteps scalar or `(B,)`, context `(B, S, cross_attention
 out_channels)`. `extra_in_channels` widens `conv_in` with zero-initialised input channels (M3-CVC's
 keyframe condition concatenated to the noisy latent): a model converted from plain SD weights computes
 exactly what SD computes whatever those channels hold, until fine-tuning moves them.
+
+`motion_modules(part, index)` (AnimateDiff, nn/animatediff.py) inserts one module per layer after each
+spatial layer of a block ("down"/"up" block index, or "mid" 0), applied as `module(x, num_frames)` on the
+(B*T, H, W, C) frames; `__call__(..., num_frames=T)` says how the batch splits into clips.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -150,7 +154,7 @@ class DownBlock(nnx.Module):
 
     def __init__(self, in_channels: int, out_channels: int, temb_channels: int, *, num_layers: int,
                  attention: bool, heads: int, transformer_layers: int, add_downsample: bool, cfg: UNetConfig,
-                 dtype, param_dtype, rngs: nnx.Rngs):
+                 motion_modules: Sequence[nnx.Module] = (), dtype, param_dtype, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.resnets = nnx.List([
             ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels, temb_channels=temb_channels,
@@ -161,13 +165,16 @@ class DownBlock(nnx.Module):
                                     for _ in range(num_layers)] if attention else [])
         self.downsamplers = nnx.List([Downsample2D(out_channels, padding=cfg.downsample_padding, **kw)]
                                      if add_downsample else [])
+        self.motion_modules = nnx.List(motion_modules)
 
-    def __call__(self, x, temb, context):
+    def __call__(self, x, temb, context, num_frames=1):
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
             if len(self.attentions):
                 x = self.attentions[i](x, context)
+            if len(self.motion_modules):
+                x = self.motion_modules[i](x, num_frames)
             skips.append(x)
         for down in self.downsamplers:
             x = down(x)
@@ -180,7 +187,7 @@ class UpBlock(nnx.Module):
 
     def __init__(self, in_channels: int, prev_channels: int, out_channels: int, temb_channels: int, *,
                  num_layers: int, attention: bool, heads: int, transformer_layers: int, add_upsample: bool,
-                 cfg: UNetConfig, dtype, param_dtype, rngs: nnx.Rngs):
+                 cfg: UNetConfig, motion_modules: Sequence[nnx.Module] = (), dtype, param_dtype, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         resnets = []
         for i in range(num_layers):
@@ -192,32 +199,40 @@ class UpBlock(nnx.Module):
         self.attentions = nnx.List([_transformer(out_channels, heads, transformer_layers, cfg, kw)
                                     for _ in range(num_layers)] if attention else [])
         self.upsamplers = nnx.List([Upsample2D(out_channels, **kw)] if add_upsample else [])
+        self.motion_modules = nnx.List(motion_modules)
 
-    def __call__(self, x, skips, temb, context, upsample_size=None):
+    def __call__(self, x, skips, temb, context, upsample_size=None, num_frames=1):
         for i, resnet in enumerate(self.resnets):
             x = resnet(jnp.concatenate([x, skips.pop()], axis=-1), temb)
             if len(self.attentions):
                 x = self.attentions[i](x, context)
+            if len(self.motion_modules):
+                x = self.motion_modules[i](x, num_frames)
         for up in self.upsamplers:
             x = up(x, upsample_size)
         return x
 
 
 class MidBlock(nnx.Module):
-    """UNetMidBlock2DCrossAttn: resnet, then (transformer, resnet) pairs."""
+    """UNetMidBlock2DCrossAttn: resnet, then (transformer, resnet) pairs; a motion module, if any, goes
+    between the transformer and the resnet (diffusers' UNetMidBlockCrossAttnMotion)."""
 
     def __init__(self, channels: int, temb_channels: int, *, heads: int, transformer_layers: int,
-                 cfg: UNetConfig, dtype, param_dtype, rngs: nnx.Rngs):
+                 cfg: UNetConfig, motion_modules: Sequence[nnx.Module] = (), dtype, param_dtype, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.resnets = nnx.List([ResnetBlock2D(channels, channels, temb_channels=temb_channels,
                                                groups=cfg.norm_num_groups, eps=cfg.norm_eps, **kw)
                                  for _ in range(2)])
         self.attentions = nnx.List([_transformer(channels, heads, transformer_layers, cfg, kw)])
+        self.motion_modules = nnx.List(motion_modules)
 
-    def __call__(self, x, temb, context):
+    def __call__(self, x, temb, context, num_frames=1):
         x = self.resnets[0](x, temb)
-        for attn, resnet in zip(self.attentions, self.resnets[1:]):
-            x = resnet(attn(x, context), temb)
+        for i, (attn, resnet) in enumerate(zip(self.attentions, self.resnets[1:])):
+            x = attn(x, context)
+            if len(self.motion_modules):
+                x = self.motion_modules[i](x, num_frames)
+            x = resnet(x, temb)
         return x
 
 
@@ -228,9 +243,14 @@ def _transformer(channels: int, heads: int, num_layers: int, cfg: UNetConfig, kw
                               upcast_attention=cfg.upcast_attention, **kw)
 
 
+MotionModules = Callable[[str, int], Sequence[nnx.Module]]
+
+
 class UNet2DConditionModel(nnx.Module):
-    def __init__(self, config: UNetConfig, *, dtype=F32, param_dtype=F32, rngs: nnx.Rngs):
+    def __init__(self, config: UNetConfig, *, motion_modules: MotionModules | None = None, dtype=F32,
+                 param_dtype=F32, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        motion = motion_modules or (lambda part, index: ())
         self.config, self.dtype = config, dtype
         ch = config.block_out_channels
         heads = config.per_block("num_attention_heads")
@@ -246,30 +266,33 @@ class UNet2DConditionModel(nnx.Module):
         self.down_blocks = nnx.List([
             DownBlock(ch[max(i - 1, 0)], ch[i], temb, num_layers=config.layers_per_block,
                       attention=config.down_block_types[i] == CROSS_DOWN, heads=heads[i],
-                      transformer_layers=tlayers[i], add_downsample=i < n - 1, cfg=config, **kw)
+                      transformer_layers=tlayers[i], add_downsample=i < n - 1, cfg=config,
+                      motion_modules=motion("down", i), **kw)
             for i in range(n)
         ])
-        self.mid_block = MidBlock(ch[-1], temb, heads=heads[-1], transformer_layers=tlayers[-1], cfg=config, **kw)
+        self.mid_block = MidBlock(ch[-1], temb, heads=heads[-1], transformer_layers=tlayers[-1], cfg=config,
+                                  motion_modules=motion("mid", 0), **kw)
         rch, rheads, rtl = ch[::-1], heads[::-1], tlayers[::-1]
         self.up_blocks = nnx.List([
             UpBlock(rch[min(i + 1, n - 1)], rch[max(i - 1, 0)], rch[i], temb, num_layers=config.layers_per_block + 1,
                     attention=config.up_block_types[i] == CROSS_UP, heads=rheads[i], transformer_layers=rtl[i],
-                    add_upsample=i < n - 1, cfg=config, **kw)
+                    add_upsample=i < n - 1, cfg=config, motion_modules=motion("up", i), **kw)
             for i in range(n)
         ])
         self.conv_norm_out = GroupNorm(config.norm_num_groups, ch[0], eps=config.norm_eps, **kw)
         self.conv_out = conv2d(ch[0], config.out_channels, 3, padding=1, **kw)
 
-    def __call__(self, sample: jax.Array, timesteps: jax.Array, context: jax.Array) -> jax.Array:
+    def __call__(self, sample: jax.Array, timesteps: jax.Array, context: jax.Array, *, num_frames: int = 1
+                 ) -> jax.Array:
         b, h, w, _ = sample.shape
         t = jnp.broadcast_to(jnp.asarray(timesteps, F32).reshape(-1), (b,))
         temb = self.time_embedding(self.time_proj(t).astype(self.dtype))
         x = self.conv_in(sample)
         skips = [x]
         for block in self.down_blocks:
-            x, s = block(x, temb, context)
+            x, s = block(x, temb, context, num_frames)
             skips.extend(s)
-        x = self.mid_block(x, temb, context)
+        x = self.mid_block(x, temb, context, num_frames)
         # Resolutions not divisible by 2^(blocks-1): upsample to the matching skip's size, as diffusers does.
         factor = 2 ** (len(self.up_blocks) - 1)
         odd = h % factor or w % factor
@@ -277,5 +300,5 @@ class UNet2DConditionModel(nnx.Module):
             used = skips[-len(block.resnets):]
             del skips[-len(block.resnets):]
             size = skips[-1].shape[1:3] if odd and len(block.upsamplers) else None
-            x = block(x, used, temb, context, size)
+            x = block(x, used, temb, context, size, num_frames)
         return self.conv_out(self.conv_norm_out(x, act="silu"))

@@ -107,7 +107,7 @@ class M3CVCCodec:
             self._models[key] = Models(config)
         return self._models[key]
 
-    def encode(self, frames: np.ndarray, fps, rate_point, workdir: str) -> str:
+    def encode(self, frames: np.ndarray, fps, rate_point, workdir: str, progress=None) -> str:
         from m3cvc_jax.codec import bitstream as bs
         from m3cvc_jax.io.video import Video, as_fraction
         from m3cvc_jax.pipelines import m3cvc
@@ -115,19 +115,19 @@ class M3CVCCodec:
         t, h, w, _ = frames.shape
         config = self.config(rate_point, w, h, fps)
         stream, _ = m3cvc.encode_video(Video(np.asarray(frames, np.uint8), as_fraction(fps)), config,
-                                       self.models(config))
+                                       self.models(config), report=progress)
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, f"{rate_point}.m3cvc")
         bs.write_bitstream(path, stream)
         return path
 
-    def decode(self, path: str) -> np.ndarray:
+    def decode(self, path: str, progress=None) -> np.ndarray:
         from m3cvc_jax.codec import bitstream as bs
         from m3cvc_jax.pipelines import m3cvc
 
         stream = bs.read_bitstream(path)
         config = m3cvc.decoder_config(stream, weights=self.weights)
-        return m3cvc.decode_stream(stream, config, self.models(config)).video.frames
+        return m3cvc.decode_stream(stream, config, self.models(config), report=progress).video.frames
 
 
 def make_ours(preset=None, weights=None, overrides=(), rate_points=None, **_) -> M3CVCCodec:

@@ -23,7 +23,7 @@ import dataclasses
 import sys
 import time
 from fractions import Fraction
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +32,8 @@ import numpy as np
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
 from m3cvc_jax.errors import BitstreamError, ConfigError
-from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video
+from m3cvc_jax.io.destination import check_file_output, check_folder_output
+from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video, writes_folder
 from m3cvc_jax.pipelines import api
 from m3cvc_jax.pipelines import settings as settings_lib
 from m3cvc_jax.pipelines.models import Models
@@ -55,11 +56,23 @@ class Timings(dict):
         return sum(self.values())
 
 
-def progress(iterable, desc: str, total: int | None = None):
-    """tqdm on stderr for the long stages (silent when stderr is not a terminal)."""
+# `report(stage, done, total)`: an optional caller's view of the long stages (e.g. `m3cvc eval`'s bar).
+Report = Callable[[str, int, int], None]
+
+
+def progress(iterable, desc: str, total: int | None = None, report: Report | None = None):
+    """tqdm on stderr for the long stages (silent when stderr is not a terminal); `report` is told too."""
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, disable=None, unit="step")
+    bar = tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, disable=None, unit="step")
+    return bar if report is None else _reporting(bar, desc, len(iterable) if total is None else total, report)
+
+
+def _reporting(items, desc: str, total: int, report: Report):
+    report(desc, 0, total)
+    for i, item in enumerate(items):
+        yield item
+        report(desc, i + 1, total)
 
 
 def clip_segments(keyframes: Sequence[int], num_frames: int) -> list[tuple[int, int]]:
@@ -113,8 +126,10 @@ def read_input(path: str, config) -> Video:
                                              max_frames=v.max_frames or None))
 
 
-def encode_video(video: Video, config, models: Models | None = None, timings: Timings | None = None):
-    """(Bitstream, keyframe Decision) of preprocessed frames; `config` from `settings.load_config`."""
+def encode_video(video: Video, config, models: Models | None = None, timings: Timings | None = None,
+                 report: Report | None = None):
+    """(Bitstream, keyframe Decision) of preprocessed frames; `config` from `settings.load_config`;
+    `report(stage, done, total)` follows the stages."""
     from m3cvc_jax.pipelines import keyframe_stage
 
     timings = Timings() if timings is None else timings
@@ -131,24 +146,26 @@ def encode_video(video: Video, config, models: Models | None = None, timings: Ti
         fingerprint = models.fingerprint()
 
     with timings.stage("keyframes"):
+        if report:
+            report("keyframe selection", 0, t)
         decision = keyframe_stage.select(frames, kcfg, models, config.keyframes.flow_updates)
         keyframes = [int(i) for i in np.flatnonzero(np.asarray(decision.is_keyframe))]
 
     with timings.stage("describe"):
         describer = models.describer()
         kf_texts, previous = [], None
-        for k in progress(keyframes, "describe keyframes"):
+        for k in progress(keyframes, "describe keyframes", report=report):
             previous = describer.describe_keyframe(frames[k], previous)
             kf_texts.append(previous)
         segments = clip_segments(keyframes, t)
         clip_texts = [describer.describe_clip(frames[clip_sample(s, e, config.dialogue.clip_frames)],
                                               kf_texts[keyframes.index(s)])
-                      for s, e in progress(segments, "describe clips")]
+                      for s, e in progress(segments, "describe clips", report=report)]
 
     with timings.stage("keyframe codec"):
         params = {"codec": models.codec}
         maps = [np.asarray(api.encode_keyframe(params, to_model_range(frames[k]))) for k in
-                progress(keyframes, "encode keyframes")]
+                progress(keyframes, "encode keyframes", report=report)]
 
     with timings.stage("entropy + text coding"):
         index_data = tuple(encode_indices(m, imodel) for m in maps)
@@ -167,6 +184,7 @@ def encode_video(video: Video, config, models: Models | None = None, timings: Ti
 
 
 def encode_file(input_path: str, output_path: str, config, models: Models | None = None) -> EncodeResult:
+    check_file_output(output_path, input_path)  # before the long part, not after
     timings = Timings()
     with timings.stage("read"):
         video = read_input(input_path, config)
@@ -236,12 +254,26 @@ def check_stream(stream: bs.Bitstream, models: Models) -> None:
                              f"{cc.post_encoder.codebook_size}")
 
 
+def check_output_rate(header: bs.Header, fps: float) -> None:
+    """A requested output rate the same rules as the coded one allow, giving at most MAX_FRAMES frames."""
+    settings_lib.RANGES["video.fps"].check("--fps", fps)
+    settings_lib.check_fps_representable("--fps", fps)
+    frames = header.num_frames * Fraction(repr(float(fps))) / header.fps
+    if frames > bs.MAX_FRAMES:
+        raise ConfigError(f"--fps {fps:g} would make {float(frames):.3g} frames from {header.num_frames} at "
+                          f"{float(header.fps):g} fps (at most {bs.MAX_FRAMES})")
+
+
 def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *, seed: int | None = None,
-                  fps: float | None = None, timings: Timings | None = None) -> DecodeResult:
-    """Frames of a stream; `config` from `decoder_config`. seed: sampling seed (default: the header's)."""
+                  fps: float | None = None, timings: Timings | None = None,
+                  report: Report | None = None) -> DecodeResult:
+    """Frames of a stream; `config` from `decoder_config`. seed: sampling seed (default: the header's);
+    `report(stage, done, total)` follows the stages (SEINE in frames)."""
     timings = Timings() if timings is None else timings
     h = stream.header
     mode = config.decode.mode
+    if fps is not None:
+        check_output_rate(h, fps)
     with timings.stage("models"):
         models = Models(config) if models is None else models
         models.require(("sd-vae", "post-encoder", "keyframe-unet", "clip", "seine"))
@@ -258,6 +290,8 @@ def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *,
     kf_key, clip_key = jax.random.split(key)
 
     with timings.stage("text encoding"):
+        if report:
+            report("text encoding", 0, 1)
         texts = [""] + list(stream.keyframe_texts) + list(stream.clip_texts)
         # One batch of fixed size per call keeps a single compiled program whatever the text count.
         emb = np.concatenate([np.asarray(api.encode_text(params, api.tokenize(texts[i:i + 1])))
@@ -267,12 +301,14 @@ def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *,
         clip_emb = emb[1 + len(h.keyframes):]
 
     with timings.stage("keyframes (SD)"):
-        decoded = [api.decode_keyframe(params, jnp.asarray(m), kf_emb[i], jax.random.fold_in(kf_key, i),
-                                       spec.keyframe, null)
-                   for i, m in enumerate(progress(maps, "decode keyframes"))]
-        decoded = [jax.block_until_ready(d) for d in decoded]
+        # Each keyframe is waited for, so the progress shown is the work done, not the work dispatched.
+        decoded = [jax.block_until_ready(api.decode_keyframe(params, jnp.asarray(m), kf_emb[i],
+                                                             jax.random.fold_in(kf_key, i), spec.keyframe, null))
+                   for i, m in enumerate(progress(maps, "decode keyframes", report=report))]
 
     with timings.stage("clips (SEINE)"):
+        if report:
+            report(f"SEINE frames ({mode})", 0, h.num_frames)
         out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
         index_of = {k: i for i, k in enumerate(h.keyframes)}
         for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
@@ -281,6 +317,8 @@ def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *,
                                         clip_emb[j], jax.random.fold_in(clip_key, j), spec.clip,
                                         "interpolation" if both else "prediction", e - s + 1, null)
             out[s:e + 1] = to_uint8(clip)
+            if report:
+                report(f"SEINE frames ({mode})", e + 1, h.num_frames)
         keyframes = np.stack([to_uint8(d) for d in decoded])
         out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
         out[list(h.keyframes)] = keyframes
@@ -295,12 +333,18 @@ def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *,
 
 
 def decode_file(input_path: str, output_path: str, *, mode: str | None = None, fps: float | None = None,
-                seed: int | None = None, weights: str | None = None, overrides: Sequence[str] = ()) -> DecodeResult:
+                seed: int | None = None, weights: str | None = None, overrides: Sequence[str] = (),
+                force: bool = False) -> DecodeResult:
+    """force: write into a non-empty output folder, replacing only the frame files and video.json."""
+    if writes_folder(output_path):  # before the long part, not after
+        check_folder_output(output_path, input_path, force)
+    else:
+        check_file_output(output_path, input_path)
     timings = Timings()
     with timings.stage("read"):
         stream = bs.read_bitstream(input_path)
         config = decoder_config(stream, mode=mode, weights=weights, overrides=overrides)
     result = decode_stream(stream, config, seed=seed, fps=fps, timings=timings)
     with timings.stage("write"):
-        write_video(output_path, result.video)
+        write_video(output_path, result.video, force=force)
     return result

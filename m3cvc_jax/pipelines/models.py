@@ -137,6 +137,11 @@ class Models:
             if config.preset not in WEIGHT_SOURCES:
                 raise ConfigError(f"unknown preset {config.preset!r}; one of {', '.join(WEIGHT_SOURCES)}")
             source = WEIGHT_SOURCES[config.preset]
+        if config.weights and not (source.kind == "folder" and source.directory is None):
+            # Silently ignoring the folder would let a user believe their weights were used.
+            has = "random weights drawn from the seed" if source.kind == "random" else "its own bundled weights"
+            raise ConfigError(f"--weights {config.weights}: preset {config.preset!r} uses {has}; --weights "
+                              f"applies to preset paper")
         self.source = source
         self.root = source.root(config) if source.kind == "folder" else None
         self._meta: dict[str, dict] = {}
@@ -173,6 +178,16 @@ class Models:
 
     # -- configs
 
+    def _model_config(self, name: str, build, settings: dict | None = None):
+        """`build(settings)` (default: the component's config.json "config"); a malformed one (unknown
+        fields, wrong types) is a fault of the weights folder, reported as such."""
+        settings = dict(self.meta(name)["config"]) if settings is None else settings
+        try:
+            return build(settings)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            where = os.path.join(self.component_dir(name), "config.json")
+            raise WeightsError(f"{where}: invalid model settings ({type(e).__name__}: {e})") from None
+
     @functools.cached_property
     def clip_config(self):
         from m3cvc_jax.nn.clip import CLIPConfig, PRESETS
@@ -186,7 +201,7 @@ class Models:
         if cfg.pop("kind", "full") != "full":
             raise WeightsError(f"{self.component_dir('clip')}: a text-only CLIP checkpoint; the codec needs both "
                                f"towers (convert without --text-only)")
-        return CLIPConfig.from_dict(cfg)
+        return self._model_config("clip", CLIPConfig.from_dict, cfg)
 
     @functools.cached_property
     def codec_config(self):
@@ -203,14 +218,14 @@ class Models:
         if self.root is None:
             cfg = KeyframeCodecConfig.preset(kc.preset, pixels_per_index=kc.pixels_per_index, **common)
             return dataclasses.replace(cfg, text=self.clip_config.text)
-        pe = PostEncoderConfig(**self.meta("post-encoder")["config"])
+        pe = self._model_config("post-encoder", lambda d: PostEncoderConfig(**d))
         ppi = 8 * 2**pe.num_stages
         if ppi != kc.pixels_per_index:
             raise WeightsError(f"the post-encoder in {self.root} codes {ppi} pixels per index but "
                                f"keyframe_codec.pixels_per_index={kc.pixels_per_index}")
-        unet = UNetConfig.from_dict(self.meta("keyframe-unet")["config"])
+        unet = self._model_config("keyframe-unet", UNetConfig.from_dict)
         unet = dataclasses.replace(unet, extra_in_channels=pe.codebook_dim)
-        vae = VAEConfig.from_dict(self.meta("sd-vae")["config"])
+        vae = self._model_config("sd-vae", VAEConfig.from_dict)
         return KeyframeCodecConfig(vae=vae, unet=unet, text=self.clip_config.text, post_encoder=pe,
                                    pixels_per_index=ppi, **common)
 
@@ -224,7 +239,7 @@ class Models:
                 raise ConfigError(f"video_model.preset: unknown {name!r}; one of {', '.join(PRESETS)}")
             cfg = PRESETS[name]()
         else:
-            cfg = VideoUNetConfig(**self.meta("seine")["config"])
+            cfg = self._model_config("seine", lambda d: VideoUNetConfig(**d))
         if cfg.cross_attention_dim != self.clip_config.text.hidden_size:
             raise ConfigError(f"SEINE attends to {cfg.cross_attention_dim}-d text but the CLIP text tower is "
                               f"{self.clip_config.text.hidden_size}-d")
@@ -241,7 +256,7 @@ class Models:
             return PRESETS[FLOW_PRESETS[name]]
         cfg = dict(self.meta("raft")["config"])
         cfg.pop("preset", None)
-        return RAFTConfig.from_dict(cfg)
+        return self._model_config("raft", RAFTConfig.from_dict, cfg)
 
     # -- modules
 
