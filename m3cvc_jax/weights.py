@@ -107,13 +107,18 @@ def check_checkpoint_destination(directory: str, *, source: str | None = None, o
 
 
 def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], params: Mapping[str, Any],
-                    tables: Mapping[str, Any] | None = None, overwrite: bool = False) -> str:
+                    tables: Mapping[str, Any] | None = None, overwrite: bool = False,
+                    compress: bool = True) -> str:
     """Write `params` (flat dict), `config` and optional integer `tables` to `directory` atomically;
     returns the fingerprint.
 
     The checkpoint is built under a temporary name beside `directory` and renamed into place. `directory`
     may be new or an empty folder; an existing checkpoint we wrote is replaced only with `overwrite`;
     anything else is refused with an OutputError (`check_checkpoint_destination`, asked again at the end).
+
+    compress=False with jax-array params writes them without a copy; orbax copies numpy arrays before
+    writing, and compression holds another copy of every array in flight: 2x the model on top of it
+    (converters of multi-GB models pass jax arrays and compress=False). Both kinds load the same way.
     """
     directory = os.path.abspath(directory)
     check_checkpoint_destination(directory, overwrite=overwrite)
@@ -124,9 +129,14 @@ def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], p
     try:
         import orbax.checkpoint as ocp  # a slow import (seconds), needed only to write weights
 
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(os.path.join(tmp, "params"), {k: np.asarray(v) for k, v in params.items()})
-        checkpointer.wait_until_finished()
+        tree = {k: v if isinstance(v, jax.Array) else np.asarray(v) for k, v in params.items()}
+        if compress:
+            checkpointer = ocp.StandardCheckpointer()
+            checkpointer.save(os.path.join(tmp, "params"), tree)
+            checkpointer.wait_until_finished()
+        else:
+            ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False)).save(
+                os.path.join(tmp, "params"), args=ocp.args.PyTreeSave(tree))
         meta = {"format": FORMAT_VERSION, "family": family, "config": dict(config), "fingerprint": fp}
         if tables:
             meta["tables"] = {k: [int(x) for x in np.asarray(v).ravel()] for k, v in tables.items()}

@@ -19,6 +19,7 @@ from flax import nnx
 from m3cvc_jax.errors import WeightsError
 from m3cvc_jax.nn.temporal_attention import relative_position_buckets
 from m3cvc_jax.nn.video_unet import VideoUNetConfig
+from tests.randomize import assert_no_init_constants
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "seine")
 
@@ -76,6 +77,15 @@ def test_seine_fixture_config_is_the_tiny_preset():
     assert tuple(cfg["up_block_types"]) == tiny.up_block_types
     assert (cfg["layers_per_block"], cfg["cross_attention_dim"], cfg["norm_num_groups"], cfg["in_channels"]) == (
         tiny.layers_per_block, tiny.cross_attention_dim, tiny.norm_num_groups, tiny.in_channels)
+
+
+def test_seine_fixture_weights_have_no_init_constants():
+    """The golden outputs were made by SEINE's own code (its venv is not here to rerun it) with these
+    weights: every tensor random, zero-initialised ones included, so the golden outputs see each of them.
+    The rotary `freqs` are a definition the converter checks, not a weight."""
+    keys, _ = MG.load_keys()
+    checked = assert_no_init_constants(reference_state_dict(), ignore=("rotary_emb.freqs",))
+    assert checked == sum(not k.endswith("rotary_emb.freqs") and np.prod(s) > 1 for k, s in keys)
 
 
 @pytest.fixture(scope="module")

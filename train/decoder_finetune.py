@@ -85,6 +85,16 @@ def _tx(spec: Spec, params: Any) -> optax.GradientTransformation:
     return optim.masked(spec.optimizer, spec.schedule_steps, trainable)
 
 
+def denoising_loss(predict, x0: jax.Array, noise: jax.Array, t: jax.Array, levels: NoiseLevel,
+                   prediction_type: str = "epsilon") -> jax.Array:
+    """The fine-tuning objective: mean over every element of (predict(x_t, t) - target)^2, with
+    x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise and the target of `prediction_type` (noise for epsilon)."""
+    level = levels[t]
+    x_t = predictions.add_noise(x0, noise, level)
+    target = predictions.training_target(prediction_type, x0, noise, level)
+    return jnp.mean(jnp.square(predict(x_t, t).astype(jnp.float32) - target))
+
+
 def _step(spec: Spec, frozen_params: Any, levels: NoiseLevel, null_ids: jax.Array, state: dict, batch: dict,
           key: jax.Array) -> tuple[dict, dict]:
     frozen = nnx.merge(spec.frozen, frozen_params)
@@ -103,14 +113,11 @@ def _step(spec: Spec, frozen_params: Any, levels: NoiseLevel, null_ids: jax.Arra
     context = jnp.where(drop[:, None, None], null, text)
     t = jax.random.randint(k_t, (b,), 0, levels.sqrt_alpha_prod.shape[0])
     noise = jax.random.normal(k_noise, latent.shape, jnp.float32)
-    level = levels[t]
-    x_t = predictions.add_noise(latent, noise, level)
-    target = predictions.training_target(spec.prediction_type, latent, noise, level)
 
     def loss_fn(params):
         unet = nnx.merge(spec.unet, params)
-        out = unet_eps(unet, x_t, t, (z_hat, context))
-        return jnp.mean(jnp.square(out.astype(jnp.float32) - target))
+        predict = lambda x_t, t: unet_eps(unet, x_t, t, (z_hat, context))  # noqa: E731
+        return denoising_loss(predict, latent, noise, t, levels, spec.prediction_type)
 
     params = state["params"]
     loss, grads = jax.value_and_grad(loss_fn)(params)

@@ -57,6 +57,19 @@ def unet_config(config, cross_attention_dim: int) -> VideoUNetConfig:
         up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * (n - 1))
 
 
+def masked_video_loss(predict, z: jax.Array, noise: jax.Array, t: jax.Array, levels: NoiseLevel,
+                      mask: jax.Array, masked: jax.Array) -> jax.Array:
+    """SEINE's epsilon objective: the network sees [x_t, mask, masked-video latent] on the channel axis and
+    the loss is mean (eps_hat - noise)^2 over every element of the window.
+
+    Over every frame, given ones included, as SEINE's training_losses (mean_flat over the window): sampling
+    denoises the given frames too, and their noise estimates feed the others through temporal attention;
+    left untrained they diverge and take the generated frames with them."""
+    x_t = predictions.add_noise(z, noise, levels[t])
+    eps = predict(seine_masks.unet_input(x_t, mask, masked), t).astype(jnp.float32)
+    return jnp.mean(jnp.square(eps - noise))
+
+
 def _step(spec: Spec, levels: NoiseLevel, context: jax.Array, grey: jax.Array, state: dict, batch: dict,
           key: jax.Array) -> tuple[dict, dict]:
     mean, logvar = batch["mean"], batch["logvar"]
@@ -70,16 +83,11 @@ def _step(spec: Spec, levels: NoiseLevel, context: jax.Array, grey: jax.Array, s
     masked = jnp.where(lat_mask == 0, z, grey_z * spec.scale)
     t = jax.random.randint(k_t, (b,), 0, levels.sqrt_alpha_prod.shape[0])
     noise = jax.random.normal(k_noise, z.shape, jnp.float32)
-    x_t = predictions.add_noise(z, noise, levels[t])
-    x_in = seine_masks.unet_input(x_t, lat_mask, masked)
     ctx = jnp.broadcast_to(context, (b, *context.shape[-2:]))
 
     def loss_fn(params):
-        eps = nnx.merge(spec.unet, params)(x_in, t, ctx).astype(jnp.float32)
-        # Over every frame, given ones included, as SEINE's training_losses (mean_flat over the window):
-        # sampling denoises the given frames too, and their noise estimates feed the others through
-        # temporal attention; left untrained they diverge and take the generated frames with them.
-        return jnp.mean(jnp.square(eps - noise))
+        unet = nnx.merge(spec.unet, params)
+        return masked_video_loss(lambda x_in, t: unet(x_in, t, ctx), z, noise, t, levels, lat_mask, masked)
 
     params = state["params"]
     loss, grads = jax.value_and_grad(loss_fn)(params)

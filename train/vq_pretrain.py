@@ -69,6 +69,21 @@ def _tx(spec: Spec, params: Any) -> optax.GradientTransformation:
     return optim.masked(spec.optimizer, spec.schedule_steps, trainable)
 
 
+def vq_objective(h: jax.Array, codewords: jax.Array, rec: jax.Array, latent: jax.Array, commit_weight: float,
+                 *, codebook_term: bool) -> tuple[jax.Array, dict]:
+    """rec + beta * ||h - sg(z_q)||^2 / D (+ ||sg(h) - z_q||^2 / D when the codebook learns by the loss).
+
+    The reconstruction term is normalised by the batch's latent variance: the fraction of the latent the
+    indices fail to carry, comparable across VAEs (a random tiny VAE's latents are far smaller than SD's).
+    The squared norms sum over D; dividing by D weights them per element as in VQ-VAE."""
+    rec_loss = jnp.mean(jnp.square(rec.astype(jnp.float32) - latent)) / (jnp.var(latent) + 1e-12)
+    commit = vq.commit_loss(h, codewords)
+    book = vq.codebook_loss(h, codewords) if codebook_term else jnp.zeros(())
+    d = h.shape[-1]
+    loss = rec_loss + commit_weight * commit / d + book / d
+    return loss, dict(rec_loss=rec_loss, commit_loss=commit, codebook_loss=book)
+
+
 def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array) -> tuple[dict, dict]:
     vae = nnx.merge(spec.vae, vae_params)
     latent = jax.lax.stop_gradient(frame_latent(vae, batch["image"]))
@@ -78,15 +93,9 @@ def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array)
         h = m.post_encoder(latent)
         q = vq.quantize(h, m.codebook())
         rec = m.post_decoder(q.z_q)
-        # Normalised by the batch's latent variance: the fraction of the latent the indices fail to
-        # carry, comparable across VAEs (a random tiny VAE's latents are far smaller than SD's).
-        rec_loss = jnp.mean(jnp.square(rec.astype(jnp.float32) - latent)) / (jnp.var(latent) + 1e-12)
-        commit = vq.commit_loss(h, q.codewords)
-        book = vq.codebook_loss(h, q.codewords) if spec.update == "loss" else jnp.zeros(())
-        d = h.shape[-1]
-        # Per-element weighting as in VQ-VAE (the squared norms sum over D).
-        loss = rec_loss + spec.commit_weight * commit / d + book / d
-        return loss, dict(h=h, indices=q.indices, rec_loss=rec_loss, commit_loss=commit, codebook_loss=book)
+        loss, parts = vq_objective(h, q.codewords, rec, latent, spec.commit_weight,
+                                   codebook_term=spec.update == "loss")
+        return loss, dict(h=h, indices=q.indices, **parts)
 
     params = state["params"]
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
