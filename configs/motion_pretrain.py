@@ -29,6 +29,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.vae_weights = os.path.join(DEMO_WEIGHTS, "sd-vae")
     c.text_weights = os.path.join(DEMO_WEIGHTS, "clip")  # a full CLIP checkpoint; its text tower embeds ""
     c.text_pad_id = 49407
+    c.beta_schedule = "linear"  # AnimateDiff's training and sampling schedule; 'scaled_linear': SD's
     # MotionAdapterConfig fields; its block widths and layers per block are the UNet's.
     c.motion = ml_collections.ConfigDict(dict(
         motion_num_attention_heads=(2, 4), motion_transformer_layers_per_block=1,

@@ -6,9 +6,9 @@ AnimateDiff's first training stage at our scale (item 3 of CMVC's TT2V mode): th
 `sd-unet` checkpoint; by default the `demo` keyframe UNet) stays frozen and only the motion modules that
 `UNetMotionModel` inserts train (an optax mask: the spatial parameters get zero updates and no optimiser
 state). A training example is a `window`-frame clip of VAE latents (a posterior sample x the VAE's
-`scaling_factor`, as the codec encodes); every frame of a clip shares one timestep of SD's noise schedule
-(the frozen UNet's) and the model predicts the noise. The text is the empty prompt's CLIP embedding, as for
-the demo's other models (the demo has no describer).
+`scaling_factor`, as the codec encodes); every frame of a clip shares one timestep of AnimateDiff's
+noise schedule (linear betas 0.00085..0.012; `beta_schedule`) and the model predicts the noise. The text
+is the empty prompt's CLIP embedding, as for the demo's other models (the demo has no describer).
 
 The keyframe UNet's extra conv_in channels (the M3-CVC index condition) are dropped: a text-to-video model
 has no such condition, and dropping the input channels is the same as feeding them zeros. The motion
@@ -140,7 +140,16 @@ def build(config, seed: int) -> UNetMotionModel:
     return model
 
 
+def noise_schedule(config) -> NoiseSchedule:
+    """AnimateDiff trains (and samples) with *linear* betas 0.00085..0.012 over 1000 steps, on an SD UNet
+    trained with `scaled_linear` over the same range; `beta_schedule` picks either."""
+    return NoiseSchedule.create(config.beta_schedule, 1000, 0.00085, 0.012, precision="float32")
+
+
 def _validate(config) -> None:
+    if config.beta_schedule not in ("linear", "scaled_linear"):
+        raise ConfigError(f"beta_schedule must be 'linear' (AnimateDiff) or 'scaled_linear' (SD), "
+                          f"got {config.beta_schedule!r}")
     missing = [n for n in ("unet_weights", "vae_weights", "text_weights") if not config[n]]
     if missing:
         raise ConfigError(f"motion_pretrain needs {', '.join(missing)} (the frozen models)")
@@ -207,7 +216,7 @@ def setup(config) -> Run:
                             stride=d.stride, batch_size=config.batch_size, seed=config.seed, encode=vae_encoder(vae),
                             max_frames=d.max_frames, flip=d.flip)
     print(f"motion_pretrain: {batches.num_examples} windows of {config.window} frames", flush=True)
-    levels = sharding.put_replicated(NoiseSchedule.stable_diffusion().level(), mesh)
+    levels = sharding.put_replicated(noise_schedule(config).level(), mesh)
     context = sharding.put_replicated(context, mesh)
 
     def step_fn(state, batch, key):
