@@ -71,7 +71,7 @@ def _tx(spec: Spec, params: Any) -> optax.GradientTransformation:
 
 
 def _noised(spec: Spec, levels: NoiseLevel, batch: dict, key: jax.Array):
-    """(x_t, t, noise) of a batch: a posterior sample of each window, one timestep per clip."""
+    """(x_t, t, noise, z) of a batch: a posterior sample z of each window, one timestep t per clip."""
     mean, logvar = batch["mean"], batch["logvar"]
     k_post, k_t, k_noise = jax.random.split(key, 3)
     z = sample_posterior(mean, logvar, k_post) * spec.scale
@@ -121,6 +121,12 @@ def spatial_unet(path: str) -> tuple[UNetConfig, dict[str, np.ndarray]]:
 
 
 def motion_config(config, unet: UNetConfig) -> MotionAdapterConfig:
+    fields = {f.name for f in dataclasses.fields(MotionAdapterConfig)} - {"block_out_channels",
+                                                                           "motion_layers_per_block"}
+    unknown = sorted(set(config.motion.keys()) - fields)
+    if unknown:
+        raise ConfigError(f"unknown motion option(s): {', '.join(unknown)} (the UNet sets block_out_channels "
+                          "and motion_layers_per_block)")
     return MotionAdapterConfig(block_out_channels=tuple(unet.block_out_channels),
                                motion_layers_per_block=unet.layers_per_block, **config.motion.to_dict())
 
