@@ -129,7 +129,8 @@ def empty_prompt(config, seed: int) -> jax.Array:
     return jax.jit(lambda m, i: m(i).last_hidden_state)(model, ids)
 
 
-def _encoder(vae: AutoencoderKL, chunk: int = 8):
+def vae_encoder(vae: AutoencoderKL, chunk: int = 8):
+    """uint8 frames (N, H, W, 3) -> numpy posterior (mean, logvar) (N, h, w, C), in fixed-size jitted chunks."""
     graphdef, state = nnx.split(vae)
     encode = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode(x))
 
@@ -163,7 +164,7 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     state = dict(step=jnp.zeros((), jnp.int32), params=params,
                  opt_state=optim.adamw(spec.optimizer, spec.schedule_steps).init(params))
     state = sharding.put_replicated(state, mesh)
-    encode = _encoder(vae)
+    encode = vae_encoder(vae)
     # Generated frames are grey (0) before the pipeline encodes them with a posterior sample.
     grey = tuple(m[0] for m in encode(np.full((1, config.height, config.width, 3), 127.5)))
     d = config.data
