@@ -173,9 +173,11 @@ def export(params: dict, model: UNetMotionModel, directory: str) -> tuple[str, s
     motion = {k: v for k, v in flat.items() if is_motion(tuple(k.split(".")))}
     spatial = {k: v for k, v in flat.items() if k not in motion}
     fp_motion = weights.save_checkpoint(os.path.join(directory, "motion_adapter"), family="animatediff",
-                                        config=dataclasses.asdict(model.motion_config), params=motion)
+                                        config=dataclasses.asdict(model.motion_config), params=motion,
+                                        overwrite=True)
     fp_unet = weights.save_checkpoint(os.path.join(directory, "unet"), family="sd-unet",
-                                      config=dataclasses.asdict(model.config), params=spatial)
+                                      config=dataclasses.asdict(model.config), params=spatial,
+                                      overwrite=True)
     return fp_motion, fp_unet
 
 
