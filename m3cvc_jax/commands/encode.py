@@ -7,7 +7,10 @@ import sys
 
 from m3cvc_jax.commands import runtime, stand_ins
 from m3cvc_jax.errors import VideoError
+from m3cvc_jax.pipelines.modes import MODES
 from m3cvc_jax.pipelines.presets import DEFAULT_PRESET, PRESETS
+
+MODE_NAMES = tuple(MODES)
 
 DESCRIPTION = (
     "Compress a video into an m3cvc bitstream: keyframes chosen by CLIP + optical flow, described by a "
@@ -22,6 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="bitstream to write (atomically)")
     p.add_argument("--preset", default=DEFAULT_PRESET, help=f"{' | '.join(PRESETS)} (default {DEFAULT_PRESET})")
     p.add_argument("--weights", metavar="DIR", help="folder of converted checkpoints (paper)")
+    p.add_argument("--mode", choices=MODE_NAMES,
+                   help="how the decoder rebuilds clips (default: the preset's decode.mode); it2v = CMVC's "
+                        "keyframes + motion text mode, with keyframes.method=cmvc unless set")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. keyframes.threshold=0.3 (repeatable)")
     p.set_defaults(func=run)
@@ -38,15 +44,15 @@ def run(args) -> int:
     runtime.setup()
     from m3cvc_jax.pipelines.codec import Codec  # JAX: loaded by the commands that compute only
 
-    codec = Codec.load(args.preset, weights=args.weights, overrides=args.set)
+    codec = Codec.load(args.preset, weights=args.weights, overrides=args.set, mode=args.mode)
     config = codec.config
     result = codec.encode_file(args.input, args.output)
     h, b = result.stream.header, result.bits
     print(f"{args.input} -> {args.output}: {h.width}x{h.height}, {h.num_frames} frames at {float(h.fps):g} fps, "
           f"preset {h.preset}, weights {h.weights_fingerprint}")
     print(f"keyframes  {list(h.keyframes)} ({len(h.keyframes)})")
-    print(f"bits       header {b.header}, text {b.text}, indices {b.indices}, extra {b.extra}, total {b.total} "
-          f"({b.total // 8} bytes)")
+    print(f"bits       header {b.header}, text {b.text}, indices {b.indices}, extra {b.extra}, "
+          f"w {b.weights}, total {b.total} ({b.total // 8} bytes)")
     print(f"bpp        {b.bpp(h):.6g}")
     for line in stand_ins.from_config(config):
         print(f"stand-in   {line}")

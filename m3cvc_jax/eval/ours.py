@@ -6,7 +6,10 @@ A rate point is a string of `-`-separated knobs, each a `--set` override applied
     t<X>   keyframes.threshold = X               (D_th: lower -> more keyframes -> more bits)
     i<N>   keyframes.interval = N                (keyframes.method=fixed: one keyframe every N frames)
 
-e.g. `g16-t0.25`, `g8-t0.125`, `g16-i4`. The default ladder is the thresholds 2·D, D, D/2 around the
+    <mode> decode.mode = a mode of pipelines/modes.py (`interpolation`, `prediction`, `it2v`), with the
+           mode's encoder defaults for keys not set otherwise (it2v: keyframes.method=cmvc)
+
+e.g. `g16-t0.25`, `g8-t0.125`, `g16-i4`, `it2v-i8` (CMVC IT2V, CMVC keyframes every 8 frames). The default ladder is the thresholds 2·D, D, D/2 around the
 config's D_th at grids 16 and 8 for random-weight presets (tiny), and at the config's own grid for a
 weights folder (its post-encoder fixes the grid; asking for another raises WeightsError). `--rate-points
 ours=g16-t0.25,g8-t0.25` picks others. The frame size and rate are the evaluation's preprocessing
@@ -30,6 +33,7 @@ from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import Video, as_fraction
 from m3cvc_jax.pipelines.codec import Codec, decoder_config
 from m3cvc_jax.pipelines.models import ModelStore
+from m3cvc_jax.pipelines.modes import MODES, mode_overrides
 from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
 from m3cvc_jax.pipelines.settings import load_config
 
@@ -38,15 +42,22 @@ KNOBS = {"g": ("keyframe_codec.pixels_per_index", int), "t": ("keyframes.thresho
 RANDOM_GRIDS = (16, 8)
 
 
-def rate_point_overrides(rate_point) -> list[str]:
-    """`--set` overrides of a rate point name such as `g16-t0.25`."""
+def rate_point_overrides(rate_point, given: Sequence[str] = ()) -> list[str]:
+    """`--set` overrides of a rate point name such as `g16-t0.25`; `given`: the user's overrides (a mode's
+    encoder defaults do not replace what the user set)."""
     text = str(rate_point).strip()
     out, seen = [], set()
-    for part in text.split("-") if text else [""]:
+    parts = text.split("-") if text else [""]
+    mode_parts = [p for p in parts if p in MODES]
+    if len(mode_parts) > 1:
+        raise ConfigError(f"rate point {text!r} of codec ours: more than one mode")
+    for part in parts:
+        if part in MODES:
+            continue
         knob = KNOBS.get(part[:1])
         if knob is None or part[:1] in seen:
-            raise ConfigError(f"rate point {text!r} of codec ours: expected knobs g<N>, t<X>, i<N> joined by '-' "
-                              f"(e.g. g16-t0.25)")
+            raise ConfigError(f"rate point {text!r} of codec ours: expected knobs g<N>, t<X>, i<N> or a mode "
+                              f"({', '.join(MODES)}) joined by '-' (e.g. g16-t0.25, it2v-i8)")
         seen.add(part[:1])
         key, kind = knob
         try:
@@ -54,6 +65,8 @@ def rate_point_overrides(rate_point) -> list[str]:
         except ValueError:
             raise ConfigError(f"rate point {text!r} of codec ours: {part!r} needs a {kind.__name__}") from None
         out.append(f"{key}={value!r}" if kind is float else f"{key}={value}")
+    if mode_parts:
+        out = mode_overrides(mode_parts[0], [*given, *out])[len(given):]
     return out
 
 
@@ -91,14 +104,15 @@ class M3CVCCodec:
         random_weights = base.models.root is None  # also fails now if a weights folder is missing
         points = tuple(rate_points) if rate_points else default_rate_points(base.config, random_weights)
         for rp in points:  # every rate point's config is checked before the first encode
-            load_config(self.preset, self.overrides + tuple(rate_point_overrides(rp)))
+            load_config(self.preset, self.overrides + tuple(rate_point_overrides(rp, self.overrides)))
         self.rate_points = points
         self._codecs: dict[str, Codec] = {}
 
     def config(self, rate_point, width: int, height: int, fps):
         """The encoder config of one rate point for frames of this size and rate."""
         frame = [f"video.width={width}", f"video.height={height}", f"video.fps={float(fps)!r}"]
-        return load_config(self.preset, self.overrides + tuple(rate_point_overrides(rate_point)) + tuple(frame))
+        return load_config(self.preset, self.overrides + tuple(rate_point_overrides(rate_point, self.overrides))
+                           + tuple(frame))
 
     def codec(self, config) -> Codec:
         """The codec of `config`, built once per run (all of them share one model store)."""

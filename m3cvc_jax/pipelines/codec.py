@@ -41,6 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.codec import it2v_weights
 from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
@@ -48,7 +49,8 @@ from m3cvc_jax.errors import BitstreamError, ConfigError
 from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.destination import check_file_output, check_folder_output
 from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video, writes_folder
-from m3cvc_jax.pipelines import api, keyframe_stage, modes
+from m3cvc_jax.pipelines import api, it2v, keyframe_stage, modes
+from m3cvc_jax.pipelines.it2v_clips import IT2VClips, it2v_key
 from m3cvc_jax.pipelines import presets as codec_configs
 from m3cvc_jax.pipelines import settings as settings_lib
 from m3cvc_jax.pipelines.models import Models, ModelStore
@@ -192,11 +194,15 @@ class Codec:
         self.models = Models(config, store=store)
         self.mode = modes.mode(config.decode.mode)
         self._reconstructors: dict = {}  # VideoReconstructionConfig -> VideoReconstructor
+        self._it2v: IT2VClips | None = None
 
     @classmethod
     def load(cls, preset: str = codec_configs.DEFAULT_PRESET, *, weights: str | None = None,
-             overrides: Sequence[str] = (), store: ModelStore | None = None) -> "Codec":
-        """The codec of a preset with `--set`-style `KEY=VALUE` overrides and an optional weights folder."""
+             overrides: Sequence[str] = (), store: ModelStore | None = None, mode: str | None = None) -> "Codec":
+        """The codec of a preset with `--set`-style `KEY=VALUE` overrides and an optional weights folder;
+        `mode` sets `decode.mode` with that mode's encoder defaults (`modes.mode_overrides`)."""
+        if mode is not None:
+            overrides = modes.mode_overrides(mode, overrides)
         extra = [f"weights={weights}"] if weights else []
         return cls(settings_lib.load_config(preset, [*overrides, *extra]), store=store)
 
@@ -238,6 +244,44 @@ class Codec:
                                                                    clip_config)
         return self._reconstructors[clip_config]
 
+    def it2v_clips(self) -> IT2VClips:
+        """CMVC IT2V over the keyframe UNet and VAE with the `cmvc` settings (built on first use)."""
+        if self._it2v is None:
+            codec = self.models.codec
+            self._it2v = IT2VClips(codec.unet, codec.vae, settings_lib.it2v_config(self.config))
+        return self._it2v
+
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """CLIP hidden states `(N, 77, D)`, one text per call: one compiled program whatever the count."""
+        params = self.params
+        return np.concatenate([np.asarray(api.encode_text(params, api.tokenize(texts[i:i + 1])))
+                               for i in range(len(texts))])
+
+    def decode_keyframes(self, maps, kf_emb, null, kf_key, report: Report | None = None) -> list:
+        """Keyframes `(H, W, 3)` in [-1, 1] from their index maps, as the decoder makes them (the IT2V
+        encoder trains its LoRAs on these)."""
+        params, spec = self.params, self.spec
+        # Each keyframe is waited for, so the progress shown is the work done, not the work dispatched.
+        return [jax.block_until_ready(api.decode_keyframe(params, jnp.asarray(m), kf_emb[i],
+                                                          jax.random.fold_in(kf_key, i), spec.keyframe, null))
+                for i, m in enumerate(progress(maps, "decode keyframes", report=report))]
+
+    def _it2v_weights(self, frames, keyframes, maps, kf_texts, clip_texts, report) -> bs.ExtraSection:
+        """Encoder side of IT2V: decode the keyframes as the decoder will, retrain the LoRAs from them,
+        search (w_i, w_l) per in-between frame, quantise: the weights section."""
+        emb = self.text_embeddings(["", *kf_texts, *clip_texts])
+        null, kf_emb, clip_emb = emb[0], emb[1:1 + len(keyframes)], emb[1 + len(keyframes):]
+        kf_key, _ = jax.random.split(jax.random.key(int(self.config.seed)))
+        decoded = self.decode_keyframes(maps, kf_emb, null, kf_key, report)
+        clips, bits = self.it2v_clips(), int(self.config.cmvc.w_bits)
+        codes = []
+        for j, (s, e) in enumerate(progress(list(zip(keyframes, keyframes[1:])), "IT2V weights", report=report)):
+            ends = clips.endpoints(decoded[j], decoded[j + 1], clip_emb[j], it2v_key(int(self.config.seed), j))
+            w = clips.search(ends, to_model_range(frames[s + 1:e]))
+            codes.append(np.asarray(it2v.quantize_weights(w, bits)).reshape(-1, 2))
+        payload = it2v_weights.pack(np.concatenate(codes) if codes else np.zeros((0, 2), int), bits)
+        return bs.ExtraSection(bs.TAG_IT2V_WEIGHTS, payload, skippable=False)
+
     # -- encode
 
     def index_model(self) -> IndexModel:
@@ -264,6 +308,8 @@ class Codec:
                 report("keyframe selection", 0, t)
             decision = keyframe_stage.select(frames, kcfg, models)
             keyframes = [int(i) for i in np.flatnonzero(np.asarray(decision.is_keyframe))]
+            if self.mode.name == "it2v":  # IT2V interpolates only: every clip needs a keyframe at each end
+                keyframes = sorted(set(keyframes) | {0, t - 1})
 
         with timings.stage("describe"):
             describer = models.describer()
@@ -281,6 +327,12 @@ class Codec:
             maps = [np.asarray(api.encode_keyframe(params, to_model_range(frames[k]))) for k in
                     progress(keyframes, "encode keyframes", report=report)]
 
+        it2v_section = ()
+        if self.mode.name == "it2v":
+            with timings.stage("IT2V weights"):
+                models.require(("keyframe-unet", "clip"))
+                it2v_section = (self._it2v_weights(frames, keyframes, maps, kf_texts, clip_texts, report),)
+
         with timings.stage("entropy + text coding"):
             index_data = tuple(encode_indices(m, imodel) for m in maps)
             header = bs.Header(
@@ -292,6 +344,7 @@ class Codec:
             overrides = settings_lib.decoder_overrides(config)
             if overrides:
                 extras = (bs.ExtraSection(TAG_DECODER_SETTINGS, "\n".join(overrides).encode("utf-8")),)
+            extras += it2v_section
             stream = bs.Bitstream(header, tuple(kf_texts), tuple(clip_texts), index_data, extras)
             bs.pack(stream)  # validate before anything is written
         return stream, decision
@@ -331,7 +384,8 @@ class Codec:
             check_output_rate(h, fps)
         models = self.models
         with timings.stage("models"):
-            models.require(("sd-vae", "post-encoder", "keyframe-unet", "clip", "seine"))
+            models.require(("sd-vae", "post-encoder", "keyframe-unet", "clip")
+                           + (("seine",) if self.mode.clip_decoder == "seine" else ()))
             self.check_stream(stream)
             params, spec = self.params, self.spec
         with timings.stage("entropy + text decoding"):
@@ -340,39 +394,40 @@ class Codec:
             segments = clip_segments(h.keyframes, h.num_frames)
             if len(stream.clip_texts) != len(segments):
                 raise BitstreamError(f"corrupt bitstream: {len(stream.clip_texts)} clip texts for {len(segments)} clips")
+            w_codes, w_bits = self._weights_of(stream)
         key = jax.random.key(h.seed if seed is None else seed)
         kf_key, clip_key = jax.random.split(key)
 
         with timings.stage("text encoding"):
             if report:
                 report("text encoding", 0, 1)
-            texts = [""] + list(stream.keyframe_texts) + list(stream.clip_texts)
-            # One batch of fixed size per call keeps a single compiled program whatever the text count.
-            emb = np.concatenate([np.asarray(api.encode_text(params, api.tokenize(texts[i:i + 1])))
-                                  for i in range(len(texts))])
+            emb = self.text_embeddings([""] + list(stream.keyframe_texts) + list(stream.clip_texts))
             null = emb[0]
             kf_emb = emb[1:1 + len(h.keyframes)]
             clip_emb = emb[1 + len(h.keyframes):]
 
         with timings.stage("keyframes (SD)"):
-            # Each keyframe is waited for, so the progress shown is the work done, not the work dispatched.
-            decoded = [jax.block_until_ready(api.decode_keyframe(params, jnp.asarray(m), kf_emb[i],
-                                                                 jax.random.fold_in(kf_key, i), spec.keyframe, null))
-                       for i, m in enumerate(progress(maps, "decode keyframes", report=report))]
+            decoded = self.decode_keyframes(maps, kf_emb, null, kf_key, report)
 
-        with timings.stage("clips (SEINE)"):
+        stage = {"seine": "SEINE", "it2v": "IT2V"}[self.mode.clip_decoder]
+        with timings.stage(f"clips ({stage})"):
             if report:
-                report(f"SEINE frames ({mode})", 0, h.num_frames)
+                report(f"{stage} frames ({mode})", 0, h.num_frames)
             out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
-            clip_decoder = {"seine": self._seine_clip}[self.mode.clip_decoder]
             index_of = {k: i for i, k in enumerate(h.keyframes)}
+            done = 0  # in-between frames whose weights are used so far
             for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
                 last = decoded[index_of[e]] if self.mode.last_keyframe_given and e in index_of else None
-                clip = clip_decoder(decoded[index_of[s]], last, clip_emb[j], jax.random.fold_in(clip_key, j),
-                                    e - s + 1, null)
+                if self.mode.clip_decoder == "it2v":
+                    w = it2v.dequantize_weights(w_codes[done:done + e - s - 1], w_bits)
+                    done += e - s - 1
+                    clip = self._it2v_clip(decoded[index_of[s]], last, clip_emb[j], it2v_key(h.seed, j), w)
+                else:
+                    clip = self._seine_clip(decoded[index_of[s]], last, clip_emb[j], jax.random.fold_in(clip_key, j),
+                                            e - s + 1, null)
                 out[s:e + 1] = to_uint8(clip)
                 if report:
-                    report(f"SEINE frames ({mode})", e + 1, h.num_frames)
+                    report(f"{stage} frames ({mode})", e + 1, h.num_frames)
             keyframes = np.stack([to_uint8(d) for d in decoded])
             out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
             out[list(h.keyframes)] = keyframes
@@ -382,6 +437,24 @@ class Codec:
             idx = retime(h.num_frames, float(h.fps), float(fps))
             video = Video(out[idx], Fraction(repr(float(fps))) if isinstance(fps, float) else Fraction(fps))
         return DecodeResult(video, timings, keyframes)
+
+    def _weights_of(self, stream: bs.Bitstream):
+        """(codes `(F, 2)`, bits per weight) of an it2v stream; (None, 0) for the other modes."""
+        if self.mode.clip_decoder != "it2v":
+            return None, 0
+        h = stream.header
+        if h.mode != "it2v":
+            raise ConfigError(f"mode it2v decodes it2v streams only; this one is {h.mode} (no IT2V weights)")
+        section = [x for x in stream.extras if x.tag == bs.TAG_IT2V_WEIGHTS and not x.skippable]
+        if len(section) != 1:
+            raise BitstreamError("corrupt bitstream: an it2v stream without its IT2V weights section")
+        return it2v_weights.unpack(section[0].payload, it2v_weights.inbetween_count(h.keyframes, h.num_frames))
+
+    def _it2v_clip(self, first, last, text_emb, key, w):
+        """CMVC's IT2V clip: LoRAs retrained from the decoded keyframes, frames by eqs. 5-6 with the coded w."""
+        clips = self.it2v_clips()
+        ends = clips.endpoints(first, last, text_emb, key)
+        return jnp.concatenate([first[None], clips.frames(ends, w), last[None]])
 
     def _seine_clip(self, first, last, text_emb, key, num_frames: int, null_text_emb):
         """M3-CVC's clip decoder (II-D): SEINE interpolating (`last` given) or predicting from `first`."""

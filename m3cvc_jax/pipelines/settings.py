@@ -15,6 +15,7 @@ from m3cvc_jax.decoders.video import VideoReconstructionConfig
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io.video import as_fraction
 from m3cvc_jax.pipelines import presets as codec_configs
+from m3cvc_jax.pipelines.it2v import IT2VConfig
 from m3cvc_jax.pipelines.modes import MODES
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -83,6 +84,7 @@ CHOICES = {
     "coding.entropy_model": ("uniform", "static", "adaptive"),
     "video_model.sampler": ("ddpm", "ddim"),
     "decode.mode": tuple(MODES),
+    "cmvc.interpolation": ("linear", "diffmorpher"),
 }
 
 
@@ -151,6 +153,14 @@ RANGES: dict[str, Range] = {
     "video_model.guidance_scale": Range(0),
     "video_model.window": Range(3),  # one given frame at each end and one generated
     "video_model.strength": Range(0, 1, low_open=True),
+    # pipelines/it2v.IT2VConfig's bounds
+    "cmvc.lora_rank": Range(1, 1024),
+    "cmvc.lora_steps": Range(0, 100_000),
+    "cmvc.lora_lr": Range(0, 1, low_open=True),
+    "cmvc.sampling_steps": Range(1, 999),
+    "cmvc.opt_steps": Range(0, 100_000),
+    "cmvc.opt_lr": Range(0, 1, low_open=True),
+    "cmvc.w_bits": Range(1, 16),
 }
 
 
@@ -163,7 +173,8 @@ def check_fps_representable(key: str, fps) -> None:
 
 
 # Settings the decoder must share with the encoder: sent in the stream when they differ from the preset.
-DECODER_PREFIXES = ("keyframe_codec.", "video_model.")
+DECODER_PREFIXES = ("keyframe_codec.", "video_model.", "cmvc.")
+ENCODER_ONLY = ("cmvc.opt_steps", "cmvc.opt_lr")  # the encoder's w search: nothing for the decoder to redo
 
 
 def get(config, key: str):
@@ -196,10 +207,18 @@ def decoder_overrides(config) -> list[str]:
     base = codec_configs.get_config(config.preset)
     out = []
     for key in all_keys(base):
-        if key.startswith(DECODER_PREFIXES) and get(config, key) != get(base, key):
+        if key.startswith(DECODER_PREFIXES) and key not in ENCODER_ONLY and get(config, key) != get(base, key):
             value = get(config, key)
             out.append(f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}")
     return out
+
+
+def it2v_config(config):
+    """`pipelines.it2v.IT2VConfig` of the `cmvc` block."""
+    m = config.cmvc
+    return IT2VConfig(lora_rank=int(m.lora_rank), lora_steps=int(m.lora_steps), lora_lr=float(m.lora_lr),
+                      sampling_steps=int(m.sampling_steps), interpolation=str(m.interpolation),
+                      opt_steps=int(m.opt_steps), opt_lr=float(m.opt_lr), w_bits=int(m.w_bits))
 
 
 def keyframe_config(config):
