@@ -20,11 +20,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from m3cvc_jax.io.video import PreprocessConfig, load_video
-from m3cvc_jax.nn.keyframe_codec import frame_latent
 from m3cvc_jax.pipelines import api, it2v
+from m3cvc_jax.pipelines.codec import Codec
+from m3cvc_jax.pipelines.it2v_clips import IT2VClips
 
 BITS = (2, 3, 4, 6, 8)
 
@@ -38,22 +38,18 @@ def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="tiny", choices=("tiny", "demo"))
     args = parser.parse_args(argv)
-    params, spec = api.load(args.preset)
-    # A copy: api.load shares its (cached) modules, and add_it2v_lora changes the UNet in place.
-    unet, vae = nnx.clone(params["codec"].unet), params["codec"].vae
+    codec = Codec.load(args.preset)
+    params, spec = codec.params, codec.spec
     video = load_video("assets/clips/bikes_4s.mp4",
                        PreprocessConfig(width=spec.width, height=spec.height, fps=8, max_frames=6))
     frames = jnp.asarray(video.frames, jnp.float32) / 127.5 - 1.0
     text = api.encode_text(params, api.tokenize(["two cyclists ride along a country road"]))
     cfg = it2v.IT2VConfig(lora_rank=16, lora_steps=20, sampling_steps=10, opt_steps=30, opt_lr=1e-2)
-    it2v.add_it2v_lora(unet, cfg)
-    latents = jax.jit(frame_latent)(vae, frames[jnp.array([0, 5])])
-    train = jax.jit(it2v.train_lora, static_argnames="config")
-    s0, _ = train(unet, latents[:1], text, jax.random.key(0), cfg)
-    s1, _ = train(unet, latents[1:], text, jax.random.key(1), cfg)
-    sched = it2v.make_scheduler(cfg.sampling_steps)
-    invert = jax.jit(it2v.invert_keyframe)
-    x0, x1 = invert(unet, s0, latents[:1], text, sched), invert(unet, s1, latents[1:], text, sched)
+    # The codec's own path: a UNet copy with LoRA layers, both LoRAs trained and inverted (endpoints).
+    clips = IT2VClips(params["codec"].unet, params["codec"].vae, cfg)
+    ends = clips.endpoints(frames[0], frames[5], text[0], jax.random.key(0))
+    unet, vae, sched = clips.unet, clips.vae, clips.scheduler
+    s0, s1, x0, x1 = ends.lora0, ends.lora1, ends.x0, ends.x1
     targets = frames[1:5]
     uniform = it2v.position_weights(4)
     results = {}

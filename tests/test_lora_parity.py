@@ -196,7 +196,7 @@ def test_lora_module_merge_interpolate_dtype():
     from m3cvc_jax.random_weights import random_module
     from m3cvc_jax.weights import fingerprint, flat_params
 
-    # One level with cross-attention blocks down and up: 3 transformers x 2 attentions x 4 projections.
+    # One level with cross-attention blocks: 4 transformers (down 1, mid 1, up 2) x 2 attentions x 4 projections.
     cfg = UNetConfig(block_out_channels=(16,), layers_per_block=1, down_block_types=(CROSS_DOWN,),
                      up_block_types=(CROSS_UP,), cross_attention_dim=8, num_attention_heads=2, norm_num_groups=4)
     model = random_module(lambda r: UNet2DConditionModel(cfg, rngs=r), 0, "unet")
@@ -204,9 +204,9 @@ def test_lora_module_merge_interpolate_dtype():
     x, t, ctx = jnp.ones((1, 8, 8, 4)), jnp.full((1,), 10.0), jnp.ones((1, 5, 8))
     paths = lora.add_lora(model, rank=RANK, alpha=8, key=jax.random.key(1))
     assert fingerprint(flat_params(model)) == fp  # base params untouched, LoRA factors not Params
-    assert len(paths) == 24 and all(p.endswith(("to_q", "to_k", "to_v", "to_out.0")) for p in paths)
+    assert len(paths) == 32 and all(p.endswith(("to_q", "to_k", "to_v", "to_out.0")) for p in paths)
     # B = 0 at init: each LoRA layer is its base Linear bit for bit (layer level: no extra UNet compile).
-    layer = lora.lora_layers(model)[paths[0]]
+    layer = lora.lora_layers(model)[next(p for p in paths if p.endswith("to_out.0"))]  # a kernel and a bias
     base = nnx.Linear(layer.in_features, layer.out_features, rngs=nnx.Rngs(0))
     base.kernel[...], base.bias[...] = layer.kernel[...], layer.bias[...]
     h = jax.random.normal(jax.random.key(2), (3, layer.in_features))
