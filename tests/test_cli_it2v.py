@@ -23,9 +23,11 @@ from m3cvc_jax.pipelines.codec import Codec, read_input, to_model_range
 from m3cvc_jax.pipelines.it2v_clips import it2v_key
 from tests.pipeline_fixtures import CLIP, run_cli, workdir  # noqa: F401
 
-FRAMES = 7
-# No describer (the random Qwen2-VL would dominate the compile time); CMVC keyframes every 3 frames.
-SETTINGS = ["--set", f"video.max_frames={FRAMES}", "--set", "dialogue.describer=none", "--set", "keyframes.interval=3"]
+FRAMES = 8  # keyframes 0, 3, 6 and the forced 7: two clips with frames between, one without
+# No describer (the random Qwen2-VL would dominate the compile time); fixed keyframes every 3 frames (no
+# CLIP image tower to compile; the mode's default method is checked on the config below).
+SETTINGS = ["--set", f"video.max_frames={FRAMES}", "--set", "dialogue.describer=none", "--set", "keyframes.interval=3",
+            "--set", "keyframes.method=fixed"]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,11 @@ def run(workdir):
 def test_round_trip_frames_size_and_mode(run):
     stream = bsf.read_bitstream(run["path"])
     h = stream.header
-    assert h.mode == "it2v" and h.keyframe_method == "cmvc"  # the mode's default method
-    assert h.keyframes[0] == 0 and h.keyframes[-1] == FRAMES - 1 and len(h.keyframes) >= 3
+    assert h.mode == "it2v" and h.keyframe_method == "fixed"
+    # fixed every 3 frames gives 0, 3, 6; IT2V adds the last frame so that every clip has both ends
+    assert list(h.keyframes) == [0, 3, 6, FRAMES - 1]
+    assert Codec.load("tiny", mode="it2v").config.keyframes.method == "cmvc"  # the mode's default method
+    assert Codec.load("tiny", mode="it2v", overrides=["keyframes.method=fixed"]).config.keyframes.method == "fixed"
     video = read_video(run["folder"])
     assert video.frames.shape == (FRAMES, 80, 128, 3)
     assert "clips (IT2V)" in run["dout"]

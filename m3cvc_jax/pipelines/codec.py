@@ -276,6 +276,8 @@ class Codec:
         clips, bits = self.it2v_clips(), int(self.config.cmvc.w_bits)
         codes = []
         for j, (s, e) in enumerate(progress(list(zip(keyframes, keyframes[1:])), "IT2V weights", report=report)):
+            if e - s < 2:  # adjacent keyframes: nothing in between, no LoRAs to train
+                continue
             ends = clips.endpoints(decoded[j], decoded[j + 1], clip_emb[j], it2v_key(int(self.config.seed), j))
             w = clips.search(ends, to_model_range(frames[s + 1:e]))
             codes.append(np.asarray(it2v.quantize_weights(w, bits)).reshape(-1, 2))
@@ -452,6 +454,8 @@ class Codec:
 
     def _it2v_clip(self, first, last, text_emb, key, w):
         """CMVC's IT2V clip: LoRAs retrained from the decoded keyframes, frames by eqs. 5-6 with the coded w."""
+        if len(w) == 0:  # adjacent keyframes (the encoder trained nothing either)
+            return jnp.stack([first, last])
         clips = self.it2v_clips()
         ends = clips.endpoints(first, last, text_emb, key)
         return jnp.concatenate([first[None], clips.frames(ends, w), last[None]])

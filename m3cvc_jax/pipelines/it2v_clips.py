@@ -68,11 +68,11 @@ class IT2VClips:
         return Endpoints(lora0, lora1, x0, x1, text)
 
     def frames(self, ends: Endpoints, w: np.ndarray) -> jax.Array:
-        """In-between frames `(F, H, W, 3)` in [-1, 1] for weights `(F, 2)` = (w_i, w_l) per frame."""
+        """In-between frames `(F, H, W, 3)` in [-1, 1] for weights `(F, 2)` = (w_i, w_l) per frame, F >= 1."""
         w = jnp.asarray(w, jnp.float32)
         out = [_frame(self.unet, self.vae, ends.lora0, ends.lora1, ends.x0, ends.x1, w[k, 0], w[k, 1], ends.text,
                       self.scheduler, interpolation=self.config.interpolation)[0] for k in range(w.shape[0])]
-        return jnp.stack(out) if out else jnp.zeros((0, *ends.x0.shape[1:3], 3), jnp.float32)
+        return jnp.stack(out)
 
     def search(self, ends: Endpoints, frames: jax.Array) -> np.ndarray:
         """The encoder's (w_i, w_l) `(F, 2)` for the true in-between frames `(F, H, W, 3)` in [-1, 1]
