@@ -20,7 +20,12 @@ from m3cvc_jax.errors import BitstreamError, ConfigError
 
 MAGIC = b"M3CV"
 VERSION = 1
-MODES = ("interpolation", "prediction")
+# Reconstruction modes and their header byte. 2 is kept for CMVC's it2v (issue 15's order: it2v, tt2v).
+MODE_IDS = {"interpolation": 0, "prediction": 1, "tt2v": 3}
+MODE_NAMES = {v: k for k, v in MODE_IDS.items()}
+MODES = tuple(MODE_IDS)
+# Modes whose streams carry no keyframe images: every index map is empty (texts are the whole content).
+TEXT_ONLY_MODES = ("tt2v",)
 
 TAG_TEXTS = 1
 TAG_INDICES = 2
@@ -192,6 +197,8 @@ def pack(stream: Bitstream) -> bytes:
         )
     if len(stream.clip_texts) > MAX_TEXTS:
         raise BitstreamError(f"cannot pack: more than {MAX_TEXTS} clip texts")
+    if h.mode in TEXT_ONLY_MODES and any(stream.index_data):
+        raise BitstreamError(f"cannot pack: a {h.mode} stream carries no index maps")
     for e in stream.extras:
         if not 3 <= e.tag <= 127:
             raise BitstreamError(f"cannot pack: extra section tag {e.tag} outside 3..127")
@@ -208,7 +215,7 @@ def pack(stream: Bitstream) -> bytes:
     for i, k in enumerate(h.keyframes):
         body += _varint(k if i == 0 else k - prev)
         prev = k
-    body += bytes([MODES.index(h.mode)])
+    body += bytes([MODE_IDS[h.mode]])
     body += _str8(h.preset)
     fp = bytes.fromhex(h.weights_fingerprint)
     body += bytes([len(fp)]) + fp
@@ -299,7 +306,7 @@ def _read_header(r: _Reader) -> tuple[Header, int]:
         pos = step if i == 0 else pos + step
         keyframes.append(pos)
     mode_id = r.u8()
-    if mode_id >= len(MODES):
+    if mode_id not in MODE_NAMES:
         r.fail(f"unknown reconstruction mode {mode_id}")
     preset = r.str8("preset")
     nfp = r.u8()
@@ -328,7 +335,7 @@ def _read_header(r: _Reader) -> tuple[Header, int]:
         fps=Fraction(fps_num, fps_den),
         num_frames=num_frames,
         keyframes=tuple(keyframes),
-        mode=MODES[mode_id],
+        mode=MODE_NAMES[mode_id],
         preset=preset,
         weights_fingerprint=fingerprint,
         seed=seed,
@@ -376,6 +383,8 @@ def _read_indices(payload: bytes, header: Header) -> tuple[bytes, ...]:
         r.fail(f"{n} index maps for {len(header.keyframes)} keyframes")
     blobs = tuple(r.take(r.varint(len(payload), "index map length")) for _ in range(n))
     r.done()
+    if header.mode in TEXT_ONLY_MODES and any(blobs):
+        r.fail(f"index map data in a {header.mode} stream")
     return blobs
 
 
