@@ -208,3 +208,52 @@ def test_each_clip_follows_its_own_prompt(tt2v_run, workdir):  # noqa: F811
     k1, k2 = info["keyframes"][1], info["keyframes"][2]
     np.testing.assert_array_equal(frames[:k1], reference[:k1])  # clip 0 ends on keyframe 1, which clip 1 redraws
     assert not np.array_equal(frames[k1:k2], reference[k1:k2])
+
+
+def test_paper_preset_runs_tt2v_from_a_weights_folder(workdir):  # noqa: F811
+    """The folder source: tiny checkpoints standing in for `convert_weights sd-unet` / `animatediff` output
+    decode exactly what the same random weights decode in the tiny preset; a missing motion module is
+    named with its convert command."""
+    import dataclasses
+    import shutil
+
+    from m3cvc_jax import weights
+    from m3cvc_jax.errors import WeightsError
+    from m3cvc_jax.pipelines import codec as m3cvc
+    from m3cvc_jax.pipelines import settings
+    from m3cvc_jax.pipelines.models import MOTION_KEY, Models, combine_fingerprints
+    from m3cvc_jax.weights import flat_params
+
+    common = ["video.width=128", "video.height=80", "video.max_frames=17", "dialogue.describer=none",
+              "keyframes.clip_model=tiny", "t2v.steps=2", "t2v.window=8", "seed=3", "decode.mode=tt2v"]
+    tiny = Models(settings.load_config("tiny", common))
+    root = str(workdir / "tt2v_weights")
+    unet_cfg, motion_cfg = tiny.t2v_config
+    params = flat_params(tiny.t2v_unet)
+    motion = {k: v for k, v in params.items() if MOTION_KEY in k.split(".")}
+    fps = {
+        "sd-vae": weights.save_checkpoint(f"{root}/sd-vae", family="sd-vae", params=flat_params(tiny.vae),
+                                          config=dataclasses.asdict(tiny.vae_config)),
+        "sd-unet": weights.save_checkpoint(f"{root}/sd-unet", family="sd-unet", config=dataclasses.asdict(unet_cfg),
+                                           params={k: v for k, v in params.items() if k not in motion}),
+        "motion-module": weights.save_checkpoint(f"{root}/motion-module", family="animatediff", params=motion,
+                                                 config=dataclasses.asdict(motion_cfg)),
+        "clip": weights.save_checkpoint(f"{root}/clip", family="clip", params=flat_params(tiny.clip),
+                                        config={"kind": "full", **dataclasses.asdict(tiny.clip_config)}),
+    }
+    assert tiny.fingerprints() == fps  # the random weights' per-component fingerprints are the folders'
+    config = settings.load_config("paper", [f"weights={root}", *common])
+    assert Models(config).fingerprint() == combine_fingerprints(fps)
+    path = str(workdir / "paper_tt2v.m3cvc")
+    enc = m3cvc.Codec(config).encode_file(CLIP, path)  # no post-encoder, keyframe UNet or SEINE needed
+    assert enc.stream.header.preset == "paper" and enc.stream.header.mode == "tt2v"
+    got = m3cvc.decode_file(path, str(workdir / "paper_tt2v_png"), weights=root).video.frames
+    stream = enc.stream
+    tiny_stream = dataclasses.replace(stream, header=dataclasses.replace(
+        stream.header, preset="tiny", weights_fingerprint=combine_fingerprints(fps)))
+    want = m3cvc.Codec.for_stream(tiny_stream).decode(tiny_stream).video.frames
+    assert got.shape == (17, 80, 128, 3)
+    np.testing.assert_array_equal(got, want)
+    shutil.rmtree(os.path.join(root, "motion-module"))
+    with pytest.raises(WeightsError, match=r"motion modules.*python -m convert_weights animatediff .*motion-module"):
+        m3cvc.decode_file(path, str(workdir / "paper_tt2v_again"), weights=root)
