@@ -7,7 +7,8 @@ Weight sources are one entry per preset in `WEIGHT_SOURCES`:
   folder   `--weights DIR` (or a bundled folder: a `demo` preset is `"demo": FolderSource(BUNDLED)`)
            holding one converted checkpoint per component in the sub-folders of `COMPONENTS`.
 
-The combined fingerprint covers the components decoding depends on (`DECODER_COMPONENTS`): a stream
+The combined fingerprint covers the components decoding depends on (`DECODER_COMPONENTS`; a text-only
+tt2v stream: `T2V_DECODER_COMPONENTS`, AnimateDiff = `sd-unet` + `motion-module`): a stream
 decodes the same whatever CLIP image tower, RAFT or Qwen2-VL chose its keyframes and wrote its texts, but
 not with another VAE, VQ codebook, UNet, text encoder or SEINE. Components load lazily: the encoder never
 touches SEINE's weights, the decoder never touches Qwen2-VL's.
