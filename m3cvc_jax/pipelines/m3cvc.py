@@ -31,6 +31,7 @@ import numpy as np
 
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
+from m3cvc_jax.codec.index_prior import IndexPrior
 from m3cvc_jax.errors import BitstreamError, ConfigError
 from m3cvc_jax.io.destination import check_file_output, check_folder_output
 from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video, writes_folder
@@ -95,8 +96,9 @@ def to_uint8(frames) -> np.ndarray:
     return np.asarray(jnp.round((jnp.clip(frames, -1.0, 1.0) + 1.0) * 127.5)).astype(np.uint8)
 
 
-def index_model(config, models: Models) -> IndexModel:
-    kind = config.coding.entropy_model
+def index_model(config, models: Models, kind: str | None = None) -> IndexModel:
+    """The index model `kind` (default: the config's) with the tables the weights store for it."""
+    kind = config.coding.entropy_model if kind is None else kind
     size = models.codec_config.post_encoder.codebook_size
     counts = None
     if kind == "static":
@@ -106,7 +108,22 @@ def index_model(config, models: Models) -> IndexModel:
             raise ConfigError("coding.entropy_model=static needs the word histogram train.vq_pretrain stores "
                               "with the post-encoder weights; these weights have none (use adaptive)")
         counts = tuple(int(c) for c in counts)
+    if kind == "learned":
+        tables = models.meta("post-encoder").get("tables", {}) if models.root is not None else {}
+        return IndexModel(kind, size, prior=IndexPrior.from_tables(tables))
     return IndexModel(kind, size, counts)
+
+
+def encode_maps(maps, imodel: IndexModel) -> tuple[bytes, ...]:
+    """Each keyframe's map coded given the previous keyframe's (the learned model's temporal context)."""
+    return tuple(encode_indices(m, imodel, maps[i - 1] if i else None) for i, m in enumerate(maps))
+
+
+def decode_maps(blobs, grid: tuple[int, int], imodel: IndexModel) -> list[np.ndarray]:
+    maps: list[np.ndarray] = []
+    for blob in blobs:
+        maps.append(decode_indices(blob, grid, imodel, maps[-1] if maps else None))
+    return maps
 
 
 # ------------------------------------------------------------------------------------------- encode
@@ -168,7 +185,7 @@ def encode_video(video: Video, config, models: Models | None = None, timings: Ti
                 progress(keyframes, "encode keyframes", report=report)]
 
     with timings.stage("entropy + text coding"):
-        index_data = tuple(encode_indices(m, imodel) for m in maps)
+        index_data = encode_maps(maps, imodel)
         header = bs.Header(
             width=w, height=h, fps=video.fps, num_frames=t, keyframes=tuple(keyframes), mode=config.decode.mode,
             preset=config.preset, weights_fingerprint=fingerprint, seed=int(config.seed),
@@ -281,8 +298,8 @@ def decode_stream(stream: bs.Bitstream, config, models: Models | None = None, *,
         params = api.models_params(models)
         spec = api.spec_for(models)
     with timings.stage("entropy + text decoding"):
-        imodel = IndexModel(h.entropy_model, h.codebook_size, index_model(config, models).counts)
-        maps = [decode_indices(blob, tuple(h.index_grid), imodel) for blob in stream.index_data]
+        imodel = index_model(config, models, h.entropy_model)
+        maps = decode_maps(stream.index_data, tuple(h.index_grid), imodel)
         segments = clip_segments(h.keyframes, h.num_frames)
         if len(stream.clip_texts) != len(segments):
             raise BitstreamError(f"corrupt bitstream: {len(stream.clip_texts)} clip texts for {len(segments)} clips")
