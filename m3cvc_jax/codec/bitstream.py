@@ -183,8 +183,8 @@ def encode_texts(keyframe_texts, clip_texts, codec: str) -> bytes:
     return text_coding.compress(bytes(plain), codec)
 
 
-def pack(stream: Bitstream) -> bytes:
-    """The v1 bytes of `stream` (validated first: invalid content raises BitstreamError)."""
+def check_stream_content(stream: Bitstream) -> None:
+    """Raise BitstreamError if `stream` cannot be written (what `pack` of either version refuses)."""
     h = stream.header
     _check_header(h)
     if len(stream.keyframe_texts) != len(h.keyframes) or len(stream.index_data) != len(h.keyframes):
@@ -202,6 +202,17 @@ def pack(stream: Bitstream) -> bytes:
     if 2 + len(stream.extras) > MAX_SECTIONS:
         raise BitstreamError(f"cannot pack: more than {MAX_SECTIONS} sections")
 
+
+def pack(stream: Bitstream, version: int = VERSION) -> bytes:
+    """The bytes of `stream` in container `version` (1, or 2: the lean layout of `container_v2`)."""
+    if version == 2:
+        from m3cvc_jax.codec import container_v2
+
+        return container_v2.pack(stream)
+    if version != 1:
+        raise BitstreamError(f"cannot pack: unknown bitstream version {version}")
+    check_stream_content(stream)
+    h = stream.header
     fps = _fps(h.fps)
     body = bytearray()
     for v in (h.width, h.height, fps.numerator, fps.denominator, h.num_frames, len(h.keyframes)):
@@ -386,6 +397,12 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError("bitstream must be bytes")
     data = bytes(data)
+    if data[:2] == b"M3" and data[2:3] not in (b"", MAGIC[2:3]):  # "M3" then a version byte: v2 and later
+        from m3cvc_jax.codec import container_v2
+
+        if data[2] != container_v2.VERSION:
+            raise BitstreamError(f"unsupported bitstream version {data[2]} (this reader handles 1 and 2)")
+        return container_v2.unpack_with_bits(data)
     r = _Reader(data, "header")
     if r.remaining() < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise BitstreamError("not an m3cvc bitstream (bad magic)")
