@@ -35,7 +35,7 @@ def test_bits_add_up_to_the_file_size(tmp_path):
     size = os.path.getsize(path)
     assert bits.total == 8 * size
     assert bits.header + bits.text + bits.indices + bits.extra == bits.total
-    assert bits.extra == 8 * (1 + 1 + 100 + 4)  # tag, length varint, payload, CRC
+    assert bits.extra == 8 * (1 + 1 + 1 + 100)  # written as v2: extra count, tag, length varint, payload
     assert bits.bpp(s.header) == 8 * size / (512 * 320 * 40)
     s2, bits2 = bs.read_bitstream_with_bits(path)
     assert s2 == s and bits2 == bits

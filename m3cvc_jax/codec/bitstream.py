@@ -1,4 +1,5 @@
-"""Bitstream container v1: pure bytes <-> frozen dataclasses, plus atomic file read/write.
+"""Bitstream container v1 (and the dispatch to v2, `container_v2`): bytes <-> frozen dataclasses, plus
+atomic file read/write.
 
 The exact byte layout is specified in docs/bitstream.md; keep the two in step. The reader trusts nothing:
 every length is checked against the bytes actually present before use, every count against a fixed bound,
@@ -20,7 +21,8 @@ from m3cvc_jax.codec.entropy import ENTROPY_MODEL_NAMES, ENTROPY_MODELS
 from m3cvc_jax.errors import BitstreamError, ConfigError
 
 MAGIC = b"M3CV"
-VERSION = 1
+VERSION = 1  # the layout this module writes and reads itself; container_v2 holds version 2
+WRITE_VERSION = 2  # what `write_bitstream` writes (`m3cvc encode`)
 MODES = ("interpolation", "prediction")
 
 TAG_TEXTS = 1
@@ -462,7 +464,7 @@ def write_bitstream(path: str | os.PathLike, stream: Bitstream) -> Bits:
     """Pack and write atomically; returns the bits per part of the file written."""
     from m3cvc_jax.io.atomic import atomic_write_bytes
 
-    data = pack(stream)
+    data = pack(stream, WRITE_VERSION)
     atomic_write_bytes(path, data)
     return unpack_with_bits(data)[1]
 
