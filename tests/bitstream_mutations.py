@@ -45,6 +45,22 @@ def assemble(body: bytes, sections: list[tuple[int, bytes]], version: int = bs.V
     return out
 
 
+def mutate(blob: bytes, edits) -> bytes:
+    """Apply (position, value, "set" | "insert" | "delete") edits; positions wrap around the blob."""
+    out = bytearray(blob)
+    for pos, value, mode in edits:
+        if not out and mode != "insert":
+            continue
+        i = pos % (len(out) + 1 if mode == "insert" else len(out))
+        if mode == "set":
+            out[i] = value
+        elif mode == "insert":
+            out.insert(i, value)
+        else:
+            del out[i]
+    return bytes(out)
+
+
 def resign_v2(body: bytes) -> bytes:
     """A v2 stream from everything before its CRC32: the CRC recomputed, so mutations reach the parser."""
     return body + zlib.crc32(body).to_bytes(4, "little")

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from m3cvc_jax.codec import bitstream as bs
-from tests.bitstream_mutations import check_unpack, resign_v2
+from tests.bitstream_mutations import check_unpack, mutate, resign_v2
 from tests.bitstream_sample import sample_stream
 from tests.fixtures.make_golden_streams import SAMPLE_EXTRA
 
@@ -82,16 +82,7 @@ def test_random_bytes_after_the_magic(data):
 @given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(["set", "insert", "delete"])),
                 min_size=1, max_size=6))
 def test_edits_behind_a_recomputed_crc(edits):
-    out = bytearray(VALID[:-4])
-    for pos, value, mode in edits:
-        i = pos % (len(out) + (mode == "insert"))
-        if mode == "set":
-            out[i] = value
-        elif mode == "insert":
-            out.insert(i, value)
-        else:
-            del out[i]
-    check_unpack(resign_v2(bytes(out)))
+    check_unpack(resign_v2(mutate(VALID[:-4], edits)))
 
 
 def test_v2_refuses_non_canonical_forms():
