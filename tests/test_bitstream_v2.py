@@ -106,6 +106,7 @@ def test_v1_and_v2_golden_streams_still_parse():
     v1 = bs.read_bitstream(os.path.join(FIXTURES, "golden_sample_lzw.m3cvc"))
     v2 = bs.read_bitstream(os.path.join(FIXTURES, "golden_v2_sample.m3cvc"))
     assert v1 == v2 == sample_stream("lzw", extras=(SAMPLE_EXTRA,))
+    assert (v1.version, v2.version) == (1, 2)
     with open(os.path.join(FIXTURES, "golden_v2_sample.m3cvc"), "rb") as f:
         data = f.read()
     assert data[:3] == b"M3\x02" and zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "little")

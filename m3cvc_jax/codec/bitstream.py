@@ -81,6 +81,7 @@ class Bitstream:
     clip_texts: tuple[str, ...]  # motion descriptions D_C
     index_data: tuple[bytes, ...]  # one entropy-coded index map per keyframe (see codec/entropy.py)
     extras: tuple[ExtraSection, ...] = ()
+    version: int = dataclasses.field(default=VERSION, compare=False)  # the container it was read from
 
 
 @dataclasses.dataclass(frozen=True)

@@ -166,7 +166,7 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
             extras.append(bs.ExtraSection(kind, payload, skippable))
     r.what = "end"
     r.done()
-    stream = bs.Bitstream(header, kf_texts, clip_texts, tuple(blobs), tuple(extras))
+    stream = bs.Bitstream(header, kf_texts, clip_texts, tuple(blobs), tuple(extras), VERSION)
     bits = bs.Bits(header=8 * (header_end + 4), indices=8 * (index_end - header_end),
                    text=8 * (text_end - index_end), extra=8 * (r.pos - text_end), total=8 * len(data))
     return stream, bits

@@ -24,7 +24,7 @@ def describe(stream, bits) -> dict:
 
     h = stream.header
     return {
-        "version": 1,
+        "version": stream.version,
         "width": h.width,
         "height": h.height,
         "fps": float(h.fps),
