@@ -22,6 +22,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.seed = 0
     c.preset = "demo"  # codec preset whose post-encoder makes the maps
     c.weights = ""  # weights folder for preset paper
+    c.weights_root = ""  # a folder laid out as the preset's own weights (e.g. a freshly packed demo), used instead
     c.clips_dir = os.path.join(REPO, "assets", "clips")
     c.fps = 8.0
     c.max_frames = 0  # per clip; 0: all

@@ -26,7 +26,7 @@ from m3cvc_jax.codec.index_prior import IndexPrior
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io.video import PreprocessConfig, load_video
 from m3cvc_jax.pipelines import api
-from m3cvc_jax.pipelines.models import Models
+from m3cvc_jax.pipelines.models import FolderSource, Models
 from m3cvc_jax.pipelines.settings import load_config
 from train import cli, loop, sharding
 from train.data import loader
@@ -56,7 +56,7 @@ def kmeans_clusters(codebook: np.ndarray, k: int, seed: int, iterations: int = 5
 def training_maps(config) -> tuple[list[np.ndarray], np.ndarray, str]:
     """(index maps of every clip, (N, h, w) each, the codebook, the post-encoder directory or '')."""
     codec_cfg = load_config(config.preset, [f"weights={config.weights}"] if config.weights else [])
-    models = Models(codec_cfg)
+    models = Models(codec_cfg, FolderSource(config.weights_root) if config.weights_root else None)
     models.require(("sd-vae", "post-encoder"))
     params = {"codec": models.codec}
     clips = sorted(f for f in os.listdir(config.clips_dir) if f.lower().endswith(VIDEO_SUFFIXES))
