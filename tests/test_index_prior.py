@@ -190,6 +190,7 @@ def test_tiny_trainer_contract(tmp_path):
 
     config = get_config("tiny")
     config.progress = False
+    config.max_frames, config.gap, config.boost_grid = 8, 4, (0, 4)  # fewer maps: a faster test
     config.num_steps = 2
     prior, rows = trainer.train(config, str(tmp_path))
     logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
