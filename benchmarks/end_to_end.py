@@ -34,11 +34,11 @@ def main(argv=None) -> None:
     parser.add_argument("--clip", default=CLIP)
     args = parser.parse_args(argv)
     os.environ.setdefault("M3CVC_JAX_CACHE", "off")
-    from m3cvc_jax.pipelines import m3cvc, runtime
-    from m3cvc_jax.pipelines.settings import load_config
+    from m3cvc_jax.commands import runtime
+    from m3cvc_jax.pipelines.codec import Codec, decode_file
 
     runtime.setup()
-    config = load_config("tiny", SETTINGS)
+    codec = Codec.load("tiny", overrides=SETTINGS)  # built once: warm runs reuse its models
     tmp = tempfile.mkdtemp(prefix="m3cvc-bench-")
     stream_path, video_path = os.path.join(tmp, "clip.m3cvc"), os.path.join(tmp, "clip.mp4")
     enc_total = dec_total = 0.0
@@ -46,13 +46,13 @@ def main(argv=None) -> None:
         label = "cold" if run == 1 else "warm"
         tracemalloc.start()
         start = time.perf_counter()
-        enc = m3cvc.encode_file(args.clip, stream_path, config)
+        enc = codec.encode_file(args.clip, stream_path)
         enc_total = time.perf_counter() - start
         enc_py = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.reset_peak()
         enc_rss = peak_rss_mb()
         start = time.perf_counter()
-        dec = m3cvc.decode_file(stream_path, video_path)
+        dec = decode_file(stream_path, video_path, store=codec.store)
         dec_total = time.perf_counter() - start
         dec_py = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()

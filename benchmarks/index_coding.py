@@ -28,7 +28,7 @@ import numpy as np
 
 from m3cvc_jax.codec import entropy as ent
 from m3cvc_jax.codec.index_prior import IndexPrior
-from m3cvc_jax.pipelines import m3cvc as pipeline
+from m3cvc_jax.pipelines import codec as pipeline
 from m3cvc_jax.pipelines.models import Models
 from m3cvc_jax.pipelines.settings import load_config
 

@@ -23,6 +23,6 @@ def convert_state_dict(sd, *, source: str = "checkpoint") -> tuple[int, dict[str
     return dim, {k: np.asarray(v, np.float32) for k, v in map_onto(shapes, sd, source=source).items()}
 
 
-def convert(src: str, dst: str) -> str:
+def convert(src: str, dst: str, *, overwrite: bool = False) -> str:
     dim, params = convert_state_dict(read_state_dict(src), source=src)
-    return save_checkpoint(dst, family=FAMILY, config={"embed_dim": dim}, params=params)
+    return save_checkpoint(dst, family=FAMILY, config={"embed_dim": dim}, params=params, overwrite=overwrite)

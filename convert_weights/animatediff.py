@@ -108,8 +108,8 @@ def convert_state_dict(sd, cfg: MotionAdapterConfig, *, source: str = "checkpoin
     return {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
 
 
-def convert(src: str, dst: str, config: str | None = None) -> str:
+def convert(src: str, dst: str, config: str | None = None, *, overwrite: bool = False) -> str:
     sd, found = read_component(src, "motion_adapter", "")
     cfg = resolve_config(src, config, found, sd, ldm=is_original(sd), infer=infer_config, cls=MotionAdapterConfig)
     params = convert_state_dict(sd, cfg, source=src)
-    return save_checkpoint(dst, family=FAMILY, config=dataclasses.asdict(cfg), params=params)
+    return save_checkpoint(dst, family=FAMILY, config=dataclasses.asdict(cfg), params=params, overwrite=overwrite)

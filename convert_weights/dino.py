@@ -102,7 +102,7 @@ def convert_state_dict(sd, cfg: ViTConfig, *, source: str = "checkpoint") -> dic
     return {k: np.asarray(v, np.float32) for k, v in map_onto(shapes, sd, source=source).items()}
 
 
-def convert(src: str, dst: str, config: str | None = None) -> str:
+def convert(src: str, dst: str, config: str | None = None, *, overwrite: bool = False) -> str:
     cfg, sd = load_reference(src, config)
     params = convert_state_dict(sd, cfg, source=src)
-    return save_checkpoint(dst, family=FAMILY, config=dataclasses.asdict(cfg), params=params)
+    return save_checkpoint(dst, family=FAMILY, config=dataclasses.asdict(cfg), params=params, overwrite=overwrite)

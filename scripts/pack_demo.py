@@ -1,17 +1,21 @@
 """Pack the demo recipe's exports as the folder the `demo` preset loads, weights stored as float16.
 
-    python scripts/pack_demo.py runs/demo m3cvc_jax/assets/demo
+    python scripts/pack_demo.py runs/demo m3cvc_jax/assets/demo --force
 
 One checkpoint per component in the layout of `m3cvc_jax/pipelines/models.py` COMPONENTS. float16 halves
 the committed size (about 17 MB instead of 34); the models still run in float32 (weights are cast on
 load), and the fingerprints are those of the stored float16 arrays, so a stream names exactly these bytes.
-The folder is replaced atomically. Then the learned index prior (`coding.entropy_model=learned`, the demo
-default) is trained on the packed post-encoder's maps of the bundled clips (configs/index_prior.py, a fresh
-run: a prior fits one codebook only) and its tables are added to `post-encoder/config.json`.
+Then the learned index prior (`coding.entropy_model=learned`, the demo default) is trained on the packed
+post-encoder's maps of the bundled clips (configs/index_prior.py, a fresh run: a prior fits one codebook
+only) and its tables are added to `post-encoder/config.json`, so repacking new weights always ships a
+matching prior. The folder is built under a temporary name and renamed into place; an existing one is
+replaced only with --force and only if it holds nothing but component checkpoints (as this script writes
+them).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -22,7 +26,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs, train
 
 from configs.index_prior import get_config as index_prior_config  # noqa: E402
-from m3cvc_jax.weights import load_checkpoint, save_checkpoint  # noqa: E402
+from m3cvc_jax.errors import M3CVCError  # noqa: E402
+from m3cvc_jax.io.atomic import move_directory_into_place  # noqa: E402
+from m3cvc_jax.weights import is_checkpoint_folder, load_checkpoint, save_checkpoint  # noqa: E402
 from train import index_prior  # noqa: E402
 
 # component folder -> the recipe's export (relative to the runs directory)
@@ -30,30 +36,51 @@ EXPORTS = {"sd-vae": "vae/export", "post-encoder": "vq/export", "keyframe-unet":
            "clip": "clip", "seine": "video/export"}
 
 
-def main(runs: str, dst: str) -> None:
-    tmp = dst.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, export in EXPORTS.items():
-        meta, params = load_checkpoint(os.path.join(runs, export))
-        half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in params.items()}
-        fp = save_checkpoint(os.path.join(tmp, name), family=meta["family"], config=meta["config"], params=half,
-                             tables=meta.get("tables"))
-        print(f"{name:14s} {sum(v.size for v in half.values()):>10,} parameters  fingerprint {fp}")
-    shutil.rmtree(dst, ignore_errors=True)
-    os.replace(tmp, dst)
-    add_index_prior(dst)
+def is_packed_demo(path: str) -> bool:
+    """`path` holds only checkpoints under component names, as this script writes them."""
+    return all(name in EXPORTS and is_checkpoint_folder(os.path.join(path, name)) for name in os.listdir(path))
 
 
-def add_index_prior(dst: str) -> None:
+def main(runs: str, dst: str, force: bool = False) -> None:
+    dst = os.path.abspath(dst)
+    if os.path.isdir(dst) and os.listdir(dst) and not (force and is_packed_demo(dst)):
+        raise M3CVCError(f"{dst}: folder is not empty; " + (
+            "give --force to replace a packed demo folder" if is_packed_demo(dst)
+            else "it holds files this script did not write"))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=os.path.dirname(dst))
+    try:
+        for name, export in EXPORTS.items():
+            meta, params = load_checkpoint(os.path.join(runs, export))
+            half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in params.items()}
+            fp = save_checkpoint(os.path.join(tmp, name), family=meta["family"], config=meta["config"],
+                                 params=half, tables=meta.get("tables"))
+            print(f"{name:14s} {sum(v.size for v in half.values()):>10,} parameters  fingerprint {fp}")
+        add_index_prior(tmp)
+        move_directory_into_place(tmp, dst, is_packed_demo if force else lambda _: False)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def add_index_prior(packed: str) -> None:
+    """Train the index prior on the maps of the weights packed in `packed`; add its tables to them."""
     config = index_prior_config("demo")
-    config.weights_root = os.path.abspath(dst)
+    config.weights_root = packed
     config.progress = False
     with tempfile.TemporaryDirectory() as workdir:
         prior, _ = index_prior.train(config, workdir)
-        pe_dir = os.path.join(dst, "post-encoder")
-        fp = index_prior.export(prior, pe_dir, None, pe_dir)
+    pe_dir = os.path.join(packed, "post-encoder")
+    fp = save_checkpoint(pe_dir, overwrite=True, **index_prior.export_checkpoint(prior, pe_dir, None))
     print(f"index prior    {prior.num_clusters} clusters, boosts {prior.boosts}; post-encoder fingerprint {fp}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs")
+    parser.add_argument("dst")
+    parser.add_argument("--force", action="store_true", help="replace DST if it is a packed demo folder")
+    args = parser.parse_args()
+    try:
+        main(args.runs, args.dst, args.force)
+    except M3CVCError as e:
+        sys.exit(f"pack_demo: error: {e}")

@@ -22,7 +22,8 @@ from m3cvc_jax.errors import WeightsError  # noqa: E402
 from m3cvc_jax.nn.animatediff import MotionAdapterConfig, UNetMotionModel, merge_params  # noqa: E402
 from m3cvc_jax.nn.unet import UNetConfig  # noqa: E402
 from m3cvc_jax.weights import assign_params, load_checkpoint  # noqa: E402
-from tests.sd_reference import abstract, call, randomise, torch_state  # noqa: E402
+from tests.randomize import assert_no_init_constants, randomize_all  # noqa: E402
+from tests.sd_reference import abstract, call, torch_state  # noqa: E402
 
 pytestmark = pytest.mark.parity
 torch.set_num_threads(1)
@@ -36,19 +37,13 @@ ADAPTER = dict(block_out_channels=(32, 64), motion_layers_per_block=1, motion_nu
                motion_norm_num_groups=8, motion_transformer_layers_per_block=(1, 2), motion_max_seq_length=24)
 
 
-def assert_all_random(module) -> None:
-    """No parameter left at a constant (zeros, ones): each would hide a mapping or maths error."""
-    constant = [n for n, p in module.named_parameters() if p.numel() > 1 and float(p.detach().std()) == 0.0]
-    assert not constant, constant
-
-
 def reference(seed=0, adapter=ADAPTER, unet=UNET):
     torch.manual_seed(seed)
     u = diffusers.UNet2DConditionModel(**unet)
     a = diffusers.MotionAdapter(**adapter)
     model = diffusers.UNetMotionModel.from_unet2d(u, a)
-    randomise(model, seed)
-    assert_all_random(model)
+    randomize_all(model, seed)
+    assert_no_init_constants(model)
     return model.eval()
 
 
@@ -201,7 +196,10 @@ def test_animatediff_converter_both_layouts_agree_and_are_strict(pair, tmp_path)
 def test_animatediff_parity_ddim_cfg_sampling(pair):
     """A few DDIM steps with classifier-free guidance, diffusers' AnimateDiffPipeline (latents and text
     embeddings fed in) against our scanned sampler with the same initial noise."""
-    from m3cvc_jax.diffusion import CFGCond, DDIMScheduler, NoiseSchedule, guided, sample
+    from m3cvc_jax.diffusion.ddim import DDIMScheduler
+    from m3cvc_jax.diffusion.guidance import CFGCond, guided
+    from m3cvc_jax.diffusion.sampler import sample
+    from m3cvc_jax.diffusion.schedules import NoiseSchedule
 
     ref, ours = pair
     rng = np.random.default_rng(3)

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.io import bitstream_file as bsf
 from tests.bitstream_mutations import check_unpack, mutate, resign_v2
 from tests.bitstream_sample import sample_stream
 from tests.fixtures.make_golden_streams import SAMPLE_EXTRA
@@ -103,10 +104,22 @@ def test_unknown_versions_are_refused_with_one_line(data, msg):
 
 def test_v1_and_v2_golden_streams_still_parse():
     """v1 files stay readable next to v2 (tests/test_golden_stream.py checks v1 content in full)."""
-    v1 = bs.read_bitstream(os.path.join(FIXTURES, "golden_sample_lzw.m3cvc"))
-    v2 = bs.read_bitstream(os.path.join(FIXTURES, "golden_v2_sample.m3cvc"))
+    v1 = bsf.read_bitstream(os.path.join(FIXTURES, "golden_sample_lzw.m3cvc"))
+    v2 = bsf.read_bitstream(os.path.join(FIXTURES, "golden_v2_sample.m3cvc"))
     assert v1 == v2 == sample_stream("lzw", extras=(SAMPLE_EXTRA,))
     assert (v1.version, v2.version) == (1, 2)
     with open(os.path.join(FIXTURES, "golden_v2_sample.m3cvc"), "rb") as f:
         data = f.read()
     assert data[:3] == b"M3\x02" and zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "little")
+
+
+def test_every_pipeline_mode_has_a_code():
+    """A mode added to pipelines/modes.py must get a code in the container (append to bitstream.MODES)."""
+    from m3cvc_jax.pipelines.modes import MODES
+
+    missing = [m for m in MODES if m not in bs.MODES]
+    assert not missing, f"modes without a bitstream code: {missing}"
+    for code, mode in enumerate(bs.MODES):
+        stream = dataclasses.replace(main_job_like(), header=dataclasses.replace(main_job_like().header, mode=mode))
+        assert bs.unpack(bs.pack(stream, 2)).header.mode == mode
+        assert bs.unpack(bs.pack(stream, 1)).header.mode == mode

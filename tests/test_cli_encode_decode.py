@@ -8,6 +8,7 @@ import os
 import pytest
 
 from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.io import bitstream_file as bsf
 from tests.pipeline_fixtures import CLIP, encoded, run_cli, workdir  # noqa: F401
 
 
@@ -88,7 +89,7 @@ def test_decode_corrupt_stream(encoded, tmp_path):
 
 
 def test_decode_fingerprint_mismatch(encoded, tmp_path):
-    stream = bs.read_bitstream(encoded[0])
+    stream = bsf.read_bitstream(encoded[0])
     foreign = dataclasses.replace(stream, header=dataclasses.replace(stream.header,
                                                                       weights_fingerprint="0123456789abcdef"))
     path = tmp_path / "foreign.m3cvc"
@@ -100,7 +101,7 @@ def test_decode_fingerprint_mismatch(encoded, tmp_path):
 
 
 def test_decode_stream_of_unknown_preset(encoded, tmp_path):
-    stream = bs.read_bitstream(encoded[0])
+    stream = bsf.read_bitstream(encoded[0])
     other = dataclasses.replace(stream, header=dataclasses.replace(stream.header, preset="future"))
     path = tmp_path / "future.m3cvc"
     path.write_bytes(bs.pack(other))

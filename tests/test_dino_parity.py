@@ -15,7 +15,8 @@ from convert_weights.core import read_state_dict  # noqa: E402
 from m3cvc_jax.eval import vbench  # noqa: E402
 from m3cvc_jax.nn.vit import ViTConfig, ViTModel  # noqa: E402
 from m3cvc_jax.weights import assign_params, load_checkpoint  # noqa: E402
-from tests.sd_reference import call, randomise  # noqa: E402
+from tests.randomize import assert_no_init_constants, randomize_all  # noqa: E402
+from tests.sd_reference import call  # noqa: E402
 
 pytestmark = pytest.mark.parity
 torch.set_num_threads(1)
@@ -28,8 +29,8 @@ TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, interme
 def ref():
     torch.manual_seed(0)
     model = transformers.ViTModel(transformers.ViTConfig(**TINY), add_pooling_layer=False)
-    randomise(model, 0)
-    assert not [n for n, p in model.named_parameters() if p.numel() > 1 and float(p.detach().std()) == 0.0]
+    randomize_all(model, 0)
+    assert_no_init_constants(model)
     return model.eval()
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.entropy import IndexModel, encode_indices
 from m3cvc_jax.eval import codecs, report
+from m3cvc_jax.io import bitstream_file as bsf
 from tests.chromium import Chromium, chromium_exe
 from tests.pipeline_fixtures import CLIP, run_cli
 
@@ -47,11 +48,11 @@ class StreamCodec:
                               tuple(encode_indices(rng.integers(0, 16, (5, 8)), model) for _ in keyframes))
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, f"{rate_point}.m3cvc")
-        bs.write_bitstream(path, stream)
+        bsf.write_bitstream(path, stream)
         return path
 
     def decode(self, path):
-        stream = bs.read_bitstream(path)
+        stream = bsf.read_bitstream(path)
         step = 64 // len(stream.header.keyframes)
         return (self.frames // step * step + step // 2).astype(np.uint8)
 
@@ -85,7 +86,7 @@ def evaluated(tmp_path_factory):
     out = tmp_path_factory.mktemp("html") / "out"
     codec = StreamCodec()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(codecs._REGISTRY, "ours", lambda **_: codec)
+        mp.setitem(codecs.CODECS, "ours", lambda **_: codec)
         code, stdout, err = run_cli([
             "eval", CLIP, "--codecs", ",".join(CODECS), "--out", str(out), "--max-frames", "5",
             "--rate-points", "x264=45,35", "--rate-points", "x265=45,35", "--no-progress"])
@@ -169,7 +170,7 @@ def test_report_in_headless_chromium(evaluated):
     # Ours: bits per part and the texts sent, as the streams hold them (lowest rate first).
     want_bits, want_texts = [], []
     for rp in ("k1", "k3"):
-        stream, bits = bs.read_bitstream_with_bits(str(out / "streams" / "bikes_4s" / "ours" / f"{rp}.m3cvc"))
+        stream, bits = bsf.read_bitstream_with_bits(str(out / "streams" / "bikes_4s" / "ours" / f"{rp}.m3cvc"))
         want_bits.append(bits.as_dict())
         want_texts += [f"keyframe {i} (frame {k}): {t}" for i, (k, t) in
                        enumerate(zip(stream.header.keyframes, stream.keyframe_texts))]

@@ -93,7 +93,7 @@ class StageCodec:
 @pytest.fixture
 def stage_codec(monkeypatch):
     log = []
-    monkeypatch.setitem(codecs._REGISTRY, "ours", lambda **_: StageCodec(log))
+    monkeypatch.setitem(codecs.CODECS, "ours", lambda **_: StageCodec(log))
     return log
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.eval import ours as eval_codec
 from m3cvc_jax.eval import runner
-from m3cvc_jax.pipelines import eval_codec
+from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.pipelines.settings import load_config
 from tests.pipeline_fixtures import CLIP, run_cli
 
@@ -57,7 +57,7 @@ def test_ours_rows_carry_real_bitstream_sizes(run):
         size = os.path.getsize(path)
         assert r["bytes"] == size
         assert r["bpp"] == pytest.approx(size * 8 / (W * H * T), rel=1e-5)
-        header = bs.read_bitstream(str(path)).header
+        header = bsf.read_bitstream(str(path)).header
         assert (header.width, header.height, header.num_frames, header.preset) == (W, H, T, "tiny")
         assert tuple(header.index_grid) == (H // 16, W // 16)  # the rate point's grid
         assert (r["width"], r["height"], r["frames"]) == (W, H, T)
@@ -69,9 +69,9 @@ def test_ours_rows_carry_real_bitstream_sizes(run):
 
 def test_ablation_row_settings_reach_the_stream(run):
     out, _, _ = run
-    fixed = bs.read_bitstream(str(out / "streams" / "bikes_4s" / f"ours[{ROW}]" / "g16-i2.m3cvc")).header
+    fixed = bsf.read_bitstream(str(out / "streams" / "bikes_4s" / f"ours[{ROW}]" / "g16-i2.m3cvc")).header
     assert fixed.keyframe_method == "fixed" and list(fixed.keyframes) == [0, 2, 4]
-    base = bs.read_bitstream(str(out / "streams" / "bikes_4s" / "ours" / "g16-t0.05.m3cvc")).header
+    base = bsf.read_bitstream(str(out / "streams" / "bikes_4s" / "ours" / "g16-t0.05.m3cvc")).header
     assert base.keyframe_method == "m3cvc"
     summary = (out / "summary.md").read_text()
     assert "ours" in summary and f"ours[{ROW}]" in summary

@@ -54,7 +54,7 @@ def _clip(seed, t=12, h=180, w=190):
 @pytest.fixture
 def toy_registered(monkeypatch):
     log = []
-    monkeypatch.setitem(codecs._REGISTRY, "toy", lambda rate_points=None, **_: ToyCodec(log))
+    monkeypatch.setitem(codecs.CODECS, "toy", lambda rate_points=None, **_: ToyCodec(log))
     return log
 
 
@@ -242,7 +242,7 @@ def test_table1_ablation_rows(monkeypatch):
         ablations.check_overrides([("x", ("keyframes.nope=1",))], m3cvc_config)
 
     made = []
-    monkeypatch.setitem(codecs._REGISTRY, "ours", lambda overrides=(), **kw: made.append(overrides) or ToyCodec([]))
+    monkeypatch.setitem(codecs.CODECS, "ours", lambda overrides=(), **kw: made.append(overrides) or ToyCodec([]))
     got = ablations.ablation_codecs(path, overrides=("seed=1",), preset="tiny")
     assert list(got) == [f"ours[{n}]" for n in names]
     assert made[names.index("turns_2")] == ("seed=1", "dialogue.turns=2")

@@ -15,7 +15,8 @@ import pytest
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.entropy import IndexModel, decode_indices
 from m3cvc_jax.codec.text_coding import TEXT_CODECS
-from m3cvc_jax.pipelines import m3cvc
+from m3cvc_jax.io import bitstream_file as bsf
+from m3cvc_jax.pipelines import codec as m3cvc
 from tests.bitstream_sample import GRID, sample_maps, sample_stream
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -29,7 +30,7 @@ def _maps(stream):
 
 
 def test_real_tiny_stream():
-    stream, bits = bs.read_bitstream_with_bits(TINY)
+    stream, bits = bsf.read_bitstream_with_bits(TINY)
     assert stream.header == bs.Header(
         width=128, height=80, fps=Fraction(8), num_frames=9, keyframes=(0, 4, 8), mode="interpolation",
         preset="tiny", weights_fingerprint="d73797e16437262a", seed=0, keyframe_method="fixed",
@@ -49,7 +50,7 @@ def test_real_tiny_stream():
 
 @pytest.mark.parametrize("codec", sorted(TEXT_CODECS))
 def test_sample_streams_per_text_codec(codec):
-    stream = bs.read_bitstream(os.path.join(FIXTURES, f"golden_sample_{codec}.m3cvc"))
+    stream = bsf.read_bitstream(os.path.join(FIXTURES, f"golden_sample_{codec}.m3cvc"))
     expected = sample_stream(codec, extras=(bs.ExtraSection(100, b"\x00\x01golden extra\xff"),))
     assert stream == expected
     maps = _maps(stream)

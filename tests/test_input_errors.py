@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.errors import InputWarning, VideoError, WeightsError
+from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io import video as vio
-from m3cvc_jax.pipelines import m3cvc
+from m3cvc_jax.pipelines import codec as m3cvc
 from tests.bitstream_sample import sample_stream
 from tests.pipeline_fixtures import CLIP, run_cli, run_console
 
@@ -38,7 +38,7 @@ def no_models(monkeypatch):
     def never(*a, **k):
         raise AssertionError("models were built before the input was refused")
 
-    monkeypatch.setattr(m3cvc, "Models", never)
+    monkeypatch.setattr(m3cvc.ModelStore, "get", never)  # every model a codec builds comes through its store
 
 
 def test_console_set_fps_inf(tmp_path):
@@ -140,7 +140,7 @@ def test_inspect_escapes_control_characters(tmp_path, capsys):
     evil = "\x1b[2J\x1b]0;pwned\x07red\nkeyframe 9 (frame 0): forged\u202eevil\x00"
     s = dataclasses.replace(sample_stream(), clip_texts=(evil, "fine"))
     path = tmp_path / "evil.m3cvc"
-    bs.write_bitstream(path, s)
+    bsf.write_bitstream(path, s)
     code, out, err = run_cli(["inspect", str(path)])
     assert code == 0 and err == ""
     assert not any(c in out for c in "\x1b\x07\x00\u202e")
@@ -177,7 +177,7 @@ def test_truncated_video_warning_through_the_cli(truncated, tmp_path, monkeypatc
         seen["frames"] = video.num_frames
         raise VideoError("stop here")
 
-    monkeypatch.setattr(m3cvc, "encode_video", stop)
+    monkeypatch.setattr(m3cvc.Codec, "encode", lambda self, video, *a, **k: stop(video))
     code, _, err = run_cli(["encode", truncated, "-o", str(tmp_path / "o.m3cvc"), "--preset", "tiny"])
     lines = err.splitlines()
     assert code == 2 and seen["frames"] == 12, err  # 1.44 s at 8 fps

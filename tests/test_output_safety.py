@@ -78,6 +78,19 @@ def test_a_failed_write_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     assert {p: (d / p).read_bytes() for p in os.listdir(d) if (d / p).is_file()} == before
 
 
+def test_a_frame_name_that_is_a_folder_fails_before_anything_changes(tmp_path):
+    """rename(2) cannot replace a folder: found before the first frame is replaced, not half-way through."""
+    d = _user_files(tmp_path)
+    vio.write_png_folder(d, _video(2, 10), force=True)
+    (d / "frame_00002.png").mkdir()
+    before = {p: (d / p).read_bytes() for p in os.listdir(d) if (d / p).is_file()}
+    with pytest.raises(IsADirectoryError) as e:
+        vio.write_png_folder(d, _video(3, 99), force=True)
+    assert {p: (d / p).read_bytes() for p in os.listdir(d) if (d / p).is_file()} == before
+    assert e.value.filename == str(d / "frame_00002.png") and "is a folder" in str(e.value)
+    assert not [p for p in os.listdir(d) if p.startswith(".")]
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
 def test_modes_follow_the_umask(tmp_path, mask):
     old = os.umask(mask)
@@ -99,18 +112,19 @@ def test_errors_name_the_users_path_not_a_temporary(tmp_path):
 
 
 def test_pipeline_checks_the_output_before_encoding(tmp_path, monkeypatch):
-    from m3cvc_jax.pipelines import m3cvc
+    from m3cvc_jax.pipelines import codec as m3cvc
 
     def never(*a, **k):
         raise AssertionError("the input was read before the output was checked")
 
     monkeypatch.setattr(m3cvc, "read_input", never)
-    monkeypatch.setattr(m3cvc.bs, "read_bitstream", never)
+    monkeypatch.setattr(m3cvc.bsf, "read_bitstream", never)
     (tmp_path / "file").write_text("")
+    codec = m3cvc.Codec.load("tiny")  # builds no model until one is used
     with pytest.raises(OutputError, match=f"{tmp_path / 'file' / 'o.m3cvc'}: cannot write there"):
-        m3cvc.encode_file(CLIP, str(tmp_path / "file" / "o.m3cvc"), config=None)
+        codec.encode_file(CLIP, str(tmp_path / "file" / "o.m3cvc"))
     with pytest.raises(OutputError, match="is a folder"):
-        m3cvc.encode_file(CLIP, str(tmp_path), config=None)
+        codec.encode_file(CLIP, str(tmp_path))
     d = _user_files(tmp_path)
     with pytest.raises(OutputError, match="not empty"):
         m3cvc.decode_file(CLIP, str(d))

@@ -8,10 +8,11 @@ import math
 
 import pytest
 
-from configs import m3cvc as codec_configs
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.errors import BitstreamError, ConfigError
-from m3cvc_jax.pipelines import m3cvc, settings
+from m3cvc_jax.pipelines import codec as m3cvc
+from m3cvc_jax.pipelines import presets as codec_configs
+from m3cvc_jax.pipelines import settings
 from tests.bitstream_sample import sample_stream
 
 # Values the issue found accepted by `encode` although `decode` refuses them or decodes garbage.
@@ -58,15 +59,13 @@ def test_every_numeric_field_of_every_preset_has_a_range():
 
 def test_bounds_are_the_decoder_components_own():
     """Each edge of RANGES against the constructor that would refuse the value at decode time."""
-    from configs.keyframe_codec import KeyframeCodecConfig
-    from m3cvc_jax.nn import keyframe_codec as kc
-    from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructionConfig, seine_scheduler
+    from m3cvc_jax.decoders.keyframe import make_scheduler
+    from m3cvc_jax.decoders.video import VideoReconstructionConfig, seine_scheduler
 
     r = settings.RANGES
-    cfg = KeyframeCodecConfig.preset("tiny")
-    kc.make_scheduler(cfg, int(r["keyframe_codec.steps"].high))
+    make_scheduler(int(r["keyframe_codec.steps"].high))
     with pytest.raises(ConfigError):
-        kc.make_scheduler(cfg, int(r["keyframe_codec.steps"].high) + 1)
+        make_scheduler(int(r["keyframe_codec.steps"].high) + 1)
     for sampler in ("ddpm", "ddim"):
         seine_scheduler(sampler, int(r["video_model.steps"].high))
     VideoReconstructionConfig(window=int(r["video_model.window"].low), num_steps=int(r["video_model.steps"].high),

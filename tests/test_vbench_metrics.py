@@ -101,7 +101,7 @@ def test_eval_command_vbench_dimensions(tmp_path, monkeypatch):
     from m3cvc_jax.nn.vit import ViTConfig, ViTModel
     from tests.test_eval_runner import ToyCodec, _clip, _random_checkpoint
 
-    monkeypatch.setitem(codecs._REGISTRY, "toy", lambda rate_points=None, **_: ToyCodec([]))
+    monkeypatch.setitem(codecs.CODECS, "toy", lambda rate_points=None, **_: ToyCodec([]))
     ccfg, vcfg = CLIPConfig.preset("tiny"), ViTConfig.preset("tiny")
     _random_checkpoint(tmp_path / "clip", lambda: CLIPModel(ccfg, rngs=nnx.Rngs(0)), "clip",
                        {"kind": "full", **dataclasses.asdict(ccfg)}, seed=1, std=0.3)

@@ -143,7 +143,7 @@ def train(config, workdir: str):
     everything = [(d["map"], d["prev"] if d["has_prev"] else None) for d in data]
     prior = _prior(clusters, counts, words, config, choose_boosts(
         lambda b: mean_bits(_prior(clusters, counts, words, config, b), everything), config.boost_grid))
-    export(prior, pe_dir, codebook, os.path.join(workdir, "export"))
+    loop.save_export(workdir, **export_checkpoint(prior, pe_dir, codebook))
     rows.append(loop_summary(workdir, prior, everything))
     return prior, rows
 
@@ -159,20 +159,18 @@ def loop_summary(workdir: str, prior: IndexPrior, items) -> dict:
     return summary
 
 
-def export(prior: IndexPrior, pe_dir: str, codebook: np.ndarray, directory: str) -> str:
-    """The post-encoder checkpoint of `pe_dir` with the prior's tables added (its other tables kept).
+def export_checkpoint(prior: IndexPrior, pe_dir: str, codebook: np.ndarray | None) -> dict:
+    """`weights.save_checkpoint` arguments: the post-encoder checkpoint of `pe_dir` with the prior's tables
+    added (its other tables kept).
 
-    Random-weight presets (tiny) have no checkpoint to extend: the export then holds the tables alone, for
-    tests and benchmarks."""
+    Random-weight presets (tiny) have no checkpoint to extend: the export then holds the codebook and the
+    tables alone, for tests and benchmarks."""
     if pe_dir:
         meta, params = weights.load_checkpoint(pe_dir, family="keyframe-vq")
         tables = {k: v for k, v in meta.get("tables", {}).items() if k not in index_prior.TABLE_NAMES}
-        return weights.save_checkpoint(directory, family="keyframe-vq", config=meta["config"], params=params,
-                                       tables={**tables, **prior.tables()})
-    return weights.save_checkpoint(directory, family="keyframe-vq", config={"codebook_size": len(codebook)},
-                                   params={"codebook.embedding": codebook.astype(np.float32)},
-                                   tables=prior.tables())
-
+        return dict(family="keyframe-vq", config=meta["config"], params=params, tables={**tables, **prior.tables()})
+    return dict(family="keyframe-vq", config={"codebook_size": len(codebook)},
+                params={"codebook.embedding": codebook.astype(np.float32)}, tables=prior.tables())
 
 if __name__ == "__main__":
     cli.main(train)

@@ -1,5 +1,5 @@
 """The `demo` preset's VAE: SD's AutoencoderKL layout (8x down, 4 latent channels) at small widths
-(`configs.keyframe_codec.DEMO_VAE`), trained from scratch at 128x80 on the demo corpus
+(`m3cvc_jax.nn.keyframe_codec.DEMO_VAE`), trained from scratch at 128x80 on the demo corpus
 (configs/demo/corpus.py: views of ~100 photographs and the real training clips; never the held-out split).
 
     python -m train.vae_pretrain --config configs/demo/vae_pretrain.py --workdir runs/demo/vae \
@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 from configs import vae_pretrain
-from configs.keyframe_codec import DEMO_VAE
 from configs.demo.corpus import image_data
+from m3cvc_jax.nn.keyframe_codec import DEMO_VAE
 
 WIDTH, HEIGHT = 128, 80
 

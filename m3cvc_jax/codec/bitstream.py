@@ -1,5 +1,5 @@
-"""Bitstream container v1 (and the dispatch to v2, `container_v2`): bytes <-> frozen dataclasses, plus
-atomic file read/write.
+"""Bitstream container v1 (and the dispatch to v2, `container_v2`): pure bytes <-> frozen dataclasses
+(files: `io/bitstream_file.py`).
 
 The exact byte layout is specified in docs/bitstream.md; keep the two in step. The reader trusts nothing:
 every length is checked against the bytes actually present before use, every count against a fixed bound,
@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import os
 import zlib
 from fractions import Fraction
 
@@ -23,12 +22,13 @@ from m3cvc_jax.errors import BitstreamError, ConfigError
 MAGIC = b"M3CV"
 VERSION = 1  # the layout this module writes and reads itself; container_v2 holds version 2
 WRITE_VERSION = 2  # what `write_bitstream` writes (`m3cvc encode`)
-MODES = ("interpolation", "prediction")
+# The header's mode code: position in this tuple. One entry per `pipelines/modes.MODES` entry (a test checks
+# it); append new modes at the end (codes are the format: never reorder). CMVC's modes have their codes.
+MODES = ("interpolation", "prediction", "it2v", "tt2v")
 
 TAG_TEXTS = 1
 TAG_INDICES = 2
 SKIPPABLE = 0x80  # tag flag: a reader that does not know the section may skip it
-KNOWN_REQUIRED_EXTRA_TAGS: frozenset[int] = frozenset()  # extra tags this reader understands
 
 # Bounds a valid v1 stream stays within; larger values in a header mean corruption.
 MAX_DIM = 1 << 15
@@ -186,8 +186,9 @@ def encode_texts(keyframe_texts, clip_texts, codec: str) -> bytes:
     return text_coding.compress(bytes(plain), codec)
 
 
-def check_stream_content(stream: Bitstream) -> None:
-    """Raise BitstreamError if `stream` cannot be written (what `pack` of either version refuses)."""
+def check_stream_content(stream: Bitstream, required_tags=frozenset()) -> None:
+    """Raise BitstreamError if `stream` cannot be written (what `pack` of either version refuses);
+    `required_tags`: the non-skippable extras the container's readers know (none for v1)."""
     h = stream.header
     _check_header(h)
     if len(stream.keyframe_texts) != len(h.keyframes) or len(stream.index_data) != len(h.keyframes):
@@ -200,8 +201,8 @@ def check_stream_content(stream: Bitstream) -> None:
     for e in stream.extras:
         if not 3 <= e.tag <= 127:
             raise BitstreamError(f"cannot pack: extra section tag {e.tag} outside 3..127")
-        if not e.skippable and e.tag not in KNOWN_REQUIRED_EXTRA_TAGS:
-            raise BitstreamError(f"cannot pack: required extra section {e.tag} unknown to v1 readers")
+        if not e.skippable and e.tag not in required_tags:
+            raise BitstreamError(f"cannot pack: required extra section {e.tag} unknown to its readers")
     if 2 + len(stream.extras) > MAX_SECTIONS:
         raise BitstreamError(f"cannot pack: more than {MAX_SECTIONS} sections")
 
@@ -444,7 +445,7 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
             sizes["indices"] += 8 * (r.pos - start)
         elif kind < 3:
             r.fail(f"duplicate section tag {kind}")
-        elif skippable or kind in KNOWN_REQUIRED_EXTRA_TAGS:
+        elif skippable:
             extras.append(ExtraSection(kind, payload, skippable))
             sizes["extra"] += 8 * (r.pos - start)
         else:
@@ -459,41 +460,6 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
 def unpack(data: bytes) -> Bitstream:
     """Parse v1 bytes; anything invalid raises BitstreamError."""
     return unpack_with_bits(data)[0]
-
-
-def write_bitstream(path: str | os.PathLike, stream: Bitstream) -> Bits:
-    """Pack and write atomically; returns the bits per part of the file written."""
-    from m3cvc_jax.io.atomic import atomic_write_bytes
-
-    data = pack(stream, WRITE_VERSION)
-    atomic_write_bytes(path, data)
-    return unpack_with_bits(data)[1]
-
-
-def read_bitstream_with_bits(path: str | os.PathLike) -> tuple[Bitstream, Bits]:
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
-                raise BitstreamError(f"{os.fspath(path)}: larger than {MAX_FILE_BYTES} bytes, not an m3cvc bitstream")
-            data = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise BitstreamError(f"{os.fspath(path)}: no such file") from None
-    except IsADirectoryError:
-        raise BitstreamError(f"{os.fspath(path)}: is a directory, not a bitstream") from None
-    except OSError as e:
-        raise BitstreamError(f"{os.fspath(path)}: cannot read: {e.strerror or e}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise BitstreamError(f"{os.fspath(path)}: larger than {MAX_FILE_BYTES} bytes, not an m3cvc bitstream")
-    try:
-        return unpack_with_bits(data)
-    except BitstreamError as e:
-        raise BitstreamError(f"{os.fspath(path)}: {e}") from None
-
-
-def read_bitstream(path: str | os.PathLike) -> Bitstream:
-    """Read and parse a bitstream file."""
-    return read_bitstream_with_bits(path)[0]
-
 
 
 def check_fingerprint(header: Header, fingerprint: str, preset: str | None = None) -> None:

@@ -22,8 +22,12 @@ VERSION = 2
 PRESETS = ("", "tiny", "demo", "paper")  # code 0: the name follows as str8
 METHODS = ("", "m3cvc", "semantic", "cmvc", "fixed")
 FINGERPRINT_BYTES = 8
+# Required (non-skippable) extra sections this reader understands, tag -> what it holds. A section a decoder
+# cannot do without gets a tag here (docs/bitstream.md, "Extending the format"); readers that predate it
+# refuse such streams with "needs a newer reader". Skippable extras need no entry.
+REQUIRED_EXTRA_TAGS: dict[int, str] = {}
 
-_MODE, _TEXTS, _REGULAR, _EXTRAS = 1, 2, 4, 8
+_MODE, _TEXTS, _REGULAR, _EXTRAS = 7, 8, 16, 32  # flags: mode code in bits 0-2
 
 
 def regular_interval(keyframes: tuple[int, ...], num_frames: int) -> int:
@@ -40,7 +44,7 @@ def _code(name: str, names: tuple[str, ...]) -> int:
 
 def pack(stream: bs.Bitstream) -> bytes:
     """The v2 bytes of `stream` (validated as v1's `pack` does; the fingerprint must be 16 hex digits)."""
-    bs.check_stream_content(stream)
+    bs.check_stream_content(stream, frozenset(REQUIRED_EXTRA_TAGS))
     h = stream.header
     if len(h.weights_fingerprint) != 2 * FINGERPRINT_BYTES:
         raise BitstreamError(f"cannot pack v2: the weights fingerprint must be {2 * FINGERPRINT_BYTES} hex digits")
@@ -90,9 +94,11 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
     r = bs._Reader(data[:-4], "header")
     r.take(3)
     flags, names, coding = r.u8(), r.u8(), r.u8()
-    if flags >> 4 or coding >> 6:
+    if flags >> 6 or coding >> 6:
         r.fail("reserved bits set")
-    pc, mc = names >> 4, names & 15
+    mode_id, pc, mc = flags & _MODE, names >> 4, names & 15
+    if mode_id >= len(bs.MODES):
+        r.fail(f"unknown mode code {mode_id}")
     if pc >= len(PRESETS) or mc >= len(METHODS):
         r.fail("unknown preset or keyframe method code")
     preset = PRESETS[pc] if pc else r.str8("preset")
@@ -129,7 +135,7 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
     grid = (r.varint(bs.MAX_GRID, "index grid height"), r.varint(bs.MAX_GRID, "index grid width"))
     codebook = r.varint(bs.MAX_CODEBOOK, "codebook size")
     header = bs.Header(width=width, height=height, fps=Fraction(fps_num, fps_den), num_frames=num_frames,
-                       keyframes=keyframes, mode=bs.MODES[flags & _MODE], preset=preset,
+                       keyframes=keyframes, mode=bs.MODES[mode_id], preset=preset,
                        weights_fingerprint=fingerprint, seed=seed, keyframe_method=method,
                        text_codec=text_coding.TEXT_CODEC_NAMES[codec_id], index_grid=grid, codebook_size=codebook,
                        entropy_model=ENTROPY_MODEL_NAMES[model_id])
@@ -161,7 +167,7 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
             kind, skippable = tag & 0x7F, bool(tag & bs.SKIPPABLE)
             if kind < 3:
                 r.fail(f"extra tag {kind} < 3")
-            if not skippable and kind not in bs.KNOWN_REQUIRED_EXTRA_TAGS:
+            if not skippable and kind not in REQUIRED_EXTRA_TAGS:
                 raise BitstreamError(f"bitstream needs a newer reader (required section type {kind})")
             extras.append(bs.ExtraSection(kind, payload, skippable))
     r.what = "end"

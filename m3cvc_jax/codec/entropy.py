@@ -102,7 +102,7 @@ def encode_indices(indices, model: IndexModel, previous=None) -> bytes:
 
     previous: the previous keyframe's map of the stream (None for the first), used by `learned` only.
     """
-    import constriction
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
     if model.kind == "learned":
         return index_prior.encode(indices, previous, model.prior)
@@ -119,7 +119,7 @@ def encode_indices(indices, model: IndexModel, previous=None) -> bytes:
 
 def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel, previous=None) -> np.ndarray:
     """Invert `encode_indices`; raises BitstreamError on data that cannot come from it."""
-    import constriction
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
     if model.kind == "learned":
         return index_prior.decode(data, tuple(shape), previous, model.prior)
@@ -145,7 +145,7 @@ def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel, previ
 
 def _decode_adaptive(decoder, count: int, n: int) -> np.ndarray:
     """Symbol-by-symbol decoding; `quantize_frequencies` of the KT counts, inlined for speed."""
-    import constriction
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
     family = constriction.stream.model.Categorical(perfect=False)
     counts = np.full(n, _KT_INIT, np.int64)

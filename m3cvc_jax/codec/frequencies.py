@@ -50,7 +50,7 @@ def quantize_frequencies(counts) -> np.ndarray:
 
 
 def categorical(freq: np.ndarray):
-    import constriction
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
     return constriction.stream.model.Categorical((freq - 1).astype(np.float64), perfect=False)
 

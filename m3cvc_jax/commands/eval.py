@@ -13,7 +13,10 @@ import math
 import os
 import sys
 
+from m3cvc_jax.commands import runtime
 from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.pipelines import presets as codec_configs
+from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
 from m3cvc_jax.eval import vmaf
 
 FRAME_METRICS = ("psnr", "ms_ssim", "vmaf", "lpips", "dists", "clip_sim")
@@ -25,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("dataset", metavar="DATASET", help="folder, video file, or uvg | mcl-jcv | hevc-b | hevc-c")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--codecs", default="x264,x265",
-                   help="comma-separated among x264, x265, svtav1, vvenc, vtm and ours (when registered); default x264,x265")
+                   help="comma-separated among x264, x265, svtav1, vvenc, vtm and ours; default x264,x265")
     p.add_argument("--anchor", default=None, help="BD-rate anchor (default: vtm, vvenc, x265 or x264, if evaluated)")
     p.add_argument("--data-root", default=None, help="root of the manual downloads (default: $M3CVC_DATA)")
     p.add_argument("--metrics", default=None,
@@ -68,7 +71,6 @@ def run(args) -> int:
     from m3cvc_jax.eval.codecs import make_codec
     from m3cvc_jax.eval.datasets import list_sequences
     from m3cvc_jax.io.video import PreprocessConfig
-    from m3cvc_jax.pipelines import runtime
 
     runtime.setup()  # the persistent compilation cache: "ours" recompiles nothing on a repeated run
     sharding.maybe_initialize_distributed()
@@ -139,8 +141,6 @@ def _check_numbers(args) -> None:
 
 
 def _preset_size(preset: str) -> tuple[int, int]:
-    from configs import m3cvc as codec_configs
-
     if preset not in codec_configs.PRESETS:
         raise ConfigError(f"--preset {preset!r}: one of {', '.join(codec_configs.PRESETS)}")
     video = codec_configs.get_config(preset).video
@@ -149,8 +149,6 @@ def _preset_size(preset: str) -> tuple[int, int]:
 
 def _frame_size(args) -> tuple[int, int, str]:
     """(width, height, "preset" if they are the preset's size, else the preset's name)."""
-    from configs.m3cvc import DEFAULT_PRESET
-
     preset = args.preset or DEFAULT_PRESET
     pw, ph = _preset_size(preset)
     if args.width is None:
@@ -160,8 +158,6 @@ def _frame_size(args) -> tuple[int, int, str]:
 
 def _run_settings(args, label, sequences, codecs, metric_names, anchor, width, height, size_from) -> dict:
     """What the report lists under "settings" (and settings.json keeps): enough to run it again."""
-    from configs.m3cvc import DEFAULT_PRESET
-
     return {
         "command": _command(args),
         "dataset": label, "sequences": [s.name for s in sequences],

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+from m3cvc_jax.commands import stand_ins
+from m3cvc_jax.io.bitstream_file import read_bitstream_with_bits
+
 DESCRIPTION = (
     "Show a bitstream's header, keyframe positions, texts, bits per part and bpp "
     "(bits of the real file / (width * height * num_frames))."
@@ -20,8 +23,6 @@ def register(subparsers) -> None:
 
 def describe(stream, bits) -> dict:
     """The JSON-able summary `inspect --json` prints."""
-    from m3cvc_jax.pipelines import stand_ins
-
     h = stream.header
     return {
         "version": stream.version,
@@ -78,8 +79,6 @@ def printable(text: str) -> str:
 
 
 def run(args) -> int:
-    from m3cvc_jax.codec.bitstream import read_bitstream_with_bits
-
     stream, bits = read_bitstream_with_bits(args.input)
     info = describe(stream, bits)
     if hasattr(sys.stdout, "reconfigure"):

@@ -154,7 +154,7 @@ def _sequence_section(out: str, sequence: str, rows: Sequence[dict], metrics: Se
 
 def _streams_section(out: str, sequence: str, rows: Sequence[dict]) -> str:
     """Bits per part and transmitted texts of every m3cvc bitstream of this sequence."""
-    from m3cvc_jax.codec.bitstream import read_bitstream_with_bits
+    from m3cvc_jax.io.bitstream_file import read_bitstream_with_bits
     from m3cvc_jax.errors import M3CVCError
 
     parts = []

@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from m3cvc_jax.eval.bdrate import LOWER_IS_BETTER, bd_rate
 from m3cvc_jax.io.atomic import atomic_path
@@ -106,10 +107,10 @@ def bd_markdown(bd: dict, anchor: str, metrics: Sequence[str], total: int) -> st
 
 
 def plot_rd(curves: dict[str, list[dict]], metric: str, path: str, title: str = "") -> None:
-    import matplotlib
+    import matplotlib  # slow; only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # slow; only the plots need it
 
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
     for codec in sorted(curves):
@@ -131,11 +132,10 @@ def plot_rd(curves: dict[str, list[dict]], metric: str, path: str, title: str = 
 def visual_grid(out: str, rows: Sequence[dict], *, sequence: str | None = None, anchor: str | None = None,
                 path: str | None = None) -> str | None:
     """Ground truth next to each codec's decode at the bpp closest to ours (else the lowest common bpp)."""
-    import matplotlib
+    import matplotlib  # slow; only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
+    import matplotlib.pyplot as plt  # slow; only the plots need it
 
     if not rows:
         return None

@@ -22,6 +22,8 @@ import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 from m3cvc_jax.errors import ConfigError, M3CVCError
 from m3cvc_jax.eval import previews
@@ -96,8 +98,6 @@ def evaluate(
     settings: EvalSettings,
 ) -> list[dict]:
     """Run the loop; `batch_metrics(a, b) -> {name: per-frame values}` (e.g. `sharding.BatchMetrics`)."""
-    from tqdm.auto import tqdm
-
     os.makedirs(settings.out, exist_ok=True)
     csv_path = results_path(settings.out)
     rows = read_results(csv_path)
@@ -185,8 +185,6 @@ def _progress_kw(method, phase: str, status) -> dict:
 
 
 def _save_png(path: str, frame: np.ndarray) -> None:
-    from PIL import Image
-
     Image.fromarray(np.asarray(frame, np.uint8)).save(path)
 
 

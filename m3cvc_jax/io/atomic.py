@@ -3,7 +3,8 @@
 Everything is written to a temporary name in the destination's own directory (so the final rename stays on
 one file system), flushed to disk, then renamed over the destination with `os.replace`. Nothing here
 deletes a file it did not create: a folder is only ever created whole (`new_directory`) or has named
-files replaced in it (`atomic_files`); an existing folder is never moved aside or removed.
+files replaced in it (`atomic_files`); an existing folder is moved aside and removed only by
+`move_directory_into_place`, and only when its caller recognises everything in it as its own writing.
 
 Temporary files are made private (mkstemp 0600, mkdtemp 0700); before they take their final name they
 get the mode a plain `open()` / `mkdir()` would give, i.e. the process umask applies. Errors name the
@@ -13,9 +14,11 @@ path the caller asked for, never the temporary one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 
 def umask() -> int:
@@ -103,15 +106,20 @@ def atomic_files(directory: str | os.PathLike, names: Sequence[str]) -> Iterator
     name, in the order of `names` (put an index file last so it never lists a frame not yet in place).
 
     Only the named files are replaced; every other entry of `directory` is left alone. On failure the
-    temporary files are removed and the named ones keep their old content (a failure during the final
-    renames, e.g. a name that is an existing folder, leaves the names before it replaced).
+    temporary files are removed and the named ones keep their old content. A name that is an existing
+    folder (which rename(2) cannot replace) is refused before anything is written; a failure during the
+    final renames themselves (an I/O error) leaves the names before it replaced and the others as they were.
     """
     directory = os.fspath(directory)
+    for name in names:
+        if os.path.basename(name) != name or name in ("", ".", ".."):
+            raise ValueError(f"not a plain file name: {name!r}")
+        target = os.path.join(directory, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file this command wrote", target)
     tmps: dict[str, str] = {}
     try:
         for name in names:
-            if os.path.basename(name) != name or name in ("", ".", ".."):
-                raise ValueError(f"not a plain file name: {name!r}")
             try:
                 fd, tmps[name] = tempfile.mkstemp(prefix=f".{name}.tmp-", suffix=os.path.splitext(name)[1],
                                                   dir=directory)
@@ -160,3 +168,38 @@ def _remove_own_tree(tmp: str) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(tmp, name))
         os.rmdir(tmp)
+
+
+def move_directory_into_place(tmp: str, path: str, replace_existing: Callable[[str], bool]) -> None:
+    """Rename the finished folder `tmp` (created beside `path`) to `path`.
+
+    A missing or empty `path` is replaced by rename(2) alone, which refuses a non-empty folder. A non-empty
+    one is replaced only if `replace_existing(path)` says it holds nothing but what the caller's own kind of
+    writer puts there: it is renamed aside (a hidden name in the same folder), asked again there (so files
+    added meanwhile are not lost), `tmp` takes its place, then the old copy is removed. If `tmp` cannot take
+    its place, the old folder is renamed back. Between the two renames `path` is briefly missing; a crash
+    there leaves the old folder under `.NAME.old-*` beside it, complete.
+    """
+    path = os.path.abspath(path)
+    os.chmod(tmp, dir_mode())
+    try:
+        os.rename(tmp, path)
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not replace_existing(path):
+            raise _renamed_error(e, path) from None
+    aside = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=os.path.dirname(path))
+    try:
+        os.rename(path, aside)  # onto the empty folder just made, so the hidden name is ours alone
+    except OSError as e:
+        os.rmdir(aside)
+        raise _renamed_error(e, path) from None
+    if not replace_existing(aside):
+        os.rename(aside, path)
+        raise FileExistsError(errno.EEXIST, "changed while being replaced; left as it was", path)
+    try:
+        os.rename(tmp, path)
+    except OSError as e:
+        os.rename(aside, path)
+        raise _renamed_error(e, path) from None
+    shutil.rmtree(aside)

@@ -30,7 +30,7 @@ def _ancestors(path: str) -> list[str]:
         cur = up
 
 
-def _check_can_create_in(path: str) -> None:
+def check_can_create_in(path: str) -> None:
     """The nearest existing folder above `path` accepts new files (probed, so read-only mounts count)."""
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.lexists(parent):
@@ -44,6 +44,11 @@ def _check_can_create_in(path: str) -> None:
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(probe)
+
+
+def holds(folder: str, path: str) -> bool:
+    """`folder` is `path` itself or one of the folders above it (links resolved)."""
+    return os.path.isdir(folder) and any(_same(d, folder) for d in [path, *_ancestors(path)])
 
 
 def check_not_input(output: str, input_path: str | None) -> None:
@@ -65,7 +70,7 @@ def check_file_output(output: str, input_path: str | None = None) -> None:
     check_not_input(output, input_path)
     if os.path.isdir(output):
         raise OutputError(f"{output}: is a folder; give a file name")
-    _check_can_create_in(output)
+    check_can_create_in(output)
 
 
 def folder_is_empty(path: str) -> bool:
@@ -81,7 +86,7 @@ def check_folder_output(output: str, input_path: str | None = None, force: bool 
     if os.path.lexists(output) and not os.path.isdir(output):
         raise OutputError(f"{output}: exists and is not a folder")
     if not os.path.isdir(output):
-        _check_can_create_in(output)
+        check_can_create_in(output)
         return
     try:
         empty = folder_is_empty(output)
@@ -92,5 +97,5 @@ def check_folder_output(output: str, input_path: str | None = None, force: bool 
                           f"only the frame files and video.json written there")
     if not os.access(output, os.W_OK | os.X_OK):
         raise OutputError(f"{output}: cannot write there: {os.strerror(errno.EACCES)}")
-    _check_can_create_in(os.path.join(output, "x"))
+    check_can_create_in(os.path.join(output, "x"))
 

@@ -24,6 +24,7 @@ from fractions import Fraction
 from typing import Iterator
 
 import numpy as np
+from PIL import Image
 
 from m3cvc_jax.errors import InputWarning, VideoError
 from m3cvc_jax.io.atomic import atomic_files, atomic_path, new_directory
@@ -103,8 +104,6 @@ def crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int, 
 
 def crop_resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     """Centre crop to the target aspect, then resize (PIL bicubic, which antialiases when shrinking)."""
-    from PIL import Image
-
     h, w = frame.shape[:2]
     left, top, cw, ch = crop_box(w, h, width, height)
     frame = frame[top : top + ch, left : left + cw]
@@ -163,7 +162,7 @@ class _Resampler:
 
 
 def _open(path: str):
-    import av
+    import av  # FFmpeg libraries: loaded only to read or write containers
 
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file")
@@ -183,7 +182,7 @@ def _open(path: str):
 
 def _decoded(path: str) -> Iterator[tuple[Fraction, object, Fraction]]:
     """(presentation time in s from the first frame, av.VideoFrame, nominal fps) in display order."""
-    import av
+    import av  # FFmpeg libraries: loaded only to read or write containers
 
     container = _open(path)
     try:
@@ -259,8 +258,6 @@ def _png_meta(path: str) -> tuple[Fraction, list[str]]:
 def _read_png(path: str, name: str) -> np.ndarray:
     """One frame as uint8 RGB; Pillow's decompression-bomb guard (a warning up to twice its pixel limit,
     an error above) is a user error here, not a traceback or a silent giant allocation."""
-    from PIL import Image
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -375,7 +372,7 @@ def write_y4m(path: str | os.PathLike, video: Video) -> None:
 
 def _write_av(path, video: Video, container_format: str, codec: str, options: dict,
               container_options: dict | None = None) -> None:
-    import av
+    import av  # FFmpeg libraries: loaded only to read or write containers
 
     frames = _even(video.frames)
     if frames.shape[0] == 0:
@@ -418,8 +415,6 @@ def write_png_folder(path: str | os.PathLike, video: Video, force: bool = False)
     file first, video.json last), and frame files the previous video.json listed beyond the new count are
     removed. Nothing else in the folder is touched.
     """
-    from PIL import Image
-
     path = os.fspath(path)
     check_folder_output(path, force=force)
     names = [f"frame_{i:05d}.png" for i in range(video.num_frames)]

@@ -30,6 +30,35 @@ CROSS_UP, PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
 MID = "UNetMidBlock2DCrossAttn"
 
 
+# Every UNet2DConditionModel (diffusers 0.42) argument the port does not implement, at the value that makes it
+# a no-op. A config.json with any other value describes a different network, so it is refused rather than
+# converted into a model that silently computes something else. Arguments that only matter together with
+# one of these (e.g. projection_class_embeddings_input_dim with class_embed_type) are listed too, so that
+# a half-specified config does not slip through either. `dropout` changes training, not inference, but
+# the port has no dropout, so fine-tuning such a model here would not be the model's own recipe.
+_UNHONOURED_DEFAULTS = {
+    "act_fn": "silu", "center_input_sample": False, "class_embed_type": None, "addition_embed_type": None,
+    "addition_embed_type_num_heads": 64, "addition_time_embed_dim": None, "encoder_hid_dim": None,
+    "encoder_hid_dim_type": None, "time_embedding_type": "positional", "time_embedding_dim": None,
+    "time_embedding_act_fn": None, "timestep_post_act": None, "time_cond_proj_dim": None,
+    "resnet_time_scale_shift": "default", "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0,
+    "mid_block_type": MID, "mid_block_scale_factor": 1, "dual_cross_attention": False,
+    "only_cross_attention": False, "cross_attention_norm": None, "num_class_embeds": None,
+    "projection_class_embeddings_input_dim": None, "class_embeddings_concat": False, "conv_in_kernel": 3,
+    "conv_out_kernel": 3, "attention_type": "default", "reverse_transformer_layers_per_block": None,
+    "dropout": 0.0,
+}
+
+
+def _same(value: Any, default: Any) -> bool:
+    # JSON turns 1.0 into 1 and tuples into lists; only_cross_attention may be a per-block list of False.
+    if isinstance(value, (list, tuple)) and not isinstance(default, (list, tuple)):
+        return all(_same(v, default) for v in value)
+    if isinstance(default, float) or isinstance(value, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) == float(default)
+    return value == default
+
+
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
     """num_attention_heads: heads per block (int or one per down block). diffusers' SD configs store
@@ -91,16 +120,16 @@ class UNetConfig:
     @classmethod
     def from_diffusers(cls, cfg: Mapping[str, Any], *, extra_in_channels: int = 0) -> "UNetConfig":
         """From a UNet2DConditionModel `config.json` dict; features this port lacks are a ConfigError."""
-        defaults = {"act_fn": "silu", "center_input_sample": False, "class_embed_type": None,
-                    "addition_embed_type": None, "encoder_hid_dim": None, "time_embedding_type": "positional",
-                    "resnet_time_scale_shift": "default", "mid_block_type": MID, "dual_cross_attention": False,
-                    "only_cross_attention": False, "num_class_embeds": None, "time_cond_proj_dim": None,
-                    "conv_in_kernel": 3, "conv_out_kernel": 3, "mid_block_scale_factor": 1,
-                    "time_embedding_dim": None, "timestep_post_act": None, "attention_type": "default",
-                    "reverse_transformer_layers_per_block": None, "class_embeddings_concat": False}
-        bad = [f"{k}={cfg[k]!r}" for k, v in defaults.items() if k in cfg and cfg[k] != v]
-        if isinstance(cfg.get("cross_attention_dim"), (list, tuple)) or isinstance(cfg.get("layers_per_block"), (list, tuple)):
-            bad.append("per-block cross_attention_dim/layers_per_block")
+        bad = [f"{k}={cfg[k]!r}" for k, v in _UNHONOURED_DEFAULTS.items() if k in cfg and not _same(cfg[k], v)]
+        if cfg.get("mid_block_only_cross_attention") not in (None, False):
+            bad.append(f"mid_block_only_cross_attention={cfg['mid_block_only_cross_attention']!r}")
+        for k in ("cross_attention_dim", "layers_per_block"):
+            if isinstance(cfg.get(k), (list, tuple)):
+                bad.append(f"per-block {k}={cfg[k]!r}")
+        for k in ("num_attention_heads", "attention_head_dim", "transformer_layers_per_block"):
+            v = cfg.get(k)
+            if isinstance(v, (list, tuple)) and any(isinstance(e, (list, tuple)) for e in v):
+                bad.append(f"per-layer {k}={v!r}")
         if bad:
             raise ConfigError(f"unsupported UNet2DConditionModel config: {', '.join(bad)}")
         heads = cfg.get("num_attention_heads") or cfg.get("attention_head_dim", 8)

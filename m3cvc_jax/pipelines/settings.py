@@ -9,10 +9,13 @@ from typing import Iterable
 
 import ml_collections
 
-from configs import m3cvc as codec_configs
 from m3cvc_jax.codec.bitstream import MAX_FPS_TERM, MAX_FRAMES
+from m3cvc_jax.codec.keyframe_config import KeyframeConfig
+from m3cvc_jax.decoders.video import VideoReconstructionConfig
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io.video import as_fraction
+from m3cvc_jax.pipelines import presets as codec_configs
+from m3cvc_jax.pipelines.modes import MODES
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -79,7 +82,7 @@ CHOICES = {
     "coding.text_codec": ("lzw", "zlib", "brotli", "zstd", "zstd-dict"),
     "coding.entropy_model": ("uniform", "static", "adaptive", "learned"),
     "video_model.sampler": ("ddpm", "ddim"),
-    "decode.mode": ("interpolation", "prediction"),
+    "decode.mode": tuple(MODES),
 }
 
 
@@ -116,13 +119,13 @@ def _number(x) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-# Every numeric field of configs/m3cvc.py (a field missing here is refused by `validate`). The bounds are
-# the decoder's own: a value outside one would make `encode` write a stream `decode` refuses or decodes
-# to garbage (tests/test_settings_validation.py checks them against the components' constructors).
+# Every numeric field of the codec presets, pipelines/presets.py (a field missing here is refused by
+# `validate`). The bounds are the decoder's own: a value outside one would make `encode` write a stream
+# `decode` refuses or decodes to garbage (tests/test_settings_validation.py checks them against the components' constructors).
 POSITIVE = Range(0, low_open=True)
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**64, high_open=True),  # the header's varint
-    # pipelines/video_reconstruction.py: generation size a multiple of 8 (the VAE), at most MAX_SIDE.
+    # decoders/video.py: generation size a multiple of 8 (the VAE), at most MAX_SIDE.
     "video.width": Range(8, 512, multiple_of=8),
     "video.height": Range(8, 512, multiple_of=8),
     "video.fps": Range(0, MAX_FPS_TERM, low_open=True),
@@ -200,18 +203,13 @@ def decoder_overrides(config) -> list[str]:
 
 
 def keyframe_config(config):
-    """`codec.keyframes.KeyframeConfig` of the `keyframes` block (`flow_updates` is the runner's)."""
-    from m3cvc_jax.codec.keyframes import KeyframeConfig
-
-    block = {k: v for k, v in config.keyframes.items() if k != "flow_updates"}
-    return KeyframeConfig.from_mapping(block)
+    """`codec.keyframes.KeyframeConfig` of the `keyframes` block."""
+    return KeyframeConfig.from_mapping(config.keyframes)
 
 
 def reconstruction_config(config, out_fps: float | None = None, latent_scale: float = 0.18215):
     """`VideoReconstructionConfig` for SEINE at the coded frame size and rate; `latent_scale` is the VAE's
     `scaling_factor` (SD's 0.18215; a VAE trained here, e.g. the demo's, has its own)."""
-    from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructionConfig
-
     vm = config.video_model
     return VideoReconstructionConfig(
         window=vm.window, height=config.video.height, width=config.video.width, source_fps=float(config.video.fps),

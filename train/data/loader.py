@@ -15,18 +15,19 @@ import tensorflow_datasets as tfds
 
 from m3cvc_jax.errors import ConfigError
 from train.data.common import KeyframeConfig
+from train.data.corpus import Corpus, CorpusConfig
+from train.data.msrvtt import Msrvtt
+from train.data.video_folder import VideoFolder
 
 BUILDERS = ("video_folder", "msrvtt", "corpus")
 
 
 def builder(name: str, *, data_dir: str, **config) -> tfds.core.DatasetBuilder:
     if name == "video_folder":
-        from train.data.video_folder import VideoFolder as cls
+        cls = VideoFolder
     elif name == "msrvtt":
-        from train.data.msrvtt import Msrvtt as cls
+        cls = Msrvtt
     elif name == "corpus":
-        from train.data.corpus import Corpus, CorpusConfig
-
         return Corpus(config=CorpusConfig(**config), data_dir=data_dir)
     else:
         raise ConfigError(f"unknown dataset {name!r}; one of {', '.join(BUILDERS)}")

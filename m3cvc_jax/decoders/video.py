@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from m3cvc_jax.diffusion import predictions, seine_masks
 from m3cvc_jax.diffusion import sampler as sampler_lib
-from m3cvc_jax.diffusion import seine_masks
 from m3cvc_jax.diffusion.ddim import DDIMScheduler
 from m3cvc_jax.diffusion.ddpm import DDPMScheduler
 from m3cvc_jax.diffusion.guidance import CFGCond, guided
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+from m3cvc_jax.nn.vae import sample_posterior
+from m3cvc_jax.nn.video_unet import VideoUNet
 
 SAMPLERS = ("ddpm", "ddim")
 MAX_SIDE = 512
@@ -143,36 +143,56 @@ def subsample(num_have: int, num_want: int) -> np.ndarray:
     return np.round(np.linspace(0, num_have - 1, num_want)).astype(int)
 
 
+def _guided_seine(graphdef: nnx.GraphDef):
+    # A new closure per trace is fine: the jitted functions below cache on the (static) graphdef.
+    return guided(seine_model_fn(graphdef), batched=True)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _sample(graphdef: nnx.GraphDef, state, scheduler, cond: SeineCond, null_text: jax.Array, cfg_scale, *,
+            key: jax.Array | None = None, x_T: jax.Array | None = None) -> jax.Array:
+    return sample_window(_guided_seine(graphdef), state, scheduler, cond, null_text, cfg_scale, key=key, x_T=x_T)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _encode(vae_graphdef: nnx.GraphDef, latent_scale: float, posterior_sample: bool, vae_state, frames: jax.Array,
+            key: jax.Array) -> jax.Array:
+    """(B, T, H, W, 3) pixels -> scaled latents (a posterior sample, or the mean)."""
+    vae = nnx.merge(vae_graphdef, vae_state)
+    b, t = frames.shape[:2]
+    mean, logvar = vae.encode(frames.reshape(b * t, *frames.shape[2:]))
+    z = sample_posterior(mean, logvar, key) if posterior_sample else mean
+    return (z * latent_scale).reshape(b, t, *z.shape[1:])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _decode(vae_graphdef: nnx.GraphDef, latent_scale: float, vae_state, latents: jax.Array) -> jax.Array:
+    vae = nnx.merge(vae_graphdef, vae_state)
+    b, t = latents.shape[:2]
+    x = vae.decode(latents.reshape(b * t, *latents.shape[2:]) / latent_scale)
+    return jnp.clip(x, -1.0, 1.0).reshape(b, t, *x.shape[1:])
+
+
 class VideoReconstructor:
-    """SEINE + VAE with the jitted pieces built once. `text`/`null_text`: CLIP embeddings `(1, L, D)` of
-    the clip description and of the empty prompt (the negative prompt of SEINE's configs)."""
+    """SEINE + VAE over the module-level jitted pieces above (static graphdefs and settings), so every
+    reconstructor of the same architectures and settings shares their compiled programs.
+    `text`/`null_text`: CLIP embeddings `(1, L, D)` of the clip description and of the empty prompt
+    (the negative prompt of SEINE's configs)."""
 
     def __init__(self, unet: VideoUNet, vae, config: VideoReconstructionConfig = VideoReconstructionConfig()):
         self.config = config
-        graphdef, self.state = nnx.split(unet)
+        self.graphdef, self.state = nnx.split(unet)
         self.vae_graphdef, self.vae_state = nnx.split(vae)
         scheduler = seine_scheduler(config.sampler, config.num_steps)
         skip = config.num_steps - max(1, round(config.strength * config.num_steps))
         self.scheduler = jax.tree.map(lambda a: a[skip:], scheduler) if skip else scheduler
-        self._model_fn = guided(seine_model_fn(graphdef), batched=True)
-        self._sample = jax.jit(functools.partial(sample_window, self._model_fn))
-        self._encode = jax.jit(self._encode_impl)
-        self._decode = jax.jit(self._decode_impl)
 
-    def _encode_impl(self, vae_state, frames: jax.Array, key: jax.Array) -> jax.Array:
-        from m3cvc_jax.nn.vae import sample_posterior
+    def _encode(self, vae_state, frames: jax.Array, key: jax.Array) -> jax.Array:
+        return _encode(self.vae_graphdef, self.config.latent_scale, self.config.sample_posterior, vae_state,
+                       frames, key)
 
-        vae = nnx.merge(self.vae_graphdef, vae_state)
-        b, t = frames.shape[:2]
-        mean, logvar = vae.encode(frames.reshape(b * t, *frames.shape[2:]))
-        z = sample_posterior(mean, logvar, key) if self.config.sample_posterior else mean
-        return (z * self.config.latent_scale).reshape(b, t, *z.shape[1:])
-
-    def _decode_impl(self, vae_state, latents: jax.Array) -> jax.Array:
-        vae = nnx.merge(self.vae_graphdef, vae_state)
-        b, t = latents.shape[:2]
-        x = vae.decode(latents.reshape(b * t, *latents.shape[2:]) / self.config.latent_scale)
-        return jnp.clip(x, -1.0, 1.0).reshape(b, t, *x.shape[1:])
+    def _decode(self, vae_state, latents: jax.Array) -> jax.Array:
+        return _decode(self.vae_graphdef, self.config.latent_scale, vae_state, latents)
 
     def _fit(self, image: jax.Array) -> jax.Array:
         """(B, H, W, 3) in [-1, 1] at the generation size (bilinear, as SEINE's ResizeVideo)."""
@@ -204,8 +224,8 @@ class VideoReconstructor:
         if cfg.strength < 1.0:
             init_key, sample_key = jax.random.split(sample_key)
             x_T = self._start(masked, mode, self.scheduler.level[0], init_key)
-        latents = self._sample(self.state, self.scheduler, cond, jnp.asarray(null_text, jnp.float32),
-                               jnp.float32(cfg.cfg_scale), key=sample_key, x_T=x_T)
+        latents = _sample(self.graphdef, self.state, self.scheduler, cond, jnp.asarray(null_text, jnp.float32),
+                          jnp.float32(cfg.cfg_scale), key=sample_key, x_T=x_T)
         if cfg.keep_keyframes:
             latents = jnp.where(lat_mask == 0, masked, latents)
         return self._decode(self.vae_state, latents), latents
@@ -214,8 +234,6 @@ class VideoReconstructor:
     def _start(masked: jax.Array, mode: str, level, key: jax.Array) -> jax.Array:
         """x at the first step of a shortened chain: the given frames' latents blended linearly across the
         window (interpolation) or held (prediction), noised to `level`."""
-        from m3cvc_jax.diffusion import predictions
-
         t = masked.shape[1]
         w = jnp.linspace(0.0, 1.0, t)[None, :, None, None, None] if mode == "interpolation" else 0.0
         init = (1.0 - w) * masked[:, :1] + w * masked[:, -1:]
@@ -261,14 +279,3 @@ class VideoReconstructor:
             b, t = video.shape[:2]
             video = jax.image.resize(video, (b, t, oh, ow, video.shape[-1]), "bilinear")
         return video
-
-
-def load_video_unet(directory: str, *, dtype: Any = jnp.float32) -> VideoUNet:
-    """A converted SEINE checkpoint (`python -m convert_weights seine ...`) as a VideoUNet."""
-    from m3cvc_jax.weights import assign_params, load_checkpoint
-
-    meta, params = load_checkpoint(directory, family="seine")
-    config = VideoUNetConfig(**meta["config"])
-    model = nnx.eval_shape(lambda: VideoUNet(config, dtype=dtype, rngs=nnx.Rngs(0)))
-    assign_params(model, params, source=directory)
-    return model
