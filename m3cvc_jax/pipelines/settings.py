@@ -80,7 +80,7 @@ CHOICES = {
     "keyframes.flow_model": ("raft_small", "raft_large", "tiny", "classical"),
     "dialogue.describer": ("qwen2-vl", "fixed", "none"),
     "coding.text_codec": ("lzw", "zlib", "brotli", "zstd", "zstd-dict"),
-    "coding.entropy_model": ("uniform", "static", "adaptive"),
+    "coding.entropy_model": ("uniform", "static", "adaptive", "learned"),
     "video_model.sampler": ("ddpm", "ddim"),
     "decode.mode": tuple(MODES),
 }
