@@ -23,8 +23,10 @@ from configs.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax.codec import vq
 from m3cvc_jax.diffusion import guidance, sampler
 from m3cvc_jax.diffusion.ddim import DDIMScheduler
+from m3cvc_jax.diffusion.ddpm import DDPMScheduler
+from m3cvc_jax.diffusion.dpm_solver import DPMSolverMultistepScheduler
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
-from m3cvc_jax.errors import WeightsError
+from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.nn.layers import upsample_nearest
 from m3cvc_jax.nn.post_encoder import Codebook, PostEncoder
 from m3cvc_jax.nn.unet import UNet2DConditionModel
@@ -72,10 +74,21 @@ def unet_eps(unet: UNet2DConditionModel, x: jax.Array, t: jax.Array, cond: tuple
 _guided_eps = guidance.guided(unet_eps)  # built once: a new closure per call would retrace
 
 
-def make_scheduler(config: KeyframeCodecConfig, num_steps: int | None = None) -> DDIMScheduler:
-    """SD's DDIM (scaled-linear betas, `steps_offset=1`, no x0 clipping: latents are unbounded)."""
-    return DDIMScheduler.create(NoiseSchedule.stable_diffusion(), num_steps or config.num_inference_steps,
-                                steps_offset=1, clip_sample=False)
+SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
+
+
+def make_scheduler(config: KeyframeCodecConfig, num_steps: int | None = None, sampler: str = "ddim"):
+    """SD's DDIM (scaled-linear betas, `steps_offset=1`, no x0 clipping: latents are unbounded); or DDPM
+    with the same spacing; or DPM-Solver++ 2M (diffusers' defaults: linspace spacing from t = 999)."""
+    steps = num_steps or config.num_inference_steps
+    schedule = NoiseSchedule.stable_diffusion()
+    if sampler == "ddim":
+        return DDIMScheduler.create(schedule, steps, steps_offset=1, clip_sample=False)
+    if sampler == "ddpm":
+        return DDPMScheduler.create(schedule, steps, steps_offset=1, clip_sample=False)
+    if sampler == "dpmpp2m":
+        return DPMSolverMultistepScheduler.create(schedule, steps)
+    raise ConfigError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
 
 
 def decode_keyframe(
@@ -85,7 +98,7 @@ def decode_keyframe(
     key: jax.Array,
     *,
     null_text_emb: jax.Array,
-    scheduler: DDIMScheduler,
+    scheduler,
     guidance_scale: float | jax.Array = 3.0,
 ) -> jax.Array:
     """Index maps `(B, h, w)` + text hidden states `(B, S, C)` -> frames `(B, H, W, 3)` in [-1, 1].

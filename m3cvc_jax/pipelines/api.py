@@ -29,10 +29,12 @@ from m3cvc_jax.nn import keyframe_codec as kc
 
 @dataclasses.dataclass(frozen=True)
 class KeyframeDecoding:
-    """How keyframes are decoded: DDIM steps and classifier-free guidance on the text (PerCo's 20, 3.0)."""
+    """How keyframes are decoded: DDIM steps and classifier-free guidance on the text (PerCo's 20, 3.0);
+    sampler: ddim | ddpm | dpmpp2m (`keyframe_codec.make_scheduler`)."""
 
     steps: int = 20
     guidance_scale: float = 3.0
+    sampler: str = "ddim"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +70,8 @@ def spec_for(models) -> Spec:
     c = models.config
     cc = models.codec_config
     return Spec(width=c.video.width, height=c.video.height,
-                keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale)),
+                keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale),
+                                          c.keyframe_codec.sampler),
                 clip=reconstruction_config(c, latent_scale=cc.vae.scaling_factor), grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
 
 
@@ -110,7 +113,7 @@ def empty_text(params) -> jax.Array:
 
 def _decode_keyframe(params, indices, text_emb, key, null_text_emb, decoding: KeyframeDecoding):
     codec = params["codec"]
-    scheduler = kc.make_scheduler(codec.config, decoding.steps)
+    scheduler = kc.make_scheduler(codec.config, decoding.steps, decoding.sampler)
     out = kc.decode_keyframe(codec, indices[None], text_emb[None], key, null_text_emb=null_text_emb[None],
                              scheduler=scheduler, guidance_scale=decoding.guidance_scale)
     return out[0]

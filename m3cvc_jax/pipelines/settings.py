@@ -74,7 +74,8 @@ CHOICES = {
     "dialogue.describer": ("qwen2-vl", "fixed", "none"),
     "coding.text_codec": ("lzw", "zlib", "brotli", "zstd", "zstd-dict"),
     "coding.entropy_model": ("uniform", "static", "adaptive"),
-    "video_model.sampler": ("ddpm", "ddim"),
+    "keyframe_codec.sampler": ("ddim", "ddpm", "dpmpp2m"),
+    "video_model.sampler": ("ddpm", "ddim", "dpmpp2m"),
     "decode.mode": ("interpolation", "prediction"),
 }
 POSITIVE = ("video.width", "video.height", "video.fps", "keyframes.interval", "keyframes.flow_updates",

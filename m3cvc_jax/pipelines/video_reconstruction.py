@@ -32,12 +32,13 @@ from m3cvc_jax.diffusion import sampler as sampler_lib
 from m3cvc_jax.diffusion import seine_masks
 from m3cvc_jax.diffusion.ddim import DDIMScheduler
 from m3cvc_jax.diffusion.ddpm import DDPMScheduler
+from m3cvc_jax.diffusion.dpm_solver import DPMSolverMultistepScheduler
 from m3cvc_jax.diffusion.guidance import CFGCond, guided
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
 MAX_SIDE = 512
 
 
@@ -46,7 +47,8 @@ class VideoReconstructionConfig:
     """window: frames per SEINE call. height/width: generation size (multiples of 8, at most 512);
     out_height/out_width: output size (None: the generation size). source_fps: SEINE's frame rate;
     out_fps: output rate (None: unchanged). sampler: 'ddpm' (SEINE's default) or 'ddim', both respaced
-    to `num_steps` with guided-diffusion's `space_timesteps`."""
+    to `num_steps` with guided-diffusion's `space_timesteps`, or 'dpmpp2m' (DPM-Solver++ 2M, diffusers'
+    linspace spacing)."""
 
     window: int = 16
     height: int = 320
@@ -89,12 +91,15 @@ class VideoReconstructionConfig:
 
 def seine_scheduler(sampler: str = "ddpm", num_steps: int = 250):
     """SEINE's `create_diffusion(str(num_steps))` chain: DDPM (fixed-large variance) or DDIM (eta 0),
-    epsilon prediction, no x0 clipping, the original timestep numbers given to the network."""
+    epsilon prediction, no x0 clipping, the original timestep numbers given to the network; or
+    DPM-Solver++ 2M on SEINE's schedule."""
     schedule = NoiseSchedule.seine()
     if sampler == "ddpm":
         return DDPMScheduler.respaced(schedule, str(num_steps))
     if sampler == "ddim":
         return DDIMScheduler.respaced(schedule, str(num_steps), eta=0.0)
+    if sampler == "dpmpp2m":
+        return DPMSolverMultistepScheduler.create(schedule, num_steps)
     raise ConfigError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
 
 
