@@ -72,6 +72,7 @@ def unet_eps(unet: UNet2DConditionModel, x: jax.Array, t: jax.Array, cond: tuple
 
 
 _guided_eps = guidance.guided(unet_eps)  # built once: a new closure per call would retrace
+_cond_eps = guidance.unguided(unet_eps)
 
 
 SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
@@ -112,7 +113,10 @@ def decode_keyframe(
     z_hat = condition(codec.codebook(), indices, latent_size)
     cond = guidance.CFGCond((z_hat, text_emb), (z_hat, null_text_emb), guidance_scale)
     shape = (b, *latent_size, codec.config.unet.in_channels)
-    latents = sampler.sample(_guided_eps, codec.unet, None, scheduler, cond, key=key, shape=shape)
+    # A scale known to be 1 (a Python number) needs no unconditional branch.
+    static_one = isinstance(guidance_scale, (int, float)) and guidance_scale == 1.0
+    model_fn = _cond_eps if static_one else _guided_eps
+    latents = sampler.sample(model_fn, codec.unet, None, scheduler, cond, key=key, shape=shape)
     image = codec.vae.decode(latents / codec.config.vae.scaling_factor)
     return jnp.clip(image, -1.0, 1.0)
 

@@ -28,12 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from m3cvc_jax.diffusion import predictions
 from m3cvc_jax.diffusion import sampler as sampler_lib
 from m3cvc_jax.diffusion import seine_masks
 from m3cvc_jax.diffusion.ddim import DDIMScheduler
 from m3cvc_jax.diffusion.ddpm import DDPMScheduler
 from m3cvc_jax.diffusion.dpm_solver import DPMSolverMultistepScheduler
-from m3cvc_jax.diffusion.guidance import CFGCond, guided
+from m3cvc_jax.diffusion.guidance import CFGCond, guided, unguided
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
@@ -148,6 +149,26 @@ def subsample(num_have: int, num_want: int) -> np.ndarray:
     return np.round(np.linspace(0, num_have - 1, num_want)).astype(int)
 
 
+def window_plan(num_frames: int, mode: str, window: int) -> list[tuple[str, np.ndarray]]:
+    """The windows a clip is chained over: (window mode, indices of the window's frames kept) each. Every
+    window after the first starts on the last frame kept so far (its first kept frame repeats it)."""
+    seine_masks.mask_type_for(mode)
+    if num_frames < 1:
+        raise ConfigError(f"a clip needs at least one frame, got {num_frames}")
+    if mode == "interpolation" and num_frames < 2:
+        raise ConfigError("interpolation needs at least 2 frames (both keyframes)")
+    plan, have = [], 1  # frames produced so far, counting the first keyframe
+    while True:
+        remaining = num_frames - have
+        final = remaining <= window - 1
+        wmode = "interpolation" if (mode == "interpolation" and final) else "prediction"
+        take = subsample(window, remaining + 1) if wmode == "interpolation" else np.arange(min(window, remaining + 1))
+        plan.append((wmode, take))
+        have += len(take) - 1
+        if final:
+            return plan
+
+
 class VideoReconstructor:
     """SEINE + VAE with the jitted pieces built once. `text`/`null_text`: CLIP embeddings `(1, L, D)` of
     the clip description and of the empty prompt (the negative prompt of SEINE's configs)."""
@@ -159,10 +180,13 @@ class VideoReconstructor:
         scheduler = seine_scheduler(config.sampler, config.num_steps)
         skip = config.num_steps - max(1, round(config.strength * config.num_steps))
         self.scheduler = jax.tree.map(lambda a: a[skip:], scheduler) if skip else scheduler
-        self._model_fn = guided(seine_model_fn(graphdef), batched=True)
+        # Guidance at scale 1 is the conditional output: skip the unconditional half of the batch.
+        self._model_fn = (unguided(seine_model_fn(graphdef)) if config.cfg_scale == 1.0
+                          else guided(seine_model_fn(graphdef), batched=True))
         self._sample = jax.jit(functools.partial(sample_window, self._model_fn))
         self._encode = jax.jit(self._encode_impl)
         self._decode = jax.jit(self._decode_impl)
+        self._windows = jax.jit(self._windows_impl)
 
     def _encode_impl(self, vae_state, frames: jax.Array, key: jax.Array) -> jax.Array:
         from m3cvc_jax.nn.vae import sample_posterior
@@ -230,32 +254,84 @@ class VideoReconstructor:
              null_text: jax.Array, key: jax.Array) -> jax.Array:
         """`num_frames` frames at SEINE's rate starting on `first` (and, in interpolation mode, ending on
         `last`), chained over windows; then retimed and resized per the config. Returns (B, N, H, W, 3)."""
-        cfg = self.config
-        seine_masks.mask_type_for(mode)
-        if num_frames < 1:
-            raise ConfigError(f"a clip needs at least one frame, got {num_frames}")
-        if mode == "interpolation" and num_frames < 2:
-            raise ConfigError("interpolation needs at least 2 frames (both keyframes)")
-        step = cfg.window - 1
-        frames, start, index = [], self._fit(first), 0
-        have = 1  # frames produced so far, counting the first keyframe
-        while True:
-            remaining = num_frames - have
-            final = remaining <= step
-            wmode = "interpolation" if (mode == "interpolation" and final) else "prediction"
+        frames, start = [], self._fit(first)
+        for index, (wmode, take) in enumerate(window_plan(num_frames, mode, self.config.window)):
             out, _ = self.window(start, last if wmode == "interpolation" else None, wmode, text, null_text,
                                  jax.random.fold_in(key, index))
-            if wmode == "interpolation":
-                out = out[:, subsample(cfg.window, remaining + 1)]
-            else:
-                out = out[:, : min(cfg.window, remaining + 1)]
+            out = out[:, take]
             frames.append(out if index == 0 else out[:, 1:])
-            have += out.shape[1] - 1
-            if final:
-                break
-            start, index = out[:, -1], index + 1
+            start = out[:, -1]
         video = jnp.concatenate(frames, axis=1)[:, :num_frames]
         return self.finish(video)
+
+    def _windows_impl(self, state, vae_state, scheduler, video, mask, blend, text, null_text, cfg_scale, keys):
+        """`window` for N independent windows in one program (vmapped, so window n with key n equals
+        `window` with that key): video (N, T, H, W, 3) before masking, mask (N, T), blend (N, T) (the
+        `strength` < 1 start: 0 holds the first frame, a ramp blends to the last), text (N, L, D), keys (N,)."""
+        cfg = self.config
+
+        def one(video, mask, blend, text, key):
+            enc_key, sample_key = jax.random.split(key)
+            masked = self._encode_impl(vae_state, seine_masks.masked_video(video[None], mask), enc_key)
+            _, t, h, w, _ = masked.shape
+            lat_mask = seine_masks.latent_mask(mask, 1, (h, w))
+            x_T = None
+            if cfg.strength < 1.0:
+                init_key, sample_key = jax.random.split(sample_key)
+                wgt = blend[None, :, None, None, None]
+                init = (1.0 - wgt) * masked[:, :1] + wgt * masked[:, -1:]
+                x_T = predictions.add_noise(init, jax.random.normal(init_key, masked.shape, masked.dtype),
+                                            scheduler.level[0])
+            latents = sample_window(self._model_fn, state, scheduler, SeineCond(text[None], lat_mask, masked),
+                                    null_text, cfg_scale, key=sample_key, x_T=x_T)
+            if cfg.keep_keyframes:
+                latents = jnp.where(lat_mask == 0, masked, latents)
+            return self._decode_impl(vae_state, latents)[0]
+
+        return jax.vmap(one)(video, mask, blend, text, keys)
+
+    def clips(self, firsts: jax.Array, lasts: list, num_frames: list[int], modes: list[str], texts: jax.Array,
+              null_text: jax.Array, keys: jax.Array) -> list[jax.Array]:
+        """Every clip of a stream at once: what `clip` gives for clip c with `keys[c]`, but window k of every
+        clip runs in ONE batched program (round k); a round with fewer windows than clips is padded to the
+        number of clips, so every round runs the same compiled program.
+
+        firsts: (C, H, W, 3); lasts: C frames (H, W, 3) or None (prediction); texts: (C, L, D);
+        null_text: (1, L, D); keys: (C,). Returns C videos (N_c, H', W', 3), retimed and resized.
+        """
+        cfg = self.config
+        count = len(num_frames)
+        if not (len(lasts) == len(modes) == count == firsts.shape[0] == texts.shape[0] == keys.shape[0]):
+            raise ConfigError("clips: one first frame, last frame, length, mode, text and key per clip")
+        plans = [window_plan(n, m, cfg.window) for n, m in zip(num_frames, modes)]
+        starts = [self._fit(firsts[c]) for c in range(count)]
+        ends = [None if last is None else self._fit(last) for last in lasts]
+        texts = jnp.asarray(texts, jnp.float32)
+        pieces: list[list[jax.Array]] = [[] for _ in range(count)]
+        ramp = np.linspace(0.0, 1.0, cfg.window, dtype=np.float32)
+        for index in range(max(len(p) for p in plans)):
+            active = [c for c in range(count) if index < len(plans[c])]
+            videos, masks, blends = [], [], []
+            for c in active:
+                wmode = plans[c][index][0]
+                mask_type = seine_masks.mask_type_for(wmode)
+                videos.append(seine_masks.window_video(starts[c], ends[c] if wmode == "interpolation" else None,
+                                                       mask_type, cfg.window)[0])
+                masks.append(seine_masks.frame_mask(mask_type, cfg.window))
+                blends.append(ramp if wmode == "interpolation" else np.zeros_like(ramp))
+            rows = active + [active[0]] * (count - len(active))  # pad: repeat the first active window
+            pad = count - len(active)
+            out = self._windows(
+                self.state, self.vae_state, self.scheduler,
+                jnp.stack(videos + videos[:1] * pad), jnp.asarray(np.stack(masks + masks[:1] * pad)),
+                jnp.asarray(np.stack(blends + blends[:1] * pad)), texts[jnp.asarray(rows)],
+                jnp.asarray(null_text, jnp.float32), jnp.float32(cfg.cfg_scale),
+                jax.vmap(lambda k: jax.random.fold_in(k, index))(keys[jnp.asarray(rows)]))
+            for row, c in enumerate(active):
+                kept = out[row, plans[c][index][1]]
+                pieces[c].append(kept if index == 0 else kept[1:])
+                starts[c] = kept[-1:]
+        return [self.finish(jnp.concatenate(p, axis=0)[None, :n])[0] for p, n in zip(pieces, num_frames)]
 
     def finish(self, video: jax.Array) -> jax.Array:
         """Apply the output frame rate and resolution."""
