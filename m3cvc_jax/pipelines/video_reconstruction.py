@@ -264,6 +264,22 @@ class VideoReconstructor:
         video = jnp.concatenate(frames, axis=1)[:, :num_frames]
         return self.finish(video)
 
+    def _encode_distinct(self, vae_state, video: jax.Array, mask: jax.Array, key: jax.Array) -> jax.Array:
+        """`_encode_impl` of one masked window (T, H, W, 3) -> (1, T, h, w, 4), running the VAE encoder on
+        its three distinct frames only (the first, the last, a masked one: the encoder works frame by
+        frame, so the others are copies); the posterior noise is drawn for all frames as `_encode_impl` does."""
+        from m3cvc_jax.nn.vae import sample_posterior
+
+        vae = nnx.merge(self.vae_graphdef, vae_state)
+        t = video.shape[0]
+        distinct = jnp.stack([video[0], video[-1], jnp.zeros_like(video[0])])
+        mean, logvar = vae.encode(distinct)
+        # Given frames in the first half come from the first frame, in the second half from the last.
+        source = jnp.where(mask == 0, jnp.where(jnp.arange(t) >= t // 2, 1, 0), 2)
+        mean, logvar = mean[source], logvar[source]
+        z = sample_posterior(mean, logvar, key) if self.config.sample_posterior else mean
+        return (z * self.config.latent_scale)[None]
+
     def _windows_impl(self, state, vae_state, scheduler, video, mask, blend, text, null_text, cfg_scale, keys):
         """`window` for N independent windows in one program (vmapped, so window n with key n equals
         `window` with that key): video (N, T, H, W, 3) before masking, mask (N, T), blend (N, T) (the
@@ -272,7 +288,7 @@ class VideoReconstructor:
 
         def one(video, mask, blend, text, key):
             enc_key, sample_key = jax.random.split(key)
-            masked = self._encode_impl(vae_state, seine_masks.masked_video(video[None], mask), enc_key)
+            masked = self._encode_distinct(vae_state, video, mask, enc_key)
             _, t, h, w, _ = masked.shape
             lat_mask = seine_masks.latent_mask(mask, 1, (h, w))
             x_T = None
