@@ -43,12 +43,13 @@ def measure(name, module, config, workdir):
     b = config.batch_size
     print(f"{name:17s} {config.width}x{config.height} batch {b}: compile+first {first:6.2f} s, "
           f"{1 / step:6.2f} steps/s, {b / step:7.1f} images/s, batch fetch {fetch * 1e3:.1f} ms")
-    return s, step, fetch
+    return s, state, step, fetch
 
 
-def loop_time(s, steps: int, prefetch: bool) -> float:
-    """Seconds per step of `steps` steps over fresh batches, fetched in line or ahead."""
-    state, key = s.state, jax.random.key(0)
+def loop_time(s, state, steps: int, prefetch: bool):
+    """(seconds per step of `steps` steps over fresh batches fetched in line or ahead, the new state: the
+    step donates its input state)."""
+    key = jax.random.key(0)
     n = steps  # batches[s] wraps over epochs: any step has one
 
     def fetch(i):
@@ -59,7 +60,7 @@ def loop_time(s, steps: int, prefetch: bool) -> float:
     for i, batch in enumerate(batches):
         state, m = s.step_fn(state, batch, jax.random.fold_in(key, i))
         jax.block_until_ready(m)  # the trainers log metrics from the host, which waits like this
-    return (time.perf_counter() - t) / n
+    return (time.perf_counter() - t) / n, state
 
 
 def main():
@@ -68,10 +69,10 @@ def main():
         vq_cfg.data.data_dir = f"{tmp}/data"
         ft_cfg = ft_config("tiny")
         ft_cfg.data.data_dir = f"{tmp}/data"
-        vq_setup, vq_step, vq_fetch = measure("vq_pretrain", vq_pretrain, vq_cfg, f"{tmp}/vq")
+        vq_setup, vq_state, vq_step, vq_fetch = measure("vq_pretrain", vq_pretrain, vq_cfg, f"{tmp}/vq")
         measure("decoder_finetune", decoder_finetune, ft_cfg, f"{tmp}/ft")
-        inline = loop_time(vq_setup, LOOP_STEPS, prefetch=False)
-        ahead = loop_time(vq_setup, LOOP_STEPS, prefetch=True)
+        inline, vq_state = loop_time(vq_setup, vq_state, LOOP_STEPS, prefetch=False)
+        ahead, vq_state = loop_time(vq_setup, vq_state, LOOP_STEPS, prefetch=True)
     share_inline = max(0.0, inline - vq_step) / inline
     share_ahead = max(0.0, ahead - vq_step) / ahead
     print(f"vq loop: {inline * 1e3:.1f} ms/step fetching in line (fetch share {share_inline:.1%}), "
