@@ -1,12 +1,19 @@
 """Long fuzzing run of the bitstream reader (the tests run the same properties briefly).
 
-    python -m benchmarks.fuzz_bitstream [--seconds 120] [--seed 0]
+    python -m benchmarks.fuzz_bitstream [--cases 100000] [--seed 0]
 
-Mutators: random bytes, truncation, bit flips, byte edits of the whole stream, and edits of the header
-body or of one section payload re-wrapped with correct lengths and CRCs (to reach the parsers behind the
-CRC checks), over streams of every text codec. Any exception other than BitstreamError, or an input that
-takes over a second, is a failure: it is printed as hex and the exit status is 1. The last line compares
-the time to reject a corrupt input with the time to read a valid one.
+Mutators, over valid streams of every text codec: random bytes; random bytes after a valid magic;
+truncations; bit flips; byte insertions; byte deletions; byte edits; splices (a prefix of one stream and
+a suffix of another); and CRC-recomputed forgeries of the header and of every section (texts, indices,
+extra), re-wrapped with correct lengths and CRCs so that the parsers behind the CRC checks are reached,
+plus dropped, duplicated and reordered sections.
+
+Counts: crashes (any exception but BitstreamError, or a broken property of tests/bitstream_mutations.py:
+an accepted input whose header or index/extra sections do not re-encode byte for byte), hangs (an input
+taking over a second, stopped by an alarm), and accepted-but-different (accepted; only the compressed
+texts re-encode to other bytes, i.e. a forged text payload that still decompresses). Exit status 1 on any
+crash or hang; each is printed as hex. The last line compares the time to handle a mutated input with
+the time to read a valid one.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import random
+import signal
 import sys
 import time
 import traceback
@@ -23,7 +31,11 @@ from m3cvc_jax.codec.text_coding import TEXT_CODECS
 from tests.bitstream_mutations import assemble, check_unpack, split
 from tests.bitstream_sample import sample_stream
 
-SLOW_SECONDS = 1.0
+HANG_SECONDS = 1.0
+
+
+class Hang(Exception):
+    pass
 
 
 def _edit(rng: random.Random, blob: bytes) -> bytes:
@@ -42,50 +54,94 @@ def _edit(rng: random.Random, blob: bytes) -> bytes:
     return bytes(out)
 
 
-def mutators(valid: dict[str, bytes]):
+def mutators(valid: dict[str, bytes]) -> dict[str, callable]:
+    """name -> f(rng, codec) returning a mutated input."""
     parts = {codec: split(data) for codec, data in valid.items()}
+    codecs = sorted(valid)
 
-    def random_bytes(rng, data):
+    def random_bytes(rng, codec):
         return rng.randbytes(rng.randint(0, 4096))
 
-    def magic_then_random(rng, data):
+    def magic_then_random(rng, codec):
         return bs.MAGIC + b"\x01" + rng.randbytes(rng.randint(0, 4096))
 
-    def truncate(rng, data):
-        return data[: rng.randrange(len(data))]
+    def truncation(rng, codec):
+        return valid[codec][: rng.randrange(len(valid[codec]))]
 
-    def edit_stream(rng, data):
-        return _edit(rng, data)
+    def bit_flips(rng, codec):
+        data = bytearray(valid[codec])
+        for p in rng.sample(range(8 * len(data)), rng.randint(1, 4)):  # distinct: no flip undoes another
+            data[p // 8] ^= 1 << (p % 8)
+        return bytes(data)
 
-    def edit_header(rng, data, codec):
+    def insertion(rng, codec):
+        data = valid[codec]
+        i = rng.randint(0, len(data))
+        return data[:i] + rng.randbytes(rng.randint(1, 16)) + data[i:]
+
+    def deletion(rng, codec):
+        data = valid[codec]
+        i = rng.randrange(len(data))
+        return data[:i] + data[i + rng.randint(1, 16):]
+
+    def byte_edits(rng, codec):
+        return _edit(rng, valid[codec])
+
+    def splice(rng, codec):
+        a, b = valid[codec], valid[rng.choice(codecs)]
+        return a[: rng.randint(0, len(a))] + b[rng.randint(0, len(b)):]
+
+    def forged_header(rng, codec):
         body, sections = parts[codec]
         return assemble(_edit(rng, body), sections)
 
-    def edit_section(rng, data, codec):
+    def forged_section(i):
+        def forge(rng, codec):
+            body, sections = parts[codec]
+            sections = list(sections)
+            tag, payload = sections[i]
+            if rng.random() < 0.1:
+                tag = rng.randrange(256)
+            sections[i] = (tag, _edit(rng, payload))
+            return assemble(body, sections)
+
+        return forge
+
+    def forged_section_list(rng, codec):
         body, sections = parts[codec]
         sections = list(sections)
-        i = rng.randrange(len(sections))
-        tag, payload = sections[i]
-        if rng.random() < 0.2:
-            tag = rng.randrange(256)
-        sections[i] = (tag, _edit(rng, payload))
-        if rng.random() < 0.2:
-            sections = sections[: rng.randrange(len(sections) + 1)]
+        op = rng.choice(("drop", "duplicate", "swap"))
+        i, j = rng.randrange(len(sections)), rng.randrange(len(sections))
+        if op == "drop":
+            del sections[i]
+        elif op == "duplicate":
+            sections.insert(j, sections[i])
+        else:
+            sections[i], sections[j] = sections[j], sections[i]
         return assemble(body, sections)
 
-    plain = [random_bytes, magic_then_random, truncate, edit_stream]
-    return plain, [edit_header, edit_section]
+    out = {f.__name__: f for f in (random_bytes, magic_then_random, truncation, bit_flips, insertion, deletion,
+                                   byte_edits, splice, forged_header, forged_section_list)}
+    names = {bs.TAG_TEXTS: "texts", bs.TAG_INDICES: "indices"}
+    for i, (tag, _) in enumerate(next(iter(parts.values()))[1]):
+        out[f"forged_section_{names.get(tag, f'extra{tag & 0x7F}')}"] = forged_section(i)
+    return out
+
+
+def _alarm(signum, frame):
+    raise Hang()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     extras = (bs.ExtraSection(7, b"extra payload"),)
     valid = {codec: bs.pack(sample_stream(codec, extras)) for codec in TEXT_CODECS}
-    plain, structured = mutators(valid)
+    muts = mutators(valid)
+    names, codecs = sorted(muts), sorted(valid)
 
     t0 = time.perf_counter()
     n_valid = 0
@@ -95,44 +151,46 @@ def main() -> int:
             n_valid += 1
     valid_us = 1e6 * (time.perf_counter() - t0) / n_valid
 
+    signal.signal(signal.SIGALRM, _alarm)
     counts: collections.Counter = collections.Counter()
-    failures = 0
+    crashes = hangs = 0
     slowest = 0.0
-    busy = 0.0
     start = time.perf_counter()
-    while time.perf_counter() - start < args.seconds:
-        codec = rng.choice(sorted(valid))
-        if rng.random() < 0.5:
-            m = rng.choice(plain)
-            data = m(rng, valid[codec])
-        else:
-            m = rng.choice(structured)
-            data = m(rng, valid[codec], codec)
+    for _ in range(args.cases):
+        name, codec = rng.choice(names), rng.choice(codecs)
+        data = muts[name](rng, codec)
         t = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
         try:
-            outcome = "accepted" if check_unpack(data) else "rejected"
+            outcome = check_unpack(data)
+        except Hang:
+            outcome = "hang"
+            hangs += 1
+            print(f"HANG ({name}, {codec}): input hex {data.hex()}", file=sys.stderr)
         except Exception:
-            outcome = "FAILURE"
-            failures += 1
-            print(f"FAILURE ({m.__name__}, {codec}): input hex {data.hex()}", file=sys.stderr)
+            outcome = "crash"
+            crashes += 1
+            print(f"CRASH ({name}, {codec}): input hex {data.hex()}", file=sys.stderr)
             traceback.print_exc()
-        dt = time.perf_counter() - t
-        busy += dt
-        slowest = max(slowest, dt)
-        if dt > SLOW_SECONDS:
-            failures += 1
-            print(f"SLOW ({dt:.2f} s, {m.__name__}, {codec}): input hex {data.hex()}", file=sys.stderr)
-        counts[(m.__name__, outcome)] += 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        slowest = max(slowest, time.perf_counter() - t)
+        counts[(name, outcome)] += 1
+    elapsed = time.perf_counter() - start
 
     total = sum(counts.values())
-    print(f"{total} inputs in {args.seconds:.0f} s (seed {args.seed}); failures: {failures}")
-    for (name, outcome), n in sorted(counts.items()):
-        print(f"  {name:>18}: {n:7d} {outcome}")
-    corrupt_us = 1e6 * busy / max(total, 1)
-    print(f"valid stream read: {valid_us:.1f} us; corrupt input handled: {corrupt_us:.1f} us on average, "
-          f"slowest {1e3 * slowest:.1f} ms")
-    print(f"ratio={corrupt_us / valid_us:.3f}")
-    return 1 if failures else 0
+    different = sum(n for (_, o), n in counts.items() if o == "accepted-different")
+    print(f"cases {total} in {elapsed:.1f} s (seed {args.seed}): crashes {crashes}, hangs {hangs}, "
+          f"accepted-but-different {different}")
+    outcomes = ("rejected", "accepted", "accepted-different", "crash", "hang")
+    print(f"  {'mutator':>26} " + " ".join(f"{o:>18}" for o in outcomes))
+    for name in names:
+        print(f"  {name:>26} " + " ".join(f"{counts[(name, o)]:18d}" for o in outcomes))
+    mutated_us = 1e6 * elapsed / max(total, 1)
+    print(f"valid stream read: {valid_us:.1f} us; mutated input handled: {mutated_us:.1f} us on average "
+          f"(mutation included), slowest {1e3 * slowest:.1f} ms")
+    print(f"ratio={mutated_us / valid_us:.3f}")
+    return 1 if crashes or hangs else 0
 
 
 if __name__ == "__main__":

@@ -59,13 +59,13 @@ def run_jax(frames, clip_preset, raft_preset, repeats):
         clip=random_module(lambda r: CLIPModel(CLIPConfig.preset(clip_preset), rngs=r), 0, "clip"),
         raft=random_module(lambda r: RAFT(RAFTConfig.preset(raft_preset), rngs=r), 0, "raft"))
     start = time.perf_counter()
-    d = select(frames, cfg, models, cfg.flow_updates)
+    d = select(frames, cfg, models)
     jax.block_until_ready(d)
     first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        d = select(frames, cfg, models, cfg.flow_updates)
+        d = select(frames, cfg, models)
         keys = keyframe_indices(d)
         jax.block_until_ready(d)
         times.append(time.perf_counter() - start)

@@ -40,16 +40,16 @@ def main(argv=None) -> None:
     parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS))
     args = parser.parse_args(argv)
     os.environ.setdefault("M3CVC_JAX_CACHE", "off")
+    from m3cvc_jax.commands import runtime
     from m3cvc_jax.eval.metrics import psnr
-    from m3cvc_jax.pipelines import m3cvc, runtime
-    from m3cvc_jax.pipelines.settings import load_config
+    from m3cvc_jax.pipelines.codec import Codec, read_input
 
     runtime.setup()
-    config = load_config("demo", [f"video.max_frames={args.frames}"])
+    codec = Codec.load("demo", overrides=[f"video.max_frames={args.frames}"])
     tmp = tempfile.mkdtemp(prefix="m3cvc-steps-")
     path = os.path.join(tmp, "clip.m3cvc")
-    enc = m3cvc.encode_file(args.clip, path, config)
-    original = m3cvc.read_input(args.clip, config).frames
+    enc = codec.encode_file(args.clip, path)
+    original = read_input(args.clip, codec.config).frames
     stream = enc.stream
     kf = list(stream.header.keyframes)
     print(f"{len(original)} frames {stream.header.width}x{stream.header.height}, keyframes {kf}, "
@@ -57,10 +57,10 @@ def main(argv=None) -> None:
     print(f"{'keyframes':>14} {'SEINE':>14}  {'PSNR kf':>8} {'PSNR all':>8}  {'decode s':>8}  stages (warm)")
     results = []
     for setting in args.settings:
-        dconfig = m3cvc.decoder_config(stream, overrides=parse_setting(setting))
+        decoder = Codec.for_stream(stream, overrides=parse_setting(setting), store=codec.store)
         for _ in range(2):
             start = time.perf_counter()
-            result = m3cvc.decode_stream(stream, dconfig)
+            result = decoder.decode(stream)
             total = time.perf_counter() - start
         frames = result.video.frames
         p_all = float(np.mean(np.asarray(psnr(frames, original))))

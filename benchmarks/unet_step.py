@@ -31,6 +31,47 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def compiled_forward(model, *args):
+    """(a no-argument timed call, the first output, compile + first-run seconds) of a jitted `model(*args)`."""
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda state, *a: nnx.merge(graphdef, state)(*a))
+    inputs = [jnp.asarray(a) for a in args]
+    t0 = time.perf_counter()
+    out = forward(state, *inputs).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    return (lambda: forward(state, *inputs).block_until_ready()), out, compile_s
+
+
+def interleaved_runs(jax_fn, torch_fn, repeats: int) -> tuple[dict[str, list[float]], object]:
+    """Wall times of `jax_fn` and of `torch_fn` at 1 and 2 threads, interleaved so that the shared CPU's
+    load drifts affect every contender alike; and torch_fn's 1-thread output (the reference)."""
+    import torch
+
+    runs: dict[str, list[float]] = {"jax": [], "torch 1 thread": [], "torch 2 threads": []}
+    with torch.inference_mode():
+        for threads in (2, 1):  # warm-up at each thread count
+            torch.set_num_threads(threads)
+            want = torch_fn()
+        for _ in range(repeats):
+            runs["jax"].append(_timed(jax_fn))
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                runs[f"torch {threads} thread{'s' if threads > 1 else ''}"].append(_timed(torch_fn))
+    return runs, want
+
+
+def print_ratio(runs: dict[str, list[float]]) -> float:
+    """Medians and minima, then `ratio=jax/best torch` (medians) as the last line."""
+    for name, times in runs.items():
+        print(f"{name}: median {statistics.median(times):.3f} s, min {min(times):.3f} s ({len(times)} runs)")
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    best = min((k for k in med if k != "jax"), key=med.get)
+    ratio = med["jax"] / med[best]
+    print(f"jax / best torch ({best}), medians:")
+    print(f"ratio={ratio:.3f}")
+    return ratio
+
+
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
@@ -58,43 +99,18 @@ def main(argv: list[str] | None = None) -> float:
     ctx = rng.normal(size=(1, 77, 256)).astype(np.float32)
     t = np.array([500.0], np.float32)
 
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def forward(state, x, t, ctx):
-        return nnx.merge(graphdef, state)(x, t, ctx)
-
-    xs, ts, cs = jnp.asarray(x), jnp.asarray(t), jnp.asarray(ctx)
-    t0 = time.perf_counter()
-    out = forward(state, xs, ts, cs).block_until_ready()
-    compile_s = time.perf_counter() - t0
+    run_jax, out, compile_s = compiled_forward(model, x, t, ctx)
 
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     tt, ct = torch.from_numpy(t), torch.from_numpy(ctx)
-    runs: dict[str, list[float]] = {"jax": [], "torch 1 thread": [], "torch 2 threads": []}
-    with torch.inference_mode():
-        for threads in (2, 1):  # warm-up at each thread count; 1-thread output is the reference
-            torch.set_num_threads(threads)
-            want = ref(xt, tt, ct).sample
-        # Interleaved so that the shared CPU's load drifts affect every contender alike.
-        for _ in range(args.repeats):
-            runs["jax"].append(_timed(lambda: forward(state, xs, ts, cs).block_until_ready()))
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                runs[f"torch {threads} thread{'s' if threads > 1 else ''}"].append(_timed(lambda: ref(xt, tt, ct)))
+    runs, want = interleaved_runs(run_jax,
+                                  lambda: ref(xt, tt, ct).sample, args.repeats)
     diff = float(np.abs(np.asarray(out) - want.numpy().transpose(0, 2, 3, 1)).max())
 
     print(f"config: widths {CONFIG['block_out_channels']}, latent {args.height}x{args.width}, text 77x256, "
           f"{n_params / 1e6:.1f}M params, jax {jax.__version__}, torch {torch.__version__}")
     print(f"jax compile + first run: {compile_s:.1f} s; max |jax - torch| = {diff:.2e}")
-    for name, times in runs.items():
-        print(f"{name}: median {statistics.median(times):.3f} s, min {min(times):.3f} s ({len(times)} runs)")
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    best = min((k for k in med if k != "jax"), key=med.get)
-    ratio = med["jax"] / med[best]
-    print(f"jax / best torch ({best}), medians:")
-    print(f"ratio={ratio:.3f}")
-    return ratio
+    return print_ratio(runs)
 
 
 if __name__ == "__main__":

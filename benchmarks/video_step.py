@@ -49,7 +49,7 @@ def bench_jax(repeats: int) -> dict:
 
     from m3cvc_jax.diffusion.guidance import CFGCond, guided
     from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
-    from m3cvc_jax.pipelines.video_reconstruction import SeineCond, seine_model_fn, seine_scheduler
+    from m3cvc_jax.decoders.video import SeineCond, seine_model_fn, seine_scheduler
     from m3cvc_jax.random_weights import random_module
 
     cfg = VideoUNetConfig.reduced()

@@ -42,7 +42,7 @@ def _data(**kw) -> ml_collections.ConfigDict:
 def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.model = "paper"  # keyframe codec preset (configs/keyframe_codec.py)
+    c.model = "paper"  # keyframe codec preset (m3cvc_jax/nn/keyframe_codec.py)
     c.pixels_per_index = 16
     c.width, c.height = 512, 320
     c.vae_weights = ""  # converted SD VAE (python -m convert_weights sd-vae ...); '' = random (tiny only)

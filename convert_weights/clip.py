@@ -61,7 +61,7 @@ def _config_from_source(src: str, preset: str | None) -> CLIPConfig:
     return CLIPConfig.from_transformers(d)
 
 
-def convert(src: str, dst: str, *, preset: str | None = None, text_only: bool = False) -> str:
+def convert(src: str, dst: str, *, preset: str | None = None, text_only: bool = False, overwrite: bool = False) -> str:
     config = _config_from_source(src, preset)
     state_dict = read_state_dict(src)
     if text_only:
@@ -70,4 +70,4 @@ def convert(src: str, dst: str, *, preset: str | None = None, text_only: bool = 
     else:
         params = convert_state_dict(state_dict, config, source=src)
         saved = {"kind": "full", **dataclasses.asdict(config)}
-    return save_checkpoint(dst, family="clip", config=saved, params=params)
+    return save_checkpoint(dst, family="clip", config=saved, params=params, overwrite=overwrite)

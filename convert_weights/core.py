@@ -14,106 +14,26 @@ converter never lists transposes by hand:
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from convert_weights.lazy import open_state_dict
 from m3cvc_jax.errors import WeightsError
 
 
 def read_state_dict(src: str, *, subkey: str | None = None, prefix: str = "") -> dict[str, np.ndarray]:
-    """Every tensor of a checkpoint as float numpy arrays, keys as in the file.
-
-    src: a folder (diffusers/transformers: `*.safetensors`, sharded with an index, or `*.bin`), a
-    `.safetensors` file, or a `.pt/.pth/.ckpt/.bin` file read with `torch.load(weights_only=True)`.
-    subkey: take this entry of a pickled dict first (SEINE's `ema`, LDM's `state_dict`); if absent and
-    the dict has `state_dict`, that is used. prefix: keep only keys starting with it, stripped.
-    """
-    if not os.path.exists(src):
-        raise WeightsError(f"{src}: no such file or directory")
-    if os.path.isdir(src):
-        files = sorted(glob.glob(os.path.join(src, "*.safetensors")))
-        if not files:
-            files = sorted(glob.glob(os.path.join(src, "*.bin")) + glob.glob(os.path.join(src, "*.pt")))
-        if not files:
-            raise WeightsError(f"{src}: no .safetensors, .bin or .pt weights in this folder")
-        out: dict[str, np.ndarray] = {}
-        for f in files:
-            out.update(read_state_dict(f, subkey=subkey))
-    elif src.endswith(".safetensors"):
-        out = _read_safetensors(src)
-    else:
-        out = _read_torch(src, subkey)
-    if prefix:
-        out = {k[len(prefix):]: v for k, v in out.items() if k.startswith(prefix)}
-    return out
+    """Every tensor of a checkpoint as numpy arrays, keys as in the file (see `lazy.open_state_dict` for
+    the sources and `subkey`; `prefix`: keep only keys starting with it, stripped). Converters of large
+    models walk the lazy mapping instead, so the source is never held whole beside the result."""
+    return dict(open_state_dict(src, subkey=subkey).strip_prefix(prefix))
 
 
 def iter_safetensors(path: str) -> Iterable[tuple[str, np.ndarray]]:
     """Stream tensors one at a time (for models too big to hold twice); bf16 stays bf16 (ml_dtypes)."""
-    from safetensors import safe_open
-
-    with safe_open(path, framework="numpy") as f:
-        for key in f.keys():
-            try:
-                value = f.get_tensor(key)
-            except TypeError:
-                # numpy has no bfloat16: read that tensor through torch, one tensor at a time.
-                value = _read_one_with_torch(path, key)
-            yield key, value
-
-
-def _read_one_with_torch(path: str, key: str) -> np.ndarray:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as f:
-        return _to_numpy(f.get_tensor(key))
-
-
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-    try:
-        return dict(iter_safetensors(path))
-    except TypeError:
-        # numpy has no bfloat16: go through torch for those files (converters may import torch).
-        import torch
-        from safetensors.torch import load_file
-
-        return {k: _to_numpy(v) for k, v in load_file(path).items() if isinstance(v, torch.Tensor)}
-    except Exception as e:
-        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
-
-
-def _read_torch(path: str, subkey: str | None) -> dict[str, np.ndarray]:
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): {e}") from None
-    if subkey is not None:
-        if not isinstance(obj, dict) or subkey not in obj:
-            keys = list(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
-            raise WeightsError(f"{path}: no entry {subkey!r} (has {keys})")
-        obj = obj[subkey]
-    elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    return {k: _to_numpy(v) for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-def _to_numpy(t: Any) -> np.ndarray:
-    import torch
-
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
+    yield from open_state_dict(path).items()
 
 
 def torch_key_to_path(key: str) -> str:
@@ -161,13 +81,15 @@ def map_onto(
     *,
     rename: Callable[[str], str | None] = torch_key_to_path,
     source: str = "checkpoint",
+    allow_missing: bool = False,
 ) -> dict[str, np.ndarray]:
     """Map reference tensors onto our flat keys, strictly.
 
     target_shapes: our flat key -> shape (from `abstract_shapes`). rename: reference key -> our key
     without the leaf change (return None to drop a key on purpose, e.g. buffers the port recomputes).
     A reference `.weight` lands on whichever of kernel/scale/embedding/weight the target has; kernels
-    are transposed as needed. Missing, unexpected or mis-shaped keys raise one WeightsError listing them.
+    are transposed as needed. Missing, unexpected or mis-shaped keys raise one WeightsError listing them
+    (missing ones not with `allow_missing`: for checking a partial key list, e.g. a published checkpoint's).
     """
     out: dict[str, np.ndarray] = {}
     unexpected, mismatched = [], []
@@ -185,7 +107,7 @@ def map_onto(
             out[target] = adapt(key, value, target_shapes[target], is_kernel=target.endswith("kernel"))
         except _ShapeMismatch as e:
             mismatched.append(str(e))
-    missing = sorted(set(target_shapes) - set(out))
+    missing = [] if allow_missing else sorted(set(target_shapes) - set(out))
     problems = []
     for label, keys in (("missing", missing), ("unexpected", sorted(unexpected)), ("mis-shaped", mismatched)):
         if keys:
@@ -193,6 +115,16 @@ def map_onto(
     if problems:
         raise WeightsError(f"{source} does not match the model: " + "; ".join(problems))
     return out
+
+
+def to_device_arrays(params: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Replace each tensor, in place and one at a time, by a compact jax array: transposed views let their
+    source tensors go, and orbax writes jax arrays without a snapshot copy of the whole model."""
+    import jax
+
+    for key in list(params):
+        params[key] = jax.device_put(np.asarray(params[key], order="C"))  # ascontiguousarray makes 0-d 1-d
+    return params
 
 
 def abstract_shapes(build: Callable[[], Any]) -> dict[str, tuple[int, ...]]:

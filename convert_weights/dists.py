@@ -57,11 +57,12 @@ def convert_state(backbone: dict, alpha_beta: dict) -> dict:
     return map_onto(shapes, state, rename=_rename, source="DISTS weights")
 
 
-def convert(src: str, dst: str, *, alpha_beta: str | None = None) -> str:
+def convert(src: str, dst: str, *, alpha_beta: str | None = None, overwrite: bool = False) -> str:
     from m3cvc_jax.nn.dists import DISTSConfig
     from m3cvc_jax.weights import save_checkpoint
 
     backbone = read_state_dict(src)
     ab = backbone if "alpha" in backbone and alpha_beta is None else read_state_dict(alpha_beta or packaged_alpha_beta())
     params = convert_state(backbone, ab)
-    return save_checkpoint(dst, family="dists", config=dataclasses.asdict(DISTSConfig()), params=params)
+    return save_checkpoint(dst, family="dists", config=dataclasses.asdict(DISTSConfig()),
+                           params=params, overwrite=overwrite)

@@ -74,7 +74,7 @@ def convert_state(backbone: dict, heads: dict, net: str) -> dict:
     return map_onto(shapes, state, rename=rename, source=f"lpips-{net} weights")
 
 
-def convert(src: str, dst: str, *, net: str | None = None, heads: str | None = None) -> str:
+def convert(src: str, dst: str, *, net: str | None = None, heads: str | None = None, overwrite: bool = False) -> str:
     from m3cvc_jax.nn.lpips import LPIPSConfig
     from m3cvc_jax.weights import save_checkpoint
 
@@ -85,4 +85,5 @@ def convert(src: str, dst: str, *, net: str | None = None, heads: str | None = N
     else:
         head_state = read_state_dict(heads or packaged_heads(net))
     params = convert_state(backbone, head_state, net)
-    return save_checkpoint(dst, family="lpips", config=dataclasses.asdict(LPIPSConfig(net)), params=params)
+    return save_checkpoint(dst, family="lpips", config=dataclasses.asdict(LPIPSConfig(net)),
+                           params=params, overwrite=overwrite)

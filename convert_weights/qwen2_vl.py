@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from convert_weights.core import abstract_shapes, iter_safetensors, map_onto, read_json
+from convert_weights.core import abstract_shapes, iter_safetensors, map_onto, read_json, to_device_arrays
 from m3cvc_jax.errors import ConfigError, WeightsError
 
 FAMILY = "qwen2-vl"
@@ -87,7 +87,7 @@ def _cast(value: np.ndarray, dtype: str) -> np.ndarray:
     return value.astype(np.float32)
 
 
-def convert(src: str, dst: str, *, dtype: str = "float32") -> str:
+def convert(src: str, dst: str, *, dtype: str = "float32", overwrite: bool = False) -> str:
     from m3cvc_jax.nn.qwen2_vl import Qwen2VLConfig
     from m3cvc_jax.weights import save_checkpoint
 
@@ -101,11 +101,9 @@ def convert(src: str, dst: str, *, dtype: str = "float32") -> str:
         shapes, _Stream(safetensors_files(src), dtype),
         rename=lambda k: rename(k, tied=cfg.tie_word_embeddings), source=src,
     )
-    for key in params:
-        # Transposed kernels are views of the tensors read; a compact copy each lets the originals go.
-        params[key] = np.ascontiguousarray(params[key])
+    params = to_device_arrays(params)
     config = dataclasses.asdict(cfg)
-    fp = save_checkpoint(dst, family=FAMILY, config=config, params=params)
+    fp = save_checkpoint(dst, family=FAMILY, config=config, params=params, overwrite=overwrite, compress=False)
     copied = [f for f in TOKENIZER_FILES if os.path.isfile(os.path.join(src, f))]
     if copied:
         os.makedirs(os.path.join(dst, "tokenizer"), exist_ok=True)

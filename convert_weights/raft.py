@@ -120,7 +120,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], config: RAFTConfig,
                     source=source)
 
 
-def convert(src: str, dst: str, *, preset: str | None = None) -> str:
+def convert(src: str, dst: str, *, preset: str | None = None, overwrite: bool = False) -> str:
     state_dict = read_state_dict(src)
     if preset is None:
         preset = detect_preset(state_dict)
@@ -129,4 +129,4 @@ def convert(src: str, dst: str, *, preset: str | None = None) -> str:
     config = PRESETS[preset]
     params = convert_state_dict(state_dict, config, source=src)
     return save_checkpoint(dst, family="raft", config={"preset": preset, **dataclasses.asdict(config)},
-                           params=params)
+                           params=params, overwrite=overwrite)

@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from convert_weights.core import read_json, read_state_dict
+from convert_weights.core import read_json
+from convert_weights.lazy import LazyStateDict, open_state_dict
 from m3cvc_jax.errors import ConfigError, WeightsError
 
 
-def read_component(src: str, subfolder: str, ldm_prefix: str) -> tuple[dict[str, np.ndarray], str | None]:
-    """(state dict, path of the diffusers config.json or None) for one component.
+def read_component(src: str, subfolder: str, ldm_prefix: str) -> tuple[LazyStateDict, str | None]:
+    """(lazy state dict, path of the diffusers config.json or None) for one component.
 
     src: a component folder, a whole pipeline folder (uses `subfolder/`), a weights file inside a
     component folder (its config.json is used), or a single-file SD checkpoint (keys under `ldm_prefix`
@@ -25,10 +26,10 @@ def read_component(src: str, subfolder: str, ldm_prefix: str) -> tuple[dict[str,
         cfg = os.path.join(src, "config.json")
         if not os.path.isfile(cfg):
             raise WeightsError(f"{src}: a diffusers folder needs its config.json (or pass --config)")
-        return read_state_dict(src), cfg
-    sd = read_state_dict(src)
+        return open_state_dict(src), cfg
+    sd = open_state_dict(src)
     if any(k.startswith(ldm_prefix) for k in sd):
-        sd = {k[len(ldm_prefix):]: v for k, v in sd.items() if k.startswith(ldm_prefix)}
+        sd = sd.strip_prefix(ldm_prefix)
     beside = os.path.join(os.path.dirname(os.path.abspath(src)), "config.json")
     return sd, beside if os.path.isfile(beside) else None
 

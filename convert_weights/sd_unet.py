@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 from flax import nnx
 
-from convert_weights.core import abstract_shapes, map_onto
+from convert_weights.core import abstract_shapes, map_onto, to_device_arrays
+from convert_weights.lazy import LazyStateDict
 from convert_weights.ldm_names import UNET_PREFIX, renamer, unet_table
 from convert_weights.sd_source import check_inferred_groups, read_component, resolve_config
 from m3cvc_jax.errors import ConfigError, WeightsError
@@ -57,7 +58,7 @@ def infer_config(sd: dict[str, np.ndarray]) -> UNetConfig:
         attn = tuple(f"input_blocks.{i}.1.proj_in.weight" in sd for i in first)
         proj = next(sd[f"input_blocks.{i}.1.proj_in.weight"] for i, a in zip(first, attn) if a)
         linear = proj.ndim == 2
-        to_k = next(v for k, v in sd.items() if k.endswith("attn2.to_k.weight"))
+        to_k = sd[next(k for k in sd if k.endswith("attn2.to_k.weight"))]
         cfg = UNetConfig(
             in_channels=sd["input_blocks.0.0.weight"].shape[1], out_channels=sd["out.2.weight"].shape[0],
             block_out_channels=ch, layers_per_block=layers,
@@ -81,16 +82,24 @@ def load_reference(src: str, config: str | None = None, extra_in_channels: int =
     return cfg, sd, rename
 
 
-def pad_conv_in(cfg: UNetConfig, sd: dict[str, np.ndarray], rename: Callable) -> dict[str, np.ndarray]:
-    """Zero-pad the reference conv_in (O, in_channels, 3, 3) to (O, in_channels + extra, 3, 3)."""
+def pad_conv_in(cfg: UNetConfig, sd: Mapping[str, np.ndarray], rename: Callable) -> Mapping[str, np.ndarray]:
+    """Zero-pad the reference conv_in (O, in_channels, 3, 3) to (O, in_channels + extra, 3, 3) (when read,
+    for a lazy source)."""
     if not cfg.extra_in_channels:
         return sd
-    out = dict(sd)
-    for key, value in sd.items():
-        if rename(key) == "conv_in.weight" and value.ndim == 4 and value.shape[1] == cfg.in_channels:
-            pad = np.zeros((value.shape[0], cfg.extra_in_channels, *value.shape[2:]), value.dtype)
-            out[key] = np.concatenate([value, pad], axis=1)
-    return out
+
+    def pad(value):
+        if value.ndim == 4 and value.shape[1] == cfg.in_channels:
+            zeros = np.zeros((value.shape[0], cfg.extra_in_channels, *value.shape[2:]), value.dtype)
+            return np.concatenate([value, zeros], axis=1)
+        return value
+
+    keys = [k for k in sd if rename(k) == "conv_in.weight"]
+    if isinstance(sd, LazyStateDict):
+        for key in keys:
+            sd = sd.transform(key, pad)
+        return sd
+    return {k: pad(v) if k in keys else v for k, v in sd.items()}
 
 
 def convert_params(cfg: UNetConfig, sd, rename, *, source: str = "checkpoint") -> dict[str, np.ndarray]:
@@ -98,9 +107,11 @@ def convert_params(cfg: UNetConfig, sd, rename, *, source: str = "checkpoint") -
     return map_onto(shapes, pad_conv_in(cfg, sd, rename), rename=rename, source=source)
 
 
-def convert(src: str, dst: str, config: str | None = None, extra_in_channels: int = 0) -> str:
+def convert(src: str, dst: str, config: str | None = None, extra_in_channels: int = 0, *,
+            overwrite: bool = False) -> str:
     if extra_in_channels < 0:
         raise ConfigError(f"--extra-in-channels must be >= 0, got {extra_in_channels}")
     cfg, sd, rename = load_reference(src, config, extra_in_channels)
-    params = convert_params(cfg, sd, rename, source=src)
-    return save_checkpoint(dst, family="sd-unet", config=dataclasses.asdict(cfg), params=params)
+    # Streamed: each tensor is read, re-laid out and made a compact jax array before the next is read.
+    params = to_device_arrays(convert_params(cfg, sd.with_progress("sd-unet"), rename, source=src))
+    return save_checkpoint(dst, family="sd-unet", config=dataclasses.asdict(cfg), params=params, overwrite=overwrite, compress=False)

@@ -2,6 +2,9 @@
 
 SRC: a diffusers `vae/` folder (or the pipeline folder holding it), a weights file, or a single-file SD
 checkpoint with original LDM names (`first_stage_model.encoder.down...`, or a standalone LDM VAE file).
+A standalone LDM autoencoder checkpoint still carries its training loss (`loss.logvar`, the LPIPS and
+discriminator weights under `loss.*`); those tensors are not part of the model and are skipped (and
+reported), as diffusers' own conversion does.
 The config comes from `--config` (preset `tiny`/`sd` or a config.json), else the folder's config.json,
 else it is inferred from LDM weights (norm groups 32, scaling factor 0.18215: SD's values).
 """
@@ -15,12 +18,15 @@ from typing import Callable
 import numpy as np
 from flax import nnx
 
-from convert_weights.core import abstract_shapes, map_onto
+from convert_weights.core import abstract_shapes, map_onto, to_device_arrays
+from convert_weights.lazy import LazyStateDict
 from convert_weights.ldm_names import VAE_PREFIX, old_diffusers_vae_rename, renamer, vae_table
 from convert_weights.sd_source import check_inferred_groups, read_component, resolve_config
 from m3cvc_jax.errors import WeightsError
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
 from m3cvc_jax.weights import save_checkpoint
+
+TRAINING_LOSS_PREFIX = "loss."
 
 
 def add_arguments(parser) -> None:
@@ -48,9 +54,19 @@ def infer_config(sd: dict[str, np.ndarray]) -> VAEConfig:
     return cfg
 
 
+def split_training_loss(sd: LazyStateDict) -> tuple[LazyStateDict, list[str]]:
+    """(the model's tensors, the sorted keys of the training loss's own ones)."""
+    ignored = sorted(k for k in sd if k.startswith(TRAINING_LOSS_PREFIX))
+    return sd.drop(ignored), ignored
+
+
 def load_reference(src: str, config: str | None = None) -> tuple[VAEConfig, dict[str, np.ndarray], Callable]:
     """(config, reference state dict, key renaming onto our names)."""
     sd, found = read_component(src, "vae", VAE_PREFIX)
+    sd, ignored = split_training_loss(sd)
+    if ignored:
+        print(f"sd-vae: ignoring {len(ignored)} training-loss tensors: {', '.join(ignored[:6])}"
+              f"{' ...' if len(ignored) > 6 else ''}")
     cfg = resolve_config(src, config, found, sd, ldm=is_ldm(sd), infer=infer_config, cls=VAEConfig)
     if is_ldm(sd):
         rename = renamer(vae_table(len(cfg.block_out_channels), cfg.layers_per_block))
@@ -64,7 +80,7 @@ def convert_params(cfg: VAEConfig, sd, rename, *, source: str = "checkpoint") ->
     return map_onto(shapes, sd, rename=rename, source=source)
 
 
-def convert(src: str, dst: str, config: str | None = None) -> str:
+def convert(src: str, dst: str, config: str | None = None, *, overwrite: bool = False) -> str:
     cfg, sd, rename = load_reference(src, config)
-    params = convert_params(cfg, sd, rename, source=src)
-    return save_checkpoint(dst, family="sd-vae", config=dataclasses.asdict(cfg), params=params)
+    params = to_device_arrays(convert_params(cfg, sd.with_progress("sd-vae"), rename, source=src))
+    return save_checkpoint(dst, family="sd-vae", config=dataclasses.asdict(cfg), params=params, overwrite=overwrite, compress=False)

@@ -69,10 +69,10 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], config, *, source: str
     return {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
 
 
-def convert(src: str, dst: str, *, preset: str = "seine", subkey: str = "ema") -> str:
+def convert(src: str, dst: str, *, preset: str = "seine", subkey: str = "ema", overwrite: bool = False) -> str:
     from m3cvc_jax.weights import save_checkpoint
 
     config = build_config(preset)
     state_dict = read_state_dict(src, subkey=subkey)
     params = convert_state_dict(state_dict, config, source=src)
-    return save_checkpoint(dst, family=FAMILY, config=dataclasses.asdict(config), params=params)
+    return save_checkpoint(dst, family=FAMILY, config=dataclasses.asdict(config), params=params, overwrite=overwrite)

@@ -1,8 +1,7 @@
 """The `m3cvc` command (also `python -m m3cvc_jax`).
 
-Subcommands are the modules `m3cvc_jax.commands.<name>` for the fixed list `COMMANDS`; each exposes
-`register(subparsers)`. A command whose module is missing or fails to import is still listed and, when
-run, fails with a one-line error saying why: no command disappears silently.
+Subcommands are the modules `m3cvc_jax.commands.<name>` of `COMMANDS`; each exposes
+`register(subparsers)`.
 
 Error policy: user errors (M3CVCError, OSError such as a missing or unreadable file, bad options) exit 2
 with one line on stderr starting `m3cvc: error:`; anything else is a bug and exits 1 with one line. A
@@ -12,15 +11,17 @@ traceback is printed only with `--debug` (accepted anywhere on the command line)
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import traceback
+import warnings
 
 from m3cvc_jax import __version__
-from m3cvc_jax.errors import M3CVCError
+from m3cvc_jax.commands import decode, encode, inspect
+from m3cvc_jax.commands import eval as eval_command
+from m3cvc_jax.errors import InputWarning, M3CVCError
 
-COMMANDS = ("encode", "decode", "inspect", "eval")
+COMMANDS = {"encode": encode, "decode": decode, "inspect": inspect, "eval": eval_command}
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 
@@ -34,20 +35,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _register_unavailable(subparsers, name: str, exc: BaseException) -> None:
-    if isinstance(exc, ModuleNotFoundError) and exc.name == f"m3cvc_jax.commands.{name}":
-        reason = "not available in this version (no module m3cvc_jax.commands.%s)" % name
-    else:
-        reason = f"failed to load: {type(exc).__name__}: {exc}"
-    p = subparsers.add_parser(name, help=f"(unavailable: {reason})", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-
-    def run(args):
-        raise M3CVCError(f"command '{name}' is {reason}") from exc
-
-    p.set_defaults(func=run)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="m3cvc",
@@ -56,16 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"m3cvc {__version__}")
     parser.add_argument("--debug", action="store_true", help="print tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"m3cvc_jax.commands.{name}")
-            register = module.register
-        except Exception as e:  # a broken command must not take the others down with it
-            _register_unavailable(sub, name, e)
-            continue
-        register(sub)
-        if name not in sub.choices:
-            raise RuntimeError(f"m3cvc_jax.commands.{name}.register did not add a '{name}' parser")
+    for command in COMMANDS.values():
+        command.register(sub)
     return parser
 
 
@@ -77,8 +56,16 @@ def _report(message: str) -> None:
     print(f"m3cvc: error: {_one_line(message)}", file=sys.stderr)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    if issubclass(category, InputWarning):
+        print(f"m3cvc: warning: {_one_line(str(message))}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:

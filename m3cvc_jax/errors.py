@@ -23,3 +23,12 @@ class WeightsError(M3CVCError):
 
 class ConfigError(M3CVCError):
     """An option or configuration value is unknown or invalid."""
+
+
+class OutputError(M3CVCError):
+    """An output path cannot or must not be written (unwritable, the input itself, a non-empty folder)."""
+
+
+class InputWarning(UserWarning):
+    """Something about an input the user should know that does not stop the command (a truncated video).
+    The CLI prints it as one line `m3cvc: warning: ...`."""

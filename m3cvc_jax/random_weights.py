@@ -2,7 +2,7 @@
 
 Drawn on the host with integer arithmetic only (numpy PCG64 bits scaled by exactly representable
 factors), so every machine builds the same bytes and the same fingerprint — a `tiny` bitstream decodes
-anywhere from the seed in its header. The module is traced abstractly and filled from numpy: eager JAX
+anywhere from the seed in its header. The module is traced abstractly (`weights.abstract_module`) and filled from numpy: eager JAX
 initialisers compile one program per parameter shape, which costs far more than a tiny model's forward.
 """
 
@@ -11,12 +11,11 @@ from __future__ import annotations
 import zlib
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from m3cvc_jax.weights import path_key
+from m3cvc_jax.weights import abstract_module, path_key
 
 
 def _uniform(rng: np.random.Generator, shape, bound: float) -> np.ndarray:
@@ -43,25 +42,6 @@ def init_value(key: str, shape: tuple[int, ...], rng: np.random.Generator, std: 
         return _uniform(rng, shape, 0.02 * 3**0.5)
     fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
     return _uniform(rng, shape, 1.0 / max(fan_in, 1) ** 0.5)
-
-
-class _AbstractKeys:
-    """Stands in for `nnx.Rngs` while a module is traced abstractly: every stream gives the same key.
-
-    The values are overwritten anyway, and a real `Rngs` updates its counter under the trace, which
-    flax 0.12 makes slow (its `sharding` check on a tracer builds an error message each time).
-    """
-
-    def __call__(self):
-        return jax.random.key(0)
-
-    def __getattr__(self, name):
-        return self
-
-
-def abstract_module(build: Callable[[Any], Any]):
-    """`build(rngs)` traced without computing: parameters are shapes only."""
-    return nnx.eval_shape(lambda: build(_AbstractKeys()))
 
 
 def fill_random(modules: dict[str, Any], seed: int, name: str, *, std: float | None = None) -> None:

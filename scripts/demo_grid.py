@@ -16,8 +16,7 @@ import numpy as np
 from PIL import Image
 
 from m3cvc_jax.eval import metrics
-from m3cvc_jax.pipelines import m3cvc as pipeline
-from m3cvc_jax.pipelines.settings import load_config
+from m3cvc_jax.pipelines.codec import Codec, decode_file, read_input
 
 
 def main() -> None:
@@ -27,13 +26,13 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=31)
     p.add_argument("--columns", type=int, default=6)
     args = p.parse_args()
-    config = load_config("demo", [f"video.max_frames={args.frames}"])
+    codec = Codec.load("demo", overrides=[f"video.max_frames={args.frames}"])
     with tempfile.TemporaryDirectory() as tmp:
         stream = os.path.join(tmp, "clip.m3cvc")
-        enc = pipeline.encode_file(args.input, stream, config)
-        dec = pipeline.decode_file(stream, os.path.join(tmp, "out"))
+        enc = codec.encode_file(args.input, stream)
+        dec = decode_file(stream, os.path.join(tmp, "out"), store=codec.store)
         size = os.path.getsize(stream)
-    original = pipeline.read_input(args.input, config).frames
+    original = read_input(args.input, codec.config).frames
     decoded = dec.video.frames
     t, h, w, _ = original.shape
     w3 = np.asarray(metrics.MS_SSIM_WEIGHTS[:3])

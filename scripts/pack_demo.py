@@ -1,40 +1,65 @@
 """Pack the demo recipe's exports as the folder the `demo` preset loads, weights stored as float16.
 
-    python scripts/pack_demo.py runs/demo m3cvc_jax/assets/demo
+    python scripts/pack_demo.py runs/demo m3cvc_jax/assets/demo --force
 
 One checkpoint per component in the layout of `m3cvc_jax/pipelines/models.py` COMPONENTS. float16 halves
 the committed size (about 17 MB instead of 34); the models still run in float32 (weights are cast on
 load), and the fingerprints are those of the stored float16 arrays, so a stream names exactly these bytes.
-The folder is replaced atomically.
+The folder is built under a temporary name and renamed into place; an existing one is replaced only with
+--force and only if it holds nothing but component checkpoints (as this script writes them).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 
-from m3cvc_jax.weights import load_checkpoint, save_checkpoint
+from m3cvc_jax.errors import M3CVCError
+from m3cvc_jax.io.atomic import move_directory_into_place
+from m3cvc_jax.weights import is_checkpoint_folder, load_checkpoint, save_checkpoint
 
 # component folder -> the recipe's export (relative to the runs directory)
 EXPORTS = {"sd-vae": "vae/export", "post-encoder": "vq/export", "keyframe-unet": "unet/export",
            "clip": "clip", "seine": "video/export"}
 
 
-def main(runs: str, dst: str) -> None:
-    tmp = dst.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, export in EXPORTS.items():
-        meta, params = load_checkpoint(os.path.join(runs, export))
-        half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in params.items()}
-        fp = save_checkpoint(os.path.join(tmp, name), family=meta["family"], config=meta["config"], params=half,
-                             tables=meta.get("tables"))
-        print(f"{name:14s} {sum(v.size for v in half.values()):>10,} parameters  fingerprint {fp}")
-    shutil.rmtree(dst, ignore_errors=True)
-    os.replace(tmp, dst)
+def is_packed_demo(path: str) -> bool:
+    """`path` holds only checkpoints under component names, as this script writes them."""
+    return all(name in EXPORTS and is_checkpoint_folder(os.path.join(path, name)) for name in os.listdir(path))
+
+
+def main(runs: str, dst: str, force: bool = False) -> None:
+    dst = os.path.abspath(dst)
+    if os.path.isdir(dst) and os.listdir(dst) and not (force and is_packed_demo(dst)):
+        raise M3CVCError(f"{dst}: folder is not empty; " + (
+            "give --force to replace a packed demo folder" if is_packed_demo(dst)
+            else "it holds files this script did not write"))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=os.path.dirname(dst))
+    try:
+        for name, export in EXPORTS.items():
+            meta, params = load_checkpoint(os.path.join(runs, export))
+            half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in params.items()}
+            fp = save_checkpoint(os.path.join(tmp, name), family=meta["family"], config=meta["config"],
+                                 params=half, tables=meta.get("tables"))
+            print(f"{name:14s} {sum(v.size for v in half.values()):>10,} parameters  fingerprint {fp}")
+        move_directory_into_place(tmp, dst, is_packed_demo if force else lambda _: False)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs")
+    parser.add_argument("dst")
+    parser.add_argument("--force", action="store_true", help="replace DST if it is a packed demo folder")
+    args = parser.parse_args()
+    try:
+        main(args.runs, args.dst, args.force)
+    except M3CVCError as e:
+        sys.exit(f"pack_demo: error: {e}")

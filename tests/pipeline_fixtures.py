@@ -9,11 +9,33 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
 CLIP = os.path.join(os.path.dirname(__file__), "..", "assets", "clips", "bikes_4s.mp4")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "m3cvc")
+
+
+def run_console(argv: list[str], cwd=None, env=None) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of the installed `m3cvc` console script in a subprocess, importing
+    this checkout: the real exit status and everything written to stderr, threads' output included."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "M3CVC_JAX_CACHE": "off", **(env or {})}
+    r = subprocess.run([CONSOLE_SCRIPT, *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return r.returncode, r.stdout, r.stderr
+
+
+CARPHONE = os.path.join(os.path.dirname(__file__), "..", "assets", "clips", "carphone.mp4")
+
+
+def run_ffmpeg(*args: str) -> None:
+    """The bundled ffmpeg (as the anchors use it), quiet, overwriting its outputs."""
+    from m3cvc_jax.eval.anchors import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:

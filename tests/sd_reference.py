@@ -1,4 +1,5 @@
-"""Helpers for the SD parity tests: randomise a torch reference and copy it into our NNX port."""
+"""Helpers for the SD parity tests: copy a torch reference into our NNX port and run it (randomising is
+tests/randomize.py's job)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,6 @@ from flax import nnx
 
 from convert_weights.core import map_onto
 from m3cvc_jax.weights import assign_params, path_key
-
-
-def randomise(module, seed: int = 0) -> None:
-    """Overwrite every parameter (zero-initialised ones too) with seeded random values of a sane scale."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if p.ndim >= 2:
-                p.copy_(noise / np.sqrt(p[0].numel()))
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * noise)
-            else:
-                p.copy_(0.2 * noise)
 
 
 def torch_state(module) -> dict[str, np.ndarray]:

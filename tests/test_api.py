@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 from m3cvc_jax.pipelines import api
+from m3cvc_jax.pipelines.codec import Codec
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 @pytest.fixture(scope="module")
 def loaded():
-    return api.load("tiny")
+    codec = Codec.load("tiny")
+    return codec.params, codec.spec
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.entropy import decode_indices
 from m3cvc_jax.codec.text_coding import TEXT_CODECS
 from m3cvc_jax.errors import BitstreamError
+from m3cvc_jax.io import bitstream_file as bsf
 from tests.bitstream_sample import GRID, MODEL, sample_bytes, sample_maps, sample_stream
 
 
@@ -31,13 +32,13 @@ def test_index_maps_survive_the_container():
 def test_bits_add_up_to_the_file_size(tmp_path):
     s = sample_stream(extras=(bs.ExtraSection(9, b"x" * 100),))
     path = tmp_path / "a.m3cvc"
-    bits = bs.write_bitstream(path, s)
+    bits = bsf.write_bitstream(path, s)
     size = os.path.getsize(path)
     assert bits.total == 8 * size
     assert bits.header + bits.text + bits.indices + bits.extra == bits.total
     assert bits.extra == 8 * (1 + 1 + 100 + 4)  # tag, length varint, payload, CRC
     assert bits.bpp(s.header) == 8 * size / (512 * 320 * 40)
-    s2, bits2 = bs.read_bitstream_with_bits(path)
+    s2, bits2 = bsf.read_bitstream_with_bits(path)
     assert s2 == s and bits2 == bits
 
 
@@ -126,15 +127,15 @@ def test_fingerprint_check_names_both():
 
 def test_write_is_atomic_and_read_errors_are_one_line(tmp_path):
     path = tmp_path / "s.m3cvc"
-    bs.write_bitstream(path, sample_stream())
+    bsf.write_bitstream(path, sample_stream())
     good = path.read_bytes()
     with pytest.raises(BitstreamError):
-        bs.write_bitstream(path, dataclasses.replace(sample_stream(), keyframe_texts=()))
+        bsf.write_bitstream(path, dataclasses.replace(sample_stream(), keyframe_texts=()))
     assert path.read_bytes() == good  # a failed write leaves the old file whole
     assert [p.name for p in tmp_path.iterdir()] == ["s.m3cvc"]  # and no temporary behind
     for p, msg in ((tmp_path / "missing", "no such file"), (tmp_path, "directory")):
         with pytest.raises(BitstreamError, match=msg):
-            bs.read_bitstream(p)
+            bsf.read_bitstream(p)
 
 
 def test_layout_matches_the_spec_example():

@@ -3,6 +3,8 @@
 A longer run of the same properties: `python -m benchmarks.fuzz_bitstream`.
 """
 
+import dataclasses
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,28 @@ FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCh
 
 def test_split_and_assemble_are_inverse():
     assert assemble(BODY, SECTIONS) == VALID
-    check_unpack(VALID)
+    assert check_unpack(VALID) == "accepted"
+
+
+def test_a_forged_header_is_refused_or_reencodes_byte_for_byte():
+    """fps 16/2 reads as 8/1 and would re-encode differently: the reader takes lowest terms only."""
+    body = bytearray(BODY)
+    i = BODY.index(bytes([8, 1]))  # after width and height varints: fps numerator 8, denominator 1
+    body[i:i + 2] = bytes([16, 2])
+    with pytest.raises(bs.BitstreamError, match="lowest terms"):
+        bs.unpack(assemble(bytes(body), SECTIONS))
+
+
+@FUZZ
+@given(st.lists(st.text(max_size=40), min_size=2, max_size=2), st.binary(max_size=50))
+def test_valid_streams_round_trip_byte_for_byte(texts, extra):
+    s = sample_stream("lzw", extras=(bs.ExtraSection(9, extra),))
+    s = dataclasses.replace(s, clip_texts=tuple(texts))
+    try:
+        data = bs.pack(s)
+    except bs.BitstreamError:  # e.g. a lone surrogate: refused when written, never stored
+        return
+    assert bs.unpack(data) == s and check_unpack(data) == "accepted"
 
 
 def test_every_truncation():

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.io import bitstream_file as bsf
 from tests.pipeline_fixtures import CLIP, encoded, run_cli, workdir  # noqa: F401
 
 
@@ -44,7 +45,9 @@ def test_encode_not_a_video(out, tmp_path):
     ("video.width=12.5", "expected a int"),
     ("decode.mode=sideways", "decode.mode='sideways'"),
     ("coding.text_codec=gzip", "coding.text_codec"),
-    ("video_model.steps=0", "must be positive"),
+    ("video_model.steps=0", "must be in [1, 1000]"),
+    ("video.fps=inf", "video.fps=inf: must be a finite number"),
+    ("video_model.strength=2", "must be in (0, 1]"),
     ("novalue", "KEY=VALUE"),
 ])
 def test_encode_bad_setting(out, setting, needle):
@@ -86,7 +89,7 @@ def test_decode_corrupt_stream(encoded, tmp_path):
 
 
 def test_decode_fingerprint_mismatch(encoded, tmp_path):
-    stream = bs.read_bitstream(encoded[0])
+    stream = bsf.read_bitstream(encoded[0])
     foreign = dataclasses.replace(stream, header=dataclasses.replace(stream.header,
                                                                       weights_fingerprint="0123456789abcdef"))
     path = tmp_path / "foreign.m3cvc"
@@ -98,7 +101,7 @@ def test_decode_fingerprint_mismatch(encoded, tmp_path):
 
 
 def test_decode_stream_of_unknown_preset(encoded, tmp_path):
-    stream = bs.read_bitstream(encoded[0])
+    stream = bsf.read_bitstream(encoded[0])
     other = dataclasses.replace(stream, header=dataclasses.replace(stream.header, preset="future"))
     path = tmp_path / "future.m3cvc"
     path.write_bytes(bs.pack(other))

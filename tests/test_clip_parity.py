@@ -14,6 +14,7 @@ from m3cvc_jax.nn.clip import (
     CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, config_from_saved, preprocess_images,
 )
 from m3cvc_jax.weights import assign_params
+from tests.randomize import assert_no_init_constants, randomize_all
 
 SENTENCES = [
     "a photo of a cat",
@@ -44,10 +45,8 @@ def _reference(config: CLIPConfig, eos_token_id: int):
         projection_dim=config.projection_dim,
     )
     model = transformers.CLIPModel(hf).eval()
-    with torch.no_grad():  # make LayerNorms and logit_scale non-trivial
-        for name, p in model.named_parameters():
-            if "layer_norm" in name or "layrnorm" in name or "logit_scale" in name:
-                p.add_(0.1 * torch.randn_like(p))
+    randomize_all(model, seed=0)
+    assert_no_init_constants(model)
     return model
 
 

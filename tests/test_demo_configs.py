@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from configs.keyframe_codec import DEMO_VAE, KeyframeCodecConfig
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.clip import PRESETS as CLIP_PRESETS
+from m3cvc_jax.nn.keyframe_codec import DEMO_VAE, KeyframeCodecConfig
 from train import decoder_finetune as ft
 from train import video_pretrain
 from train import vq_pretrain

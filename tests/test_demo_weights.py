@@ -11,14 +11,14 @@ import os
 import numpy as np
 import pytest
 
-from configs.keyframe_codec import KeyframeCodecConfig
-from configs.m3cvc import DEFAULT_PRESET
 from m3cvc_jax import weights
-from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.eval import metrics
+from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import read_video
-from m3cvc_jax.pipelines import m3cvc as pipeline
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
+from m3cvc_jax.pipelines import codec as pipeline
 from m3cvc_jax.pipelines.models import COMPONENTS, DECODER_COMPONENTS, WEIGHT_SOURCES, Models, combine_fingerprints
+from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
 from m3cvc_jax.pipelines.settings import load_config
 from tests.pipeline_fixtures import CLIP, run_cli, workdir  # noqa: F401  (workdir: a private XLA cache)
 
@@ -58,7 +58,7 @@ def test_main_job_default_preset_round_trips_a_short_clip(workdir, tmp_path):  #
     code, out, err = run_cli(["encode", CLIP, "-o", stream, "--set", f"video.max_frames={FRAMES}"])
     assert code == 0, err
     assert "stand-in" in out and "docs/demo.md" in out  # the demo says what it replaced
-    header = bs.read_bitstream(stream).header
+    header = bsf.read_bitstream(stream).header
     assert header.preset == "demo" and list(header.keyframes) == [0, FRAMES - 1]
     code, _, err = run_cli(["decode", stream, "-o", str(tmp_path / "out")])
     assert code == 0, err

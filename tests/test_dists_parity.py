@@ -13,6 +13,7 @@ from flax import nnx  # noqa: E402
 from convert_weights.__main__ import main as convert_main  # noqa: E402
 from convert_weights.dists import packaged_alpha_beta  # noqa: E402
 from m3cvc_jax.eval.metrics import dists_distance, load_dists  # noqa: E402
+from tests.randomize import assert_no_init_constants, randomize_all  # noqa: E402
 
 _dists = nnx.jit(dists_distance)
 
@@ -31,6 +32,9 @@ def test_dists_parity(tmp_path, monkeypatch):
     ref = dists_pt.DISTS(load_weights=False).eval()
     ab = torch.load(packaged_alpha_beta(), weights_only=True)
     ref.alpha.data, ref.beta.data = ab["alpha"], ab["beta"]
+    for i in range(1, 6):  # the trunk, biases included; alpha/beta are the package's trained weights
+        randomize_all(getattr(ref, f"stage{i}"), seed=i)
+    assert_no_init_constants(ref)
     trunk = {}
     for k, v in ref.state_dict().items():
         parts = k.split(".")

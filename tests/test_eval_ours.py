@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.eval import ours as eval_codec
 from m3cvc_jax.eval import runner
-from m3cvc_jax.pipelines import eval_codec
+from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.pipelines.settings import load_config
 from tests.pipeline_fixtures import CLIP, run_cli
 
@@ -41,14 +41,14 @@ def run(tmp_path_factory):
     code, stdout, err = run_cli([
         "eval", CLIP, "--codecs", "ours,x264", "--out", str(out), "--width", str(W), "--height", str(H),
         "--max-frames", str(T), "--preset", "tiny", "--rate-points", "ours=g16-t0.05", "--rate-points", "x264=51",
-        "--rate-points", f"ours[{ROW}]=g16-i2", "--ablation", str(ablation), "--no-progress"])
+        "--rate-points", f"ours[{ROW}]=g16-i2", "--ablation", str(ablation)])
     assert code == 0, err
     rows = {r["codec"]: r for r in runner.read_results(str(out / "results.csv"))}
-    return out, rows
+    return out, rows, err
 
 
 def test_ours_rows_carry_real_bitstream_sizes(run):
-    out, rows = run
+    out, rows, _ = run
     assert set(rows) == {"ours", "x264", f"ours[{ROW}]"}
     for codec, rp in (("ours", "g16-t0.05"), (f"ours[{ROW}]", "g16-i2")):
         r = rows[codec]
@@ -57,7 +57,7 @@ def test_ours_rows_carry_real_bitstream_sizes(run):
         size = os.path.getsize(path)
         assert r["bytes"] == size
         assert r["bpp"] == pytest.approx(size * 8 / (W * H * T), rel=1e-5)
-        header = bs.read_bitstream(str(path)).header
+        header = bsf.read_bitstream(str(path)).header
         assert (header.width, header.height, header.num_frames, header.preset) == (W, H, T, "tiny")
         assert tuple(header.index_grid) == (H // 16, W // 16)  # the rate point's grid
         assert (r["width"], r["height"], r["frames"]) == (W, H, T)
@@ -68,13 +68,22 @@ def test_ours_rows_carry_real_bitstream_sizes(run):
 
 
 def test_ablation_row_settings_reach_the_stream(run):
-    out, _ = run
-    fixed = bs.read_bitstream(str(out / "streams" / "bikes_4s" / f"ours[{ROW}]" / "g16-i2.m3cvc")).header
+    out, _, _ = run
+    fixed = bsf.read_bitstream(str(out / "streams" / "bikes_4s" / f"ours[{ROW}]" / "g16-i2.m3cvc")).header
     assert fixed.keyframe_method == "fixed" and list(fixed.keyframes) == [0, 2, 4]
-    base = bs.read_bitstream(str(out / "streams" / "bikes_4s" / "ours" / "g16-t0.05.m3cvc")).header
+    base = bsf.read_bitstream(str(out / "streams" / "bikes_4s" / "ours" / "g16-t0.05.m3cvc")).header
     assert base.keyframe_method == "m3cvc"
     summary = (out / "summary.md").read_text()
     assert "ours" in summary and f"ours[{ROW}]" in summary
+
+
+def test_progress_follows_the_pipeline_stages(run):
+    # The pipeline's own stages reach the eval bar's label (frames for SEINE), not only "encode"/"decode".
+    _, _, err = run
+    for stage in ("encode: keyframe selection 0/5", "encode: describe keyframes", "encode: encode keyframes",
+                  "decode: text encoding", "decode: decode keyframes", "decode: SEINE frames (interpolation) 5/5",
+                  "metrics on 5 frames"):
+        assert f"bikes_4s ours@g16-t0.05: {stage}" in err, stage
 
 
 def test_rate_point_names():

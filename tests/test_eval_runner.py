@@ -54,7 +54,7 @@ def _clip(seed, t=12, h=180, w=190):
 @pytest.fixture
 def toy_registered(monkeypatch):
     log = []
-    monkeypatch.setitem(codecs._REGISTRY, "toy", lambda rate_points=None, **_: ToyCodec(log))
+    monkeypatch.setitem(codecs.CODECS, "toy", lambda rate_points=None, **_: ToyCodec(log))
     return log
 
 
@@ -149,8 +149,10 @@ def test_eval_command_end_to_end(tmp_path, toy_registered, metric_weights, capsy
     summary = (out / "summary.md").read_text()
     assert "BD-rate (%) against **x264**" in summary and "| toy |" in summary
     bd = _read_csv(out / "bdrate.csv")
-    assert {b["metric"] for b in bd} == {"psnr", "ms_ssim", "lpips", "clip_sim"}
-    for name in ("rd_psnr.png", "rd_ms_ssim.png", "rd_lpips.png", "rd_clip_sim.png", "grid_clip0.png"):
+    assert {b["metric"] for b in bd} == {"psnr", "ms_ssim", "vmaf", "lpips", "clip_sim"}  # VMAF: on by default
+    assert all(0 < float(r["vmaf"]) <= 100 for r in rows)
+    for name in ("rd_psnr.png", "rd_ms_ssim.png", "rd_vmaf.png", "rd_lpips.png", "rd_clip_sim.png", "grid_clip0.png",
+                 "report.html"):
         assert (out / name).stat().st_size > 1000, name
     assert "results" not in capsys.readouterr().err
 
@@ -240,7 +242,7 @@ def test_table1_ablation_rows(monkeypatch):
         ablations.check_overrides([("x", ("keyframes.nope=1",))], m3cvc_config)
 
     made = []
-    monkeypatch.setitem(codecs._REGISTRY, "ours", lambda overrides=(), **kw: made.append(overrides) or ToyCodec([]))
+    monkeypatch.setitem(codecs.CODECS, "ours", lambda overrides=(), **kw: made.append(overrides) or ToyCodec([]))
     got = ablations.ablation_codecs(path, overrides=("seed=1",), preset="tiny")
     assert list(got) == [f"ours[{n}]" for n in names]
     assert made[names.index("turns_2")] == ("seed=1", "dialogue.turns=2")

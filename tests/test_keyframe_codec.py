@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax.codec import vq
+from m3cvc_jax.decoders import keyframe as kd
 from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.nn import keyframe_codec as kc
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax.random_weights import random_module
 
 
@@ -53,8 +54,8 @@ def test_encode(codec):
 
 def test_decode_shapes_determinism_and_condition(codec):
     cfg = codec.config
-    sched = kc.make_scheduler(cfg, 2)
-    run = jax.jit(lambda c, i, t, k, n: kc.decode_keyframe(c, i, t, k, null_text_emb=n, scheduler=sched,
+    sched = kd.make_scheduler(2)
+    run = jax.jit(lambda c, i, t, k, n: kd.decode_keyframe(c, i, t, k, null_text_emb=n, scheduler=sched,
                                                            guidance_scale=3.0))
     b, (gh, gw) = 2, cfg.grid
     idx = jax.random.randint(jax.random.key(2), (b, gh, gw), 0, cfg.post_encoder.codebook_size)

@@ -194,9 +194,9 @@ def test_stage_measures_flow_against_the_current_keyframe():
 
     frames = _clip_with_cut(t=4, cut=2, h=64, w=72)
     cfg = KeyframeConfig(method="m3cvc", clip_model="tiny", flow_model="tiny", threshold=0.0, lambda1=0.0,
-                         lambda2=1.0, max_clip_length=3)
+                         lambda2=1.0, max_clip_length=3, flow_updates=2)
     models = _models(cfg)
-    d = select(frames, cfg, models, flow_updates=2)
+    d = select(frames, cfg, models)
     keys = keyframe_indices(d)
     # threshold 0 and lambda1 0: any motion makes a keyframe; max_clip_length=3 forces every 2nd anyway.
     assert keys[0] == 0 and len(keys) >= 3
@@ -233,10 +233,48 @@ def test_stage_semantic_and_classical_fallback():
 
 def test_config_block_of_the_codec_config_builds_a_keyframe_config():
     """`--set keyframes.method=...` edits this block; every field must be one KeyframeConfig knows."""
-    from configs.m3cvc import get_config
+    from m3cvc_jax.pipelines.presets import get_config
 
     for preset in ("tiny", "paper"):
         block = get_config(preset).keyframes
         block.method = "cmvc"
         cfg = KeyframeConfig.from_mapping(block.to_dict())
         assert cfg.method == "cmvc"
+
+
+def _numpy_m3cvc(emb, table, lam1, lam2, threshold, max_clip):
+    """M3-CVC's rule written out in float64: D = lam1 (1 - cos(v_n, v_l)) + lam2 m(F_l, F_n) - D_th."""
+    keys, scores, last = [0], [np.nan], 0
+    for n in range(1, len(emb)):
+        v_n, v_l = emb[n].astype(np.float64), emb[last].astype(np.float64)
+        cos = v_n @ v_l / (np.linalg.norm(v_n) * np.linalg.norm(v_l))
+        d = lam1 * (1.0 - cos) + lam2 * float(table[last, n]) - threshold
+        scores.append(d)
+        if d > 0 or n - last >= max_clip - 1:
+            keys.append(n)
+            last = n
+    return keys, np.asarray(scores)
+
+
+@pytest.mark.parametrize("lam1, lam2, threshold", [(0.6, 2.5, 0.6), (1.7, 0.4, 0.5)])
+def test_m3cvc_decision_with_both_terms_weighted_matches_numpy(lam1, lam2, threshold):
+    """Both terms non-zero and non-unit: a weight applied to the wrong term, or dropped, changes D."""
+    t = 24
+    rng = np.random.default_rng(11)
+    emb = np.cumsum(rng.normal(size=(t, D)), axis=0).astype(np.float32)  # a drifting scene
+    table = rng.uniform(0.0, 0.2, size=(t, t)).astype(np.float32)  # asymmetric: m(F_l, F_n) != m(F_n, F_l)
+    cfg = KeyframeConfig(lambda1=lam1, lambda2=lam2, threshold=threshold, max_clip_length=8)
+    want_keys, want_scores = _numpy_m3cvc(emb, table, lam1, lam2, threshold, 8)
+    d = jax.jit(lambda e, m: m3cvc_select_table(e, m, cfg))(jnp.asarray(emb), jnp.asarray(table))
+    np.testing.assert_allclose(np.asarray(d.score), want_scores, rtol=1e-5, atol=1e-6)
+    assert keyframe_indices(d) == want_keys
+    # Both terms carry weight in this sequence, and neither alone decides every frame.
+    sem, mot = np.asarray(d.semantic)[1:], np.asarray(d.motion)[1:]
+    assert (lam1 * sem).max() > 0.05 and (lam2 * mot).max() > 0.05
+    assert 2 < len(want_keys) < t // 2
+    swapped, _ = _numpy_m3cvc(emb, table, lam2, lam1, threshold, 8)
+    assert swapped != want_keys  # the weights are not interchangeable here
+    # The on-the-fly variant (motion as a function of the keyframe and the frame) decides the same.
+    frames = jnp.arange(t, dtype=jnp.int32)
+    d2 = m3cvc_select(jnp.asarray(emb), frames, lambda ref, n: jnp.asarray(table)[ref, n], cfg)
+    assert keyframe_indices(d2) == want_keys

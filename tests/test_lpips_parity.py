@@ -13,6 +13,7 @@ from flax import nnx  # noqa: E402
 from convert_weights.__main__ import main as convert_main  # noqa: E402
 from m3cvc_jax.errors import WeightsError  # noqa: E402
 from m3cvc_jax.eval.metrics import load_lpips, lpips_distance  # noqa: E402
+from tests.randomize import assert_no_init_constants, randomize_all  # noqa: E402
 
 _lpips = nnx.jit(lpips_distance)
 
@@ -22,6 +23,8 @@ def _reference(net, tmp_path):
     torch.set_num_threads(1)
     # pnet_rand=True: the package must not fetch torchvision's ImageNet weights.
     ref = lpips_ref.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False).eval()
+    randomize_all(ref.net, seed=0)  # the trunk (biases included); the heads are the package's real weights
+    assert_no_init_constants(ref)
     # The package's sliceK.N modules are torchvision's features[N]: same tensors, torchvision's names.
     trunk = {"features." + k.split(".", 1)[1]: v for k, v in ref.net.state_dict().items()}
     path = tmp_path / f"{net}-backbone.pth"

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import read_video
-from m3cvc_jax.pipelines import m3cvc, settings
+from m3cvc_jax.pipelines import codec as m3cvc
+from m3cvc_jax.pipelines import settings
 from tests.pipeline_fixtures import CLIP, decoded_png, encoded, run_cli, workdir  # noqa: F401
 
 TINY_FRAMES = 32  # bikes_4s.mp4 is 4 s long: 32 frames at the tiny preset's 8 fps
@@ -18,7 +20,7 @@ TINY_FRAMES = 32  # bikes_4s.mp4 is 4 s long: 32 frames at the tiny preset's 8 f
 
 def test_encode_writes_stream_and_summary(encoded):
     path, out = encoded
-    stream, bits = bs.read_bitstream_with_bits(path)
+    stream, bits = bsf.read_bitstream_with_bits(path)
     h = stream.header
     assert (h.width, h.height, h.num_frames, float(h.fps)) == (128, 80, TINY_FRAMES, 8.0)
     assert h.preset == "tiny" and h.keyframes[0] == 0 and h.mode == "interpolation"
@@ -66,7 +68,7 @@ def test_inspect_json_matches_the_file(encoded):
     code, out, err = run_cli(["inspect", path, "--json"])
     assert code == 0, err
     info = json.loads(out)
-    stream = bs.read_bitstream(path)
+    stream = bsf.read_bitstream(path)
     size_bits = 8 * os.path.getsize(path)
     assert info["bits"]["total"] == size_bits
     assert sum(info["bits"][k] for k in ("header", "text", "indices", "extra")) == size_bits
@@ -79,7 +81,7 @@ def test_inspect_json_matches_the_file(encoded):
 
 def test_decoder_settings_travel_in_the_stream(encoded):
     """Decoder-side --set values given to the encoder reach the decoder (a skippable section)."""
-    stream = bs.read_bitstream(encoded[0])
+    stream = bsf.read_bitstream(encoded[0])
     assert stream.extras == ()  # preset defaults: nothing extra is sent
     config = settings.load_config("tiny", ["video_model.steps=3", "keyframe_codec.guidance_scale=1.5",
                                            "keyframes.threshold=0.5"])
@@ -134,14 +136,14 @@ def test_paper_preset_runs_from_a_weights_folder(workdir):
     from m3cvc_jax.pipelines.models import Models, combine_fingerprints
 
     root = str(workdir / "weights")
-    fps = _save_as_checkpoints(root, Models(settings.load_config("tiny", ["seed=3"]), cache=False))
+    fps = _save_as_checkpoints(root, Models(settings.load_config("tiny", ["seed=3"])))
     sets = [f"weights={root}", "video.width=128", "video.height=80", "video.max_frames=17",
             "keyframe_codec.steps=2", "video_model.steps=2", "video_model.sampler=ddim", "dialogue.describer=none",
             "keyframes.clip_model=tiny", "keyframes.flow_model=tiny", "keyframes.flow_updates=2"]
     config = settings.load_config("paper", sets)
     assert Models(config).fingerprint() == combine_fingerprints(fps)
     path = str(workdir / "paper.m3cvc")
-    enc = m3cvc.encode_file(CLIP, path, config)
+    enc = m3cvc.Codec(config).encode_file(CLIP, path)
     assert enc.stream.header.preset == "paper" and enc.stream.extras  # its decoder settings travel along
     dec = m3cvc.decode_file(path, str(workdir / "paper_png"), weights=root)
     assert dec.video.frames.shape == (17, 80, 128, 3)
@@ -149,4 +151,4 @@ def test_paper_preset_runs_from_a_weights_folder(workdir):
 
     shutil.rmtree(os.path.join(root, "seine"))
     with pytest.raises(WeightsError, match=r"seine.*python -m convert_weights seine seine.pt .*weights/seine"):
-        m3cvc.decode_file(path, str(workdir / "paper_png"), weights=root)
+        m3cvc.decode_file(path, str(workdir / "paper_png_again"), weights=root)

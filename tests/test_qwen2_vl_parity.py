@@ -23,6 +23,7 @@ from m3cvc_jax.lmm.model_io import load_model  # noqa: E402
 from m3cvc_jax.nn.qwen2_vl import (  # noqa: E402
     Qwen2VLConfig, Qwen2VLTextConfig, Qwen2VLVisionConfig, get_rope_index, mm_token_type_ids,
 )
+from tests.randomize import assert_no_init_constants, randomize_all  # noqa: E402
 
 CFG = Qwen2VLConfig(
     text=Qwen2VLTextConfig(
@@ -38,16 +39,19 @@ VIDEO_GRID = ((3, 4, 4),)  # 6 frames; t > max(h, w)/merge exercises the 5.x pos
 PATCH_DIM = 3 * 2 * 14 * 14
 
 
+def reference(cfg: Qwen2VLConfig, seed: int = 0):
+    torch.set_num_threads(1)
+    hf_cfg = transformers.Qwen2VLConfig(**conv.hf_config_dict(cfg))
+    ref = transformers.Qwen2VLForConditionalGeneration(hf_cfg).eval()
+    randomize_all(ref, seed)
+    assert_no_init_constants(ref)
+    assert (ref.lm_head.weight is ref.model.language_model.embed_tokens.weight) == cfg.tie_word_embeddings
+    return ref
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    hf_cfg = transformers.Qwen2VLConfig(**conv.hf_config_dict(CFG))
-    ref = transformers.Qwen2VLForConditionalGeneration(hf_cfg).eval()
-    with torch.no_grad():
-        # Default init leaves biases at 0 and norms at 1; perturb everything so each weight matters.
-        for p in ref.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    ref = reference(CFG)
     src = str(tmp_path_factory.mktemp("hf"))
     ref.save_pretrained(src, max_shard_size="200KB")
     dst = str(tmp_path_factory.mktemp("ours") / "ckpt")
@@ -198,6 +202,43 @@ def test_qwen2_vl_converter_cli(pair, tmp_path):
     assert (tmp_path / "cli" / "config.json").is_file()
     assert (tmp_path / "cli" / "tokenizer" / "generation_config.json").is_file()  # SRC's side files travel along
     assert main(["qwen2-vl", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("stored_head", [False, True])
+def test_qwen2_vl_parity_tied_head(tmp_path, stored_head):
+    """Qwen2-VL-2B ties lm_head to the embeddings. transformers saves no lm_head then; checkpoints that
+    store it anyway (the published layout, `visual.*`/`model.*`/`lm_head.*`) must convert the same."""
+    from safetensors.torch import save_file
+
+    cfg = dataclasses.replace(CFG, tie_word_embeddings=True)
+    ref = reference(cfg, seed=1)
+    src = tmp_path / "hf"
+    ref.save_pretrained(src)
+    if stored_head:
+        legacy = {}
+        for k, v in ref.state_dict().items():
+            k = k.replace("model.visual.", "visual.").replace("model.language_model.", "model.")
+            legacy[k] = v.clone().contiguous()
+        assert "lm_head.weight" in legacy
+        for f in src.glob("*.safetensors"):
+            f.unlink()
+        save_file(legacy, str(src / "model.safetensors"))
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(src / "model.safetensors"), framework="pt") as f:
+            assert not any(k.startswith("lm_head") for k in f.keys())
+    conv.convert(str(src), str(tmp_path / "ours"))
+    ours = load_model(str(tmp_path / "ours"))
+    assert ours.cfg.tie_word_embeddings and not hasattr(ours, "lm_head")
+    rng = np.random.default_rng(5)
+    ids = _ids(rng, IMAGE_GRID, CFG.image_token_id)
+    pixels = rng.standard_normal((24, PATCH_DIM)).astype(np.float32)
+    with torch.no_grad():
+        want = ref(**_hf_inputs(ids, pixel_values=pixels, image_grid_thw=np.asarray(IMAGE_GRID))).logits.numpy()
+    got = _forward(ours, ids, pixel_values=pixels, image_grid_thw=IMAGE_GRID)
+    np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())), rtol=0)
 
 
 def test_qwen2_vl_config_roundtrip():

@@ -9,6 +9,7 @@ from convert_weights.raft import convert_state_dict, detect_preset, original_nam
 from m3cvc_jax.nn.raft import PRESETS, RAFT
 from m3cvc_jax.nn.raft_corr import lookup
 from m3cvc_jax.weights import assign_params
+from tests.randomize import assert_no_init_constants, randomize_all
 
 H, W = 128, 192
 
@@ -19,15 +20,8 @@ def _torchvision(preset: str):
 
     torch.manual_seed(0)
     model = (raft_large if preset == "large" else raft_small)(weights=None, progress=False).eval()
-    with torch.no_grad():  # give batch norms real statistics so that they are exercised
-        for name, buf in model.named_buffers():
-            if name.endswith("running_mean"):
-                buf.normal_(0, 0.1)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5)
-        for name, p in model.named_parameters():
-            if ".1.weight" in name and p.ndim == 1:
-                p.uniform_(0.5, 1.5)
+    randomize_all(model, seed=0)  # the context encoder's batch norms: scales, biases and statistics
+    assert_no_init_constants(model)
     return model
 
 
@@ -106,7 +100,8 @@ def test_raft_lookup_matches_grid_sample():
     from m3cvc_jax.nn.raft_corr import correlation_pyramid
 
     got = lookup(correlation_pyramid(f1, f2, 3), coords, 2)
-    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    # Correlations reach ~4 here; 64 float32 ulps of the largest (measured on an AMD EPYC: ~10).
+    np.testing.assert_allclose(np.asarray(got), want, atol=64 * np.finfo(np.float32).eps * np.abs(want).max())
 
 
 def test_raft_convert_command_original_checkpoint(tmp_path):

@@ -15,7 +15,8 @@ from m3cvc_jax.errors import ConfigError, WeightsError  # noqa: E402
 from m3cvc_jax.nn.unet import UNetConfig  # noqa: E402
 from m3cvc_jax.nn.vae import VAEConfig  # noqa: E402
 from m3cvc_jax.weights import load_checkpoint  # noqa: E402
-from tests.sd_reference import randomise, torch_state  # noqa: E402
+from tests.randomize import assert_no_init_constants, randomize_all  # noqa: E402
+from tests.sd_reference import torch_state  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -32,8 +33,10 @@ VAE = dict(block_out_channels=(8, 16, 16), layers_per_block=1, norm_num_groups=4
 def refs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sd_convert")
     unet, vae = diffusers.UNet2DConditionModel(**UNET), diffusers.AutoencoderKL(**VAE)
-    randomise(unet, 0)
-    randomise(vae, 1)
+    randomize_all(unet, 0)
+    randomize_all(vae, 1)
+    assert_no_init_constants(unet)
+    assert_no_init_constants(vae)
     unet.save_pretrained(tmp / "pipe" / "unet")
     vae.save_pretrained(tmp / "pipe" / "vae")
     return tmp, unet, vae
@@ -90,6 +93,35 @@ def test_sd_convert_ldm_single_file(refs):
     inferred = sd_vae.infer_config(widened)
     assert inferred.block_out_channels == (32, 32, 32) and inferred.layers_per_block == 1
     assert inferred.latent_channels == 4 and inferred.norm_num_groups == 32
+
+
+def test_sd_convert_ldm_vae_with_training_loss_keys(refs, capsys):
+    """An original LDM autoencoder checkpoint (kl-f8 `model.ckpt`) still holds its training loss: LPIPS,
+    discriminator and `logvar` under `loss.*`. They are skipped and reported; the model converts."""
+    tmp, _, vae = refs
+    to_ldm = renamer(vae_table(3, 1), to_ldm=True)
+    state = {}
+    for k, v in torch_state(vae).items():
+        v = torch.from_numpy(v)
+        if ".attentions.0.to_" in k and k.endswith("weight"):
+            v = v[:, :, None, None]
+        state[to_ldm(k)] = v
+    loss = {"loss.logvar": torch.zeros(()), "loss.discriminator.main.0.weight": torch.randn(64, 3, 4, 4),
+            "loss.discriminator.main.0.bias": torch.randn(64), "loss.discriminator.main.3.running_var": torch.ones(128),
+            "loss.perceptual_loss.net.slice1.0.weight": torch.randn(64, 3, 3, 3),
+            "loss.perceptual_loss.lin0.model.1.weight": torch.randn(1, 64, 1, 1)}
+    torch.save({"state_dict": {**state, **loss}, "global_step": 3}, tmp / "kl-f8.ckpt")
+    vae_cfg = str(tmp / "pipe" / "vae" / "config.json")
+    assert cli.main(["sd-vae", str(tmp / "kl-f8.ckpt"), str(tmp / "v_loss"), "--config", vae_cfg]) == 0
+    out = capsys.readouterr().out
+    assert f"ignoring {len(loss)} training-loss tensors" in out
+    assert "loss.logvar" in out and "loss.discriminator.main.0.bias" in out
+    assert cli.main(["sd-vae", str(tmp / "pipe"), str(tmp / "v_ref")]) == 0
+    _same(_params(tmp / "v_loss", "sd-vae")[1], _params(tmp / "v_ref", "sd-vae")[1])
+    # Anything else that is not the model's is still refused.
+    torch.save({"state_dict": {**state, "lossy.extra": torch.zeros(2)}}, tmp / "bad.ckpt")
+    assert cli.main(["sd-vae", str(tmp / "bad.ckpt"), str(tmp / "v_bad"), "--config", vae_cfg]) == 2
+    assert "unexpected: lossy.extra" in capsys.readouterr().err
 
 
 def test_sd_convert_ldm_names_known_pairs():

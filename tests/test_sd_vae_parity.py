@@ -12,7 +12,8 @@ from flax import nnx  # noqa: E402
 from convert_weights import sd_vae  # noqa: E402
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig  # noqa: E402
 from m3cvc_jax.weights import assign_params, load_checkpoint  # noqa: E402
-from tests.sd_reference import abstract, call, nchw, nhwc, randomise  # noqa: E402
+from tests.randomize import assert_no_init_constants, randomize_all  # noqa: E402
+from tests.sd_reference import abstract, call, nchw, nhwc  # noqa: E402
 
 pytestmark = pytest.mark.parity
 torch.set_num_threads(1)
@@ -24,7 +25,8 @@ TINY = dict(block_out_channels=(8, 16, 16), layers_per_block=2, latent_channels=
 
 def reference_vae(seed=0):
     ref = diffusers.AutoencoderKL(**TINY)
-    randomise(ref, seed)
+    randomize_all(ref, seed)
+    assert_no_init_constants(ref)
     return ref.eval()
 
 

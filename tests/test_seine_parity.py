@@ -19,6 +19,7 @@ from flax import nnx
 from m3cvc_jax.errors import WeightsError
 from m3cvc_jax.nn.temporal_attention import relative_position_buckets
 from m3cvc_jax.nn.video_unet import VideoUNetConfig
+from tests.randomize import assert_no_init_constants
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "seine")
 
@@ -60,9 +61,10 @@ def converted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(converted):
-    from m3cvc_jax.pipelines.video_reconstruction import load_video_unet
+    from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+    from m3cvc_jax.weights import load_module
 
-    return load_video_unet(converted)
+    return load_module(converted, family="seine", build=lambda cfg, rngs: VideoUNet(VideoUNetConfig(**cfg), rngs=rngs))
 
 
 def test_seine_fixture_config_is_the_tiny_preset():
@@ -75,6 +77,15 @@ def test_seine_fixture_config_is_the_tiny_preset():
     assert tuple(cfg["up_block_types"]) == tiny.up_block_types
     assert (cfg["layers_per_block"], cfg["cross_attention_dim"], cfg["norm_num_groups"], cfg["in_channels"]) == (
         tiny.layers_per_block, tiny.cross_attention_dim, tiny.norm_num_groups, tiny.in_channels)
+
+
+def test_seine_fixture_weights_have_no_init_constants():
+    """The golden outputs were made by SEINE's own code (its venv is not here to rerun it) with these
+    weights: every tensor random, zero-initialised ones included, so the golden outputs see each of them.
+    The rotary `freqs` are a definition the converter checks, not a weight."""
+    keys, _ = MG.load_keys()
+    checked = assert_no_init_constants(reference_state_dict(), ignore=("rotary_emb.freqs",))
+    assert checked == sum(not k.endswith("rotary_emb.freqs") and np.prod(s) > 1 for k, s in keys)
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +143,10 @@ def test_seine_sampling_parity(forward, method):
     """4 guided steps (SEINE's p_sample_loop / ddim_sample_loop, CFG 8, mask + masked latent, 'first1'
     for DDPM and 'onelast1' for DDIM) replaying the reference's noise. The steps are taken here one by
     one with the same compiled UNet as the forward test (one compile for the whole file); the scanned
-    sampler itself runs in tests/test_video_reconstruction.py."""
+    sampler itself runs in tests/test_video_decoder.py."""
     from m3cvc_jax.diffusion import seine_masks
     from m3cvc_jax.diffusion.guidance import combine
-    from m3cvc_jax.pipelines.video_reconstruction import seine_scheduler
+    from m3cvc_jax.decoders.video import seine_scheduler
 
     scheduler = seine_scheduler(method, 4)
     np.testing.assert_array_equal(np.asarray(scheduler.timesteps), GOLD[f"{method}_timestep_map"][::-1])

@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from m3cvc_jax.pipelines import stand_ins
+from m3cvc_jax.commands import stand_ins
 from m3cvc_jax.pipelines.settings import load_config
 
 

@@ -57,6 +57,8 @@ def test_loss_falls_and_export_loads(full_run):
 def test_resume_reproduces_uninterrupted_run(full_run, tmp_path):
     data, workdir, full_state, full_rows = full_run
     vae_pretrain.train(tiny_config(data, num_steps=20), str(tmp_path))
+    with open(os.path.join(tmp_path, "metrics.jsonl"), "a") as f:  # killed at step 22, mid-write
+        f.write('{"step": 21, "loss": 0.5}\n{"step": 22, "lo')
     state, rows = vae_pretrain.train(tiny_config(data, num_steps=STEPS), str(tmp_path))  # resumes at 20
     assert [r["step"] for r in rows] == list(range(21, STEPS + 1))
     assert MetricsLog(str(tmp_path)).read() == full_rows

@@ -10,7 +10,7 @@ import pytest
 from configs.video_pretrain import get_config
 from m3cvc_jax import weights
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.pipelines.video_reconstruction import load_video_unet
+from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
 from train import video_pretrain
 from train.checkpointing import Checkpointer
 from train.data.windows import LatentWindows
@@ -46,7 +46,8 @@ def test_loss_falls_and_export_loads(full_run):
     # Epsilon loss starts near 1 + |initial output|^2 and falls as the net learns to predict the noise.
     assert losses[-10:].mean() < 0.85 * losses[:5].mean(), losses
     assert sorted(Checkpointer(str(workdir)).all_steps()) == [10, 20, 30]
-    unet = load_video_unet(os.path.join(workdir, "export"))
+    unet = weights.load_module(os.path.join(workdir, "export"), family="seine",
+                               build=lambda cfg, rngs: VideoUNet(VideoUNetConfig(**cfg), rngs=rngs))
     assert unet.config.in_channels == 9 and unet.config.block_out_channels == (32, 32)
 
 

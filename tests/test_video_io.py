@@ -113,8 +113,8 @@ def test_png_folder_is_lossless_and_atomic(tmp_path, carphone):
     back = vio.read_video(out)
     np.testing.assert_array_equal(back.frames, v.frames)
     assert back.fps == v.fps
-    vio.write_png_folder(out, vio.Video(v.frames[:2], Fraction(8)))  # replacing an existing folder
-    assert len(vio.read_video(out).frames) == 2
+    vio.write_png_folder(out, vio.Video(v.frames[:2], Fraction(8)), force=True)  # replacing our frames
+    assert len(vio.read_video(out).frames) == 2 and len(os.listdir(out)) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
 
 

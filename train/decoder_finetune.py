@@ -11,7 +11,6 @@ UNet is exported to `<workdir>/export` (family `sd-unet`, its config with `extra
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -20,7 +19,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from configs.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax import weights
 from m3cvc_jax.codec import vq
 from m3cvc_jax.diffusion import predictions
@@ -28,12 +26,13 @@ from m3cvc_jax.diffusion.schedules import NoiseLevel, NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn import clip_tokenizer
 from m3cvc_jax.nn.clip import CLIPTextModel
-from m3cvc_jax.nn.keyframe_codec import condition, extend_conv_in, frame_latent, unet_eps
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig, condition, frame_latent, unet_eps
 from m3cvc_jax.nn.post_encoder import Codebook, PostEncoder
 from m3cvc_jax.nn.unet import UNet2DConditionModel
+from m3cvc_jax.pipelines.models import assign_vq, widen_conv_in
 from m3cvc_jax.random_weights import random_module
 from train import cli, loop, optim, sharding
-from train.data import loader
+from train.data import latent_cache, loader
 from train.vq_pretrain import EXPORT_FAMILY as VQ_FAMILY
 from train.vq_pretrain import Setup, codec_config, load_frozen_vae, make_batches, pure_to_flat
 
@@ -86,10 +85,21 @@ def _tx(spec: Spec, params: Any) -> optax.GradientTransformation:
     return optim.masked(spec.optimizer, spec.schedule_steps, trainable)
 
 
+def denoising_loss(predict, x0: jax.Array, noise: jax.Array, t: jax.Array, levels: NoiseLevel,
+                   prediction_type: str = "epsilon") -> jax.Array:
+    """The fine-tuning objective: mean over every element of (predict(x_t, t) - target)^2, with
+    x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise and the target of `prediction_type` (noise for epsilon)."""
+    level = levels[t]
+    x_t = predictions.add_noise(x0, noise, level)
+    target = predictions.training_target(prediction_type, x0, noise, level)
+    return jnp.mean(jnp.square(predict(x_t, t).astype(jnp.float32) - target))
+
+
 def _step(spec: Spec, frozen_params: Any, levels: NoiseLevel, null_ids: jax.Array, state: dict, batch: dict,
           key: jax.Array) -> tuple[dict, dict]:
     frozen = nnx.merge(spec.frozen, frozen_params)
-    latent = frame_latent(frozen.vae, batch["image"])
+    # A cached batch carries the frozen VAE's latents (config cache_latents), computed once per example.
+    latent = batch["latent"] if "latent" in batch else frame_latent(frozen.vae, batch["image"])
     codebook = frozen.codebook()
     indices = vq.nearest(frozen.post_encoder(latent), codebook)
     z_hat = condition(codebook, indices, latent.shape[1:3])
@@ -103,14 +113,11 @@ def _step(spec: Spec, frozen_params: Any, levels: NoiseLevel, null_ids: jax.Arra
     context = jnp.where(drop[:, None, None], null, text)
     t = jax.random.randint(k_t, (b,), 0, levels.sqrt_alpha_prod.shape[0])
     noise = jax.random.normal(k_noise, latent.shape, jnp.float32)
-    level = levels[t]
-    x_t = predictions.add_noise(latent, noise, level)
-    target = predictions.training_target(spec.prediction_type, latent, noise, level)
 
     def loss_fn(params):
         unet = nnx.merge(spec.unet, params)
-        out = unet_eps(unet, x_t, t, (z_hat, context))
-        return jnp.mean(jnp.square(out.astype(jnp.float32) - target))
+        predict = lambda x_t, t: unet_eps(unet, x_t, t, (z_hat, context))  # noqa: E731
+        return denoising_loss(predict, latent, noise, t, levels, spec.prediction_type)
 
     params = state["params"]
     loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -125,15 +132,6 @@ def _step(spec: Spec, frozen_params: Any, levels: NoiseLevel, null_ids: jax.Arra
 
 
 train_step = jax.jit(_step, static_argnums=0, donate_argnums=4)
-
-
-def _load(model: nnx.Module, path: str, family: str, *, prefix: str = "", adapt=None) -> None:
-    _, params = weights.load_checkpoint(path, family=family)
-    if prefix:
-        params = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-    if adapt is not None:
-        params = adapt(params)
-    weights.assign_params(model, params, source=path)
 
 
 def build(config, codec_cfg: KeyframeCodecConfig):
@@ -151,30 +149,22 @@ def build(config, codec_cfg: KeyframeCodecConfig):
     frozen.vae = nnx.data(vae)
     if config.vq_weights:
         _, vq_params = weights.load_checkpoint(config.vq_weights, family=VQ_FAMILY)
-        _load_parts(frozen, vq_params, config.vq_weights)
+        assign_vq(frozen.post_encoder, frozen.codebook, vq_params, config.vq_weights)
     if config.text_weights:
         text_prefix = "text_model."
-        _load(frozen.text, config.text_weights, "clip", adapt=lambda p: {k: v for k, v in p.items()
-                                                                          if k.startswith(text_prefix)})
-    unet = random_module(lambda rngs: UNet2DConditionModel(codec_cfg.unet, rngs=rngs), config.seed, "keyframe-unet")
-    if not config.unet_weights:
+        frozen.text = weights.load_module(
+            config.text_weights, family="clip", build=lambda _, rngs: CLIPTextModel(codec_cfg.text, rngs=rngs),
+            adapt=lambda p: {k: v for k, v in p.items() if k.startswith(text_prefix)})
+    if config.unet_weights:
+        unet = weights.load_module(config.unet_weights, family="sd-unet", adapt=widen_conv_in(codec_cfg.unet),
+                                   build=lambda _, rngs: UNet2DConditionModel(codec_cfg.unet, rngs=rngs))
+    else:
+        unet = random_module(lambda rngs: UNet2DConditionModel(codec_cfg.unet, rngs=rngs), config.seed,
+                             "keyframe-unet")
         # The extension starts at zero (the UNet's own initialisation): fine-tuning must open it.
         k = unet.conv_in.kernel
         k.set_value(k.get_value().at[:, :, codec_cfg.unet.in_channels:].set(0))
-    else:
-        cfg = codec_cfg.unet
-
-        def widen(p):
-            return {**p, "conv_in.kernel": extend_conv_in(p["conv_in.kernel"], cfg.in_channels, cfg.extra_in_channels)}
-
-        _load(unet, config.unet_weights, "sd-unet", adapt=widen)
     return unet, frozen
-
-
-def _load_parts(frozen: Frozen, params: dict, source: str) -> None:
-    for part in ("post_encoder", "codebook"):
-        sub = {k[len(part) + 1:]: v for k, v in params.items() if k.startswith(part + ".")}
-        weights.assign_params(getattr(frozen, part), sub, source=source)
 
 
 def _tokenize(pad_id: int):
@@ -217,7 +207,14 @@ def setup(config, workdir: str) -> Setup:
     def step_fn(state, batch, key):
         return train_step(spec, frozen_params, levels, null_ids, state, batch, key)
 
-    return Setup(state, step_fn, make_batches(config, workdir, _tokenize(codec_cfg.text_pad_id)), mesh, codec_cfg)
+    batches = make_batches(config, workdir, _tokenize(codec_cfg.text_pad_id))
+    if config.get("cache_latents", False):
+        batches = latent_cache.cached(batches, _latent_fn(frozen_def), frozen_params, seed=config.seed)
+    return Setup(state, step_fn, batches, mesh, codec_cfg)
+
+
+def _latent_fn(frozen_def: nnx.GraphDef):
+    return jax.jit(lambda p, images: frame_latent(nnx.merge(frozen_def, p).vae, images))
 
 
 def train(config, workdir: str) -> tuple[dict, list[dict]]:
@@ -225,8 +222,8 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     s = setup(config, workdir)
     state, rows = loop.run(config=config, workdir=workdir, state=s.state, step_fn=s.step_fn, batches=s.batches,
                            mesh=s.mesh, name="decoder_finetune")
-    weights.save_checkpoint(os.path.join(workdir, "export"), family="sd-unet",
-                            config=dataclasses.asdict(s.codec_config.unet), params=pure_to_flat(state["params"]))
+    loop.save_export(workdir, family="sd-unet", config=dataclasses.asdict(s.codec_config.unet),
+                     params=pure_to_flat(state["params"]))
     return state, rows
 
 

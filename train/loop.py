@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jax
 from tqdm import tqdm
 
+from m3cvc_jax import weights
 from train import sharding
 from train.checkpointing import Checkpointer
 from train.metrics_log import MetricsLog
@@ -30,10 +31,33 @@ def init_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), 0)
 
 
+def export_dir(workdir: str) -> str:
+    """Where a trainer writes its final weights checkpoint."""
+    return os.path.join(workdir, "export")
+
+
+def save_export(workdir: str, **checkpoint) -> str:
+    """Write the trainer's export (`weights.save_checkpoint` arguments); an export written by an earlier run
+    in this workdir (a resumed or repeated run) is replaced, anything else there is refused."""
+    return weights.save_checkpoint(export_dir(workdir), overwrite=True, **checkpoint)
+
+
+def _check_export(directory: str) -> None:
+    """An export folder may hold one checkpoint, or (trainers exporting several parts, e.g. motion_pretrain)
+    only checkpoint sub-folders written by an earlier run; anything else is refused before training."""
+    if os.path.isdir(directory) and not os.path.islink(directory):
+        entries = [os.path.join(directory, e) for e in os.listdir(directory)]
+        if entries and all(os.path.isdir(e) and weights.is_checkpoint_folder(e) for e in entries):
+            return
+    weights.check_checkpoint_destination(directory, overwrite=True)
+
+
 def run(*, config: Any, workdir: str, state: Any, step_fn: StepFn, batches: Any, mesh,
         name: str) -> tuple[Any, list[dict]]:
     """Train from the latest checkpoint in `workdir` (or `state`) to `config.num_steps`."""
     os.makedirs(workdir, exist_ok=True)
+    # before the training, so an export folder holding foreign files fails now, not after the last step
+    _check_export(export_dir(workdir))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2) if hasattr(config, "to_json_best_effort") else json.dumps(config))
     ckpt = Checkpointer(workdir, max_to_keep=config.get("max_to_keep", 3))

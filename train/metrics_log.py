@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any, Mapping
 
+from m3cvc_jax.errors import M3CVCError
+
 
 def _plain(v: Any) -> Any:
     if hasattr(v, "item"):
@@ -39,7 +41,23 @@ class MetricsLog:
         return row
 
     def read(self) -> list[dict]:
+        """The logged rows. A final line without its newline that is not valid JSON is a write cut short by a
+        crash and is ignored (the resumed run redoes that step); a bad line elsewhere is an error."""
         if not os.path.exists(self.path):
             return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            pieces = f.read().split("\n")
+        rows = []
+        for number, line in enumerate(pieces, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                if number == len(pieces):  # after the last newline: torn
+                    break
+                raise M3CVCError(f"{self.path}: line {number} is not a JSON object; fix or remove it") from None
+            if not isinstance(row, dict):
+                raise M3CVCError(f"{self.path}: line {number} is not a JSON object; fix or remove it")
+            rows.append(row)
+        return rows

@@ -12,7 +12,6 @@ exported to `<workdir>/export` (family `sd-vae`, its `VAEConfig`) with `scaling_
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from m3cvc_jax import weights
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig, sample_posterior
 from m3cvc_jax.random_weights import random_module
@@ -105,14 +103,13 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
                            mesh=mesh, name="vae_pretrain")
     n = max(1, min(config.scale_batches, -(-batches.num_examples // config.batch_size)))
     scale = latent_scale(model_def, state["params"], batches, n)
-    export(state["params"], dataclasses.replace(cfg, scaling_factor=scale), os.path.join(workdir, "export"))
+    export(state["params"], dataclasses.replace(cfg, scaling_factor=scale), workdir)
     return state, rows
 
 
-def export(params: dict, cfg: VAEConfig, directory: str) -> str:
+def export(params: dict, cfg: VAEConfig, workdir: str) -> str:
     """The VAE as a weights checkpoint of family `sd-vae` (what the codec and the other trainers load)."""
-    return weights.save_checkpoint(directory, family="sd-vae", config=dataclasses.asdict(cfg),
-                                   params=pure_to_flat(params))
+    return loop.save_export(workdir, family="sd-vae", config=dataclasses.asdict(cfg), params=pure_to_flat(params))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ model of the `demo` preset. A training example is a `window`-frame clip of VAE l
 sample x the VAE's `scaling_factor`, as the reconstruction pipeline encodes) with one of SEINE's masks
 (`first1` prediction, `onelast1` interpolation; drawn per example): the UNet sees
 `[x_t, mask, masked-video latent]` where the masked-video latent is the clip's latent on given frames and
-the latent of a grey (0) frame elsewhere, exactly what `video_reconstruction` feeds it; it predicts the
+the latent of a grey (0) frame elsewhere, exactly what `decoders/video.py` feeds it; it predicts the
 noise of SEINE's linear schedule (1e-4..0.02, 1000 steps). The loss averages over every frame of the
 window, the given ones included, as SEINE's own training does. The text is the CLIP embedding of the empty prompt (the demo
 has no describer); `text_dropout` does not apply. The trained UNet is exported to `<workdir>/export`
@@ -17,7 +17,6 @@ has no describer); `text_dropout` does not apply. The trained UNet is exported t
 from __future__ import annotations
 
 import dataclasses
-import os
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +32,7 @@ from m3cvc_jax.nn.clip import PRESETS as CLIP_PRESETS
 from m3cvc_jax.nn.clip import CLIPConfig, CLIPTextModel
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig, sample_posterior
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
-from m3cvc_jax.random_weights import abstract_module, random_module
+from m3cvc_jax.random_weights import random_module
 from train import cli, loop, optim, sharding
 from train.data.windows import LatentWindows
 from train.vq_pretrain import pure_to_flat
@@ -58,6 +57,19 @@ def unet_config(config, cross_attention_dim: int) -> VideoUNetConfig:
         up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * (n - 1))
 
 
+def masked_video_loss(predict, z: jax.Array, noise: jax.Array, t: jax.Array, levels: NoiseLevel,
+                      mask: jax.Array, masked: jax.Array) -> jax.Array:
+    """SEINE's epsilon objective: the network sees [x_t, mask, masked-video latent] on the channel axis and
+    the loss is mean (eps_hat - noise)^2 over every element of the window.
+
+    Over every frame, given ones included, as SEINE's training_losses (mean_flat over the window): sampling
+    denoises the given frames too, and their noise estimates feed the others through temporal attention;
+    left untrained they diverge and take the generated frames with them."""
+    x_t = predictions.add_noise(z, noise, levels[t])
+    eps = predict(seine_masks.unet_input(x_t, mask, masked), t).astype(jnp.float32)
+    return jnp.mean(jnp.square(eps - noise))
+
+
 def _step(spec: Spec, levels: NoiseLevel, context: jax.Array, grey: jax.Array, state: dict, batch: dict,
           key: jax.Array) -> tuple[dict, dict]:
     mean, logvar = batch["mean"], batch["logvar"]
@@ -71,16 +83,11 @@ def _step(spec: Spec, levels: NoiseLevel, context: jax.Array, grey: jax.Array, s
     masked = jnp.where(lat_mask == 0, z, grey_z * spec.scale)
     t = jax.random.randint(k_t, (b,), 0, levels.sqrt_alpha_prod.shape[0])
     noise = jax.random.normal(k_noise, z.shape, jnp.float32)
-    x_t = predictions.add_noise(z, noise, levels[t])
-    x_in = seine_masks.unet_input(x_t, lat_mask, masked)
     ctx = jnp.broadcast_to(context, (b, *context.shape[-2:]))
 
     def loss_fn(params):
-        eps = nnx.merge(spec.unet, params)(x_in, t, ctx).astype(jnp.float32)
-        # Over every frame, given ones included, as SEINE's training_losses (mean_flat over the window):
-        # sampling denoises the given frames too, and their noise estimates feed the others through
-        # temporal attention; left untrained they diverge and take the generated frames with them.
-        return jnp.mean(jnp.square(eps - noise))
+        unet = nnx.merge(spec.unet, params)
+        return masked_video_loss(lambda x_in, t: unet(x_in, t, ctx), z, noise, t, levels, lat_mask, masked)
 
     params = state["params"]
     loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -95,10 +102,8 @@ train_step = jax.jit(_step, static_argnums=0, donate_argnums=4)
 
 def load_vae(config, seed: int) -> AutoencoderKL:
     if config.vae_weights:
-        meta, params = weights.load_checkpoint(config.vae_weights, family="sd-vae")
-        vae = abstract_module(lambda rngs: AutoencoderKL(VAEConfig.from_dict(meta["config"]), rngs=rngs))
-        weights.assign_params(vae, params, source=config.vae_weights)
-        return vae
+        return weights.load_module(config.vae_weights, family="sd-vae",
+                                   build=lambda cfg, rngs: AutoencoderKL(VAEConfig.from_dict(cfg), rngs=rngs))
     if config.vae_preset != "tiny":
         raise ConfigError("vae_weights is empty: only vae_preset='tiny' may use a random VAE")
     return random_module(lambda rngs: AutoencoderKL(VAEConfig.preset("tiny"), rngs=rngs), seed, "sd-vae")
@@ -107,15 +112,15 @@ def load_vae(config, seed: int) -> AutoencoderKL:
 def empty_prompt(config, seed: int) -> jax.Array:
     """(1, L, D) CLIP text hidden states of "" (from `text_weights`, else a random `clip_preset` tower)."""
     if config.text_weights:
-        meta, params = weights.load_checkpoint(config.text_weights, family="clip")
-        cfg = dict(meta["config"])
-        if cfg.pop("kind", "full") != "full":
-            raise ConfigError(f"{config.text_weights}: a full CLIP checkpoint is expected (the codec loads both towers)")
-        text_cfg = CLIPConfig.from_dict(cfg).text
-        model = abstract_module(lambda rngs: CLIPTextModel(text_cfg, rngs=rngs))
+        def build(cfg, rngs):
+            if cfg.pop("kind", "full") != "full":
+                raise ConfigError(f"{config.text_weights}: a full CLIP checkpoint is expected (the codec loads both "
+                                  f"towers)")
+            return CLIPTextModel(CLIPConfig.from_dict(cfg).text, rngs=rngs)
+
         prefix = "text_model."
-        weights.assign_params(model, {k: v for k, v in params.items() if k.startswith(prefix)},
-                              source=config.text_weights)
+        model = weights.load_module(config.text_weights, family="clip", build=build,
+                                    adapt=lambda p: {k: v for k, v in p.items() if k.startswith(prefix)})
     else:
         if config.clip_preset != "tiny":
             raise ConfigError("text_weights is empty: only clip_preset='tiny' may use a random text tower")
@@ -124,7 +129,8 @@ def empty_prompt(config, seed: int) -> jax.Array:
     return jax.jit(lambda m, i: m(i).last_hidden_state)(model, ids)
 
 
-def _encoder(vae: AutoencoderKL, chunk: int = 8):
+def vae_encoder(vae: AutoencoderKL, chunk: int = 8):
+    """uint8 frames (N, H, W, 3) -> numpy posterior (mean, logvar) (N, h, w, C), in fixed-size jitted chunks."""
     graphdef, state = nnx.split(vae)
     encode = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode(x))
 
@@ -158,7 +164,7 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     state = dict(step=jnp.zeros((), jnp.int32), params=params,
                  opt_state=optim.adamw(spec.optimizer, spec.schedule_steps).init(params))
     state = sharding.put_replicated(state, mesh)
-    encode = _encoder(vae)
+    encode = vae_encoder(vae)
     # Generated frames are grey (0) before the pipeline encodes them with a posterior sample.
     grey = tuple(m[0] for m in encode(np.full((1, config.height, config.width, 3), 127.5)))
     d = config.data
@@ -175,8 +181,7 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
 
     state, rows = loop.run(config=config, workdir=workdir, state=state, step_fn=step_fn, batches=batches,
                            mesh=mesh, name="video_pretrain")
-    weights.save_checkpoint(os.path.join(workdir, "export"), family="seine", config=dataclasses.asdict(cfg),
-                            params=pure_to_flat(state["params"]))
+    loop.save_export(workdir, family="seine", config=dataclasses.asdict(cfg), params=pure_to_flat(state["params"]))
     return state, rows
 
 

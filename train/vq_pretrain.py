@@ -24,14 +24,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from configs.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax import weights
 from m3cvc_jax.codec import entropy, vq
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.nn.keyframe_codec import frame_latent
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodecConfig, frame_latent
 from m3cvc_jax.nn.post_encoder import Codebook, PostDecoder, PostEncoder, PostEncoderConfig
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
-from m3cvc_jax.random_weights import abstract_module, random_module
+from m3cvc_jax.random_weights import random_module
 from train import cli, loop, optim, sharding
 from train.data import loader
 
@@ -70,6 +69,21 @@ def _tx(spec: Spec, params: Any) -> optax.GradientTransformation:
     return optim.masked(spec.optimizer, spec.schedule_steps, trainable)
 
 
+def vq_objective(h: jax.Array, codewords: jax.Array, rec: jax.Array, latent: jax.Array, commit_weight: float,
+                 *, codebook_term: bool) -> tuple[jax.Array, dict]:
+    """rec + beta * ||h - sg(z_q)||^2 / D (+ ||sg(h) - z_q||^2 / D when the codebook learns by the loss).
+
+    The reconstruction term is normalised by the batch's latent variance: the fraction of the latent the
+    indices fail to carry, comparable across VAEs (a random tiny VAE's latents are far smaller than SD's).
+    The squared norms sum over D; dividing by D weights them per element as in VQ-VAE."""
+    rec_loss = jnp.mean(jnp.square(rec.astype(jnp.float32) - latent)) / (jnp.var(latent) + 1e-12)
+    commit = vq.commit_loss(h, codewords)
+    book = vq.codebook_loss(h, codewords) if codebook_term else jnp.zeros(())
+    d = h.shape[-1]
+    loss = rec_loss + commit_weight * commit / d + book / d
+    return loss, dict(rec_loss=rec_loss, commit_loss=commit, codebook_loss=book)
+
+
 def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array) -> tuple[dict, dict]:
     vae = nnx.merge(spec.vae, vae_params)
     latent = jax.lax.stop_gradient(frame_latent(vae, batch["image"]))
@@ -79,15 +93,9 @@ def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array)
         h = m.post_encoder(latent)
         q = vq.quantize(h, m.codebook())
         rec = m.post_decoder(q.z_q)
-        # Normalised by the batch's latent variance: the fraction of the latent the indices fail to
-        # carry, comparable across VAEs (a random tiny VAE's latents are far smaller than SD's).
-        rec_loss = jnp.mean(jnp.square(rec.astype(jnp.float32) - latent)) / (jnp.var(latent) + 1e-12)
-        commit = vq.commit_loss(h, q.codewords)
-        book = vq.codebook_loss(h, q.codewords) if spec.update == "loss" else jnp.zeros(())
-        d = h.shape[-1]
-        # Per-element weighting as in VQ-VAE (the squared norms sum over D).
-        loss = rec_loss + spec.commit_weight * commit / d + book / d
-        return loss, dict(h=h, indices=q.indices, rec_loss=rec_loss, commit_loss=commit, codebook_loss=book)
+        loss, parts = vq_objective(h, q.codewords, rec, latent, spec.commit_weight,
+                                   codebook_term=spec.update == "loss")
+        return loss, dict(h=h, indices=q.indices, **parts)
 
     params = state["params"]
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -126,10 +134,8 @@ def load_frozen_vae(codec_cfg: KeyframeCodecConfig, path: str, seed: int) -> Aut
     """The frozen VAE: converted/trained weights from `path`, else numpy-random for `seed` (tiny only)."""
     if path:
         # The checkpoint's own config: a trained VAE carries its measured scaling_factor.
-        meta, params = weights.load_checkpoint(path, family="sd-vae")
-        vae = abstract_module(lambda rngs: AutoencoderKL(VAEConfig.from_dict(meta["config"]), rngs=rngs))
-        weights.assign_params(vae, params, source=path)
-        return vae
+        return weights.load_module(path, family="sd-vae",
+                                   build=lambda cfg, rngs: AutoencoderKL(VAEConfig.from_dict(cfg), rngs=rngs))
     if codec_cfg.vae.block_out_channels == (128, 256, 512, 512):
         raise ConfigError("vae_weights is empty: the paper-sized VAE must be converted weights "
                           "(python -m convert_weights sd-vae SRC DST)")
@@ -211,7 +217,7 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     state, rows = loop.run(config=config, workdir=workdir, state=s.state, step_fn=s.step_fn, batches=s.batches,
                            mesh=s.mesh, name="vq_pretrain")
     histogram = index_histogram(s, state["params"], config.histogram_batches)
-    export(state["params"], s.codec_config.post_encoder, os.path.join(workdir, "export"), histogram=histogram)
+    export(state["params"], s.codec_config.post_encoder, workdir, histogram=histogram)
     return state, rows
 
 
@@ -221,13 +227,13 @@ def pure_to_flat(tree: Any) -> dict[str, Any]:
     return {".".join(str(k.key) for k in path): jax.device_get(v) for path, v in leaves}
 
 
-def export(params: dict, pe_config: PostEncoderConfig, directory: str,
+def export(params: dict, pe_config: PostEncoderConfig, workdir: str,
            histogram: tuple[int, ...] | None = None) -> str:
     """post_encoder.* and codebook.embedding as a weights checkpoint (what the codec loads), with the word
     histogram of `coding.entropy_model=static` when given."""
     flat = pure_to_flat({k: params[k] for k in ("post_encoder", "codebook")})
-    return weights.save_checkpoint(directory, family=EXPORT_FAMILY, config=dataclasses.asdict(pe_config),
-                                   params=flat, tables={"histogram": histogram} if histogram else None)
+    return loop.save_export(workdir, family=EXPORT_FAMILY, config=dataclasses.asdict(pe_config), params=flat,
+                            tables={"histogram": histogram} if histogram else None)
 
 
 if __name__ == "__main__":

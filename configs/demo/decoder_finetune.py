@@ -1,17 +1,17 @@
 """The `demo` preset's keyframe UNet, trained from random (`trainable='all'`: there is no pretrained SD
 UNet to fine-tune) on the demo VAE latents, conditioned on the demo VQ indices and the empty prompt of the
-random tiny CLIP text tower.
+random tiny CLIP text tower; on the demo corpus's training images (configs/demo/corpus.py).
 
     python -m train.decoder_finetune --config configs/demo/decoder_finetune.py --workdir runs/demo/unet \
         --config.vae_weights=runs/demo/vae/export --config.vq_weights=runs/demo/vq/export \
-        --config.text_weights=runs/demo/clip
+        --config.text_weights=runs/demo/clip --config.data.manual_dir=/work/corpus
 """
 
 from __future__ import annotations
 
 from configs import decoder_finetune
 from configs.demo.vae_pretrain import HEIGHT, WIDTH
-from configs.vq_pretrain import _data
+from configs.demo.corpus import image_data
 
 
 def get_config(arg: str = "") -> object:
@@ -20,11 +20,13 @@ def get_config(arg: str = "") -> object:
     c.pixels_per_index = 8
     c.width, c.height = WIDTH, HEIGHT
     c.trainable = "all"
-    c.num_steps = 1500
-    c.batch_size = 8
+    # The frozen VAE encodes each of the corpus's training images once, not every batch.
+    c.cache_latents = True
+    c.num_steps = 6000
+    c.batch_size = 16
     c.log_every = 10
     c.checkpoint_every = 100
     c.optimizer.learning_rate = 5e-4
     c.optimizer.warmup_steps = 50
-    c.data = _data(keyframes="interval", interval=1, fps=12.5)
+    c.data = image_data()
     return c

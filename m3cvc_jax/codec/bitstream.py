@@ -1,4 +1,4 @@
-"""Bitstream container v1: pure bytes <-> frozen dataclasses, plus atomic file read/write.
+"""Bitstream container v1: pure bytes <-> frozen dataclasses (files: `io/bitstream_file.py`).
 
 The exact byte layout is specified in docs/bitstream.md; keep the two in step. The reader trusts nothing:
 every length is checked against the bytes actually present before use, every count against a fixed bound,
@@ -9,8 +9,8 @@ so corrupt input raises BitstreamError (never another exception), allocates no m
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
-import os
 import zlib
 from fractions import Fraction
 
@@ -25,7 +25,6 @@ MODES = ("interpolation", "prediction")
 TAG_TEXTS = 1
 TAG_INDICES = 2
 SKIPPABLE = 0x80  # tag flag: a reader that does not know the section may skip it
-KNOWN_REQUIRED_EXTRA_TAGS: frozenset[int] = frozenset()  # extra tags this reader understands
 
 # Bounds a valid v1 stream stays within; larger values in a header mean corruption.
 MAX_DIM = 1 << 15
@@ -196,7 +195,7 @@ def pack(stream: Bitstream) -> bytes:
     for e in stream.extras:
         if not 3 <= e.tag <= 127:
             raise BitstreamError(f"cannot pack: extra section tag {e.tag} outside 3..127")
-        if not e.skippable and e.tag not in KNOWN_REQUIRED_EXTRA_TAGS:
+        if not e.skippable:
             raise BitstreamError(f"cannot pack: required extra section {e.tag} unknown to v1 readers")
     if 2 + len(stream.extras) > MAX_SECTIONS:
         raise BitstreamError(f"cannot pack: more than {MAX_SECTIONS} sections")
@@ -321,6 +320,8 @@ def _read_header(r: _Reader) -> tuple[Header, int]:
     r.done()
     if fps_den == 0:
         r.fail("fps denominator is zero")
+    if math.gcd(fps_num, fps_den) != 1:  # writers store lowest terms: one stream, one byte string
+        r.fail(f"fps {fps_num}/{fps_den} not in lowest terms")
     header = Header(
         width=width,
         height=height,
@@ -421,7 +422,7 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
             sizes["indices"] += 8 * (r.pos - start)
         elif kind < 3:
             r.fail(f"duplicate section tag {kind}")
-        elif skippable or kind in KNOWN_REQUIRED_EXTRA_TAGS:
+        elif skippable:
             extras.append(ExtraSection(kind, payload, skippable))
             sizes["extra"] += 8 * (r.pos - start)
         else:
@@ -436,41 +437,6 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
 def unpack(data: bytes) -> Bitstream:
     """Parse v1 bytes; anything invalid raises BitstreamError."""
     return unpack_with_bits(data)[0]
-
-
-def write_bitstream(path: str | os.PathLike, stream: Bitstream) -> Bits:
-    """Pack and write atomically; returns the bits per part of the file written."""
-    from m3cvc_jax.io.atomic import atomic_write_bytes
-
-    data = pack(stream)
-    atomic_write_bytes(path, data)
-    return unpack_with_bits(data)[1]
-
-
-def read_bitstream_with_bits(path: str | os.PathLike) -> tuple[Bitstream, Bits]:
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
-                raise BitstreamError(f"{os.fspath(path)}: larger than {MAX_FILE_BYTES} bytes, not an m3cvc bitstream")
-            data = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise BitstreamError(f"{os.fspath(path)}: no such file") from None
-    except IsADirectoryError:
-        raise BitstreamError(f"{os.fspath(path)}: is a directory, not a bitstream") from None
-    except OSError as e:
-        raise BitstreamError(f"{os.fspath(path)}: cannot read: {e.strerror or e}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise BitstreamError(f"{os.fspath(path)}: larger than {MAX_FILE_BYTES} bytes, not an m3cvc bitstream")
-    try:
-        return unpack_with_bits(data)
-    except BitstreamError as e:
-        raise BitstreamError(f"{os.fspath(path)}: {e}") from None
-
-
-def read_bitstream(path: str | os.PathLike) -> Bitstream:
-    """Read and parse a bitstream file."""
-    return read_bitstream_with_bits(path)[0]
-
 
 
 def check_fingerprint(header: Header, fingerprint: str, preset: str | None = None) -> None:

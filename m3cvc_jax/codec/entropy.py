@@ -97,7 +97,7 @@ def quantize_frequencies(counts) -> np.ndarray:
 
 
 def _categorical(freq: np.ndarray):
-    import constriction
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
     return constriction.stream.model.Categorical((freq - 1).astype(np.float64), perfect=False)
 
@@ -134,7 +134,7 @@ def _check(indices: np.ndarray, n: int) -> np.ndarray:
 
 def encode_indices(indices, model: IndexModel) -> bytes:
     """Range-code an index map (raster order) under `model`; the shape travels in the bitstream header."""
-    import constriction
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
     flat = _check(indices, model.codebook_size)
     coder = constriction.stream.queue.RangeEncoder()
@@ -149,7 +149,7 @@ def encode_indices(indices, model: IndexModel) -> bytes:
 
 def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel) -> np.ndarray:
     """Invert `encode_indices`; raises BitstreamError on data that cannot come from it."""
-    import constriction
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
     count = int(np.prod(shape))
     if count <= 0 or len(data) % 4:
@@ -173,7 +173,7 @@ def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel) -> np
 
 def _decode_adaptive(decoder, count: int, n: int) -> np.ndarray:
     """Symbol-by-symbol decoding; `quantize_frequencies` of the KT counts, inlined for speed."""
-    import constriction
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
     family = constriction.stream.model.Categorical(perfect=False)
     counts = np.full(n, _KT_INIT, np.int64)

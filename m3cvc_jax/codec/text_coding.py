@@ -54,7 +54,7 @@ def zstd_dictionary_bytes() -> bytes:
 
 
 def _zstd_params(with_dict: bool):
-    import zstandard as zstd
+    import zstandard as zstd  # loaded only by the codecs that use it
 
     params = zstd.ZstdCompressionParameters.from_level(
         _ZSTD_LEVEL,
@@ -76,7 +76,7 @@ def compress(data: bytes, codec: str) -> bytes:
         c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
         return c.compress(data) + c.flush()
     if codec == "brotli":
-        import brotli
+        import brotli  # loaded only by the codec that uses it
 
         return brotli.compress(data, mode=brotli.MODE_TEXT, quality=11, lgwin=16)
     zstd, params, d = _zstd_params(codec == "zstd-dict")
@@ -103,7 +103,7 @@ def decompress(data: bytes, codec: str, max_size: int) -> bytes:
             raise TextCodingError("invalid deflate data: truncated or trailing bytes")
         return out
     if codec == "brotli":
-        import brotli
+        import brotli  # loaded only by the codec that uses it
 
         d = brotli.Decompressor()
         try:

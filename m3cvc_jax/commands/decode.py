@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
+from m3cvc_jax.commands import runtime
+from m3cvc_jax.commands.encode import format_seconds
+
 DESCRIPTION = (
     "Rebuild a video from an m3cvc bitstream: keyframes by the diffusion decoder guided by their texts, "
     "clips between them by the video model. The preset, frame size and weights fingerprint come from the "
@@ -11,8 +16,6 @@ DESCRIPTION = (
 
 
 def _positive_float(text: str) -> float:
-    import argparse
-
     try:
         value = float(text)
     except ValueError:
@@ -23,8 +26,6 @@ def _positive_float(text: str) -> float:
 
 
 def _seed(text: str) -> int:
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -38,6 +39,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("decode", help="rebuild a video from a bitstream", description=DESCRIPTION)
     p.add_argument("input", metavar="IN", help="an m3cvc bitstream")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.mp4, OUT.y4m, or a folder for PNG frames")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty output folder: replace only its frame_*.png files and video.json")
     p.add_argument("--mode", choices=("interpolation", "prediction"),
                    help="clip reconstruction (default: the mode in the stream)")
     p.add_argument("--fps", type=_positive_float, help="output frame rate (default: the stream's)")
@@ -49,14 +52,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from m3cvc_jax.pipelines import runtime
-
     runtime.setup()
-    from m3cvc_jax.commands.encode import format_seconds
-    from m3cvc_jax.pipelines import m3cvc
+    from m3cvc_jax.pipelines.codec import decode_file  # JAX: loaded by the commands that compute only
 
-    result = m3cvc.decode_file(args.input, args.output, mode=args.mode, fps=args.fps, seed=args.seed,
-                               weights=args.weights, overrides=args.set)
+    result = decode_file(args.input, args.output, mode=args.mode, fps=args.fps, seed=args.seed,
+                         weights=args.weights, overrides=args.set, force=args.force)
     v = result.video
     w, h = v.size
     print(f"{args.input} -> {args.output}: {v.num_frames} frames, {w}x{h} at {float(v.fps):g} fps")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
-from configs.m3cvc import DEFAULT_PRESET, PRESETS
+from m3cvc_jax.commands import runtime, stand_ins
+from m3cvc_jax.errors import VideoError
+from m3cvc_jax.pipelines.presets import DEFAULT_PRESET, PRESETS
 
 DESCRIPTION = (
     "Compress a video into an m3cvc bitstream: keyframes chosen by CLIP + optical flow, described by a "
     "multimodal LLM (texts), coded as VQ indices; clips between keyframes are left to the decoder's video "
-    "model. Every setting of configs/m3cvc.py can be changed with --set KEY=VALUE."
+    "model. Every setting of m3cvc_jax/pipelines/presets.py can be changed with --set KEY=VALUE."
 )
 
 
@@ -31,18 +33,14 @@ def format_seconds(timings) -> str:
 
 
 def run(args) -> int:
-    from m3cvc_jax.errors import VideoError
-    from m3cvc_jax.pipelines import runtime
-
     if not os.path.exists(args.input):
         raise VideoError(f"{args.input}: no such file")
     runtime.setup()
-    from m3cvc_jax.pipelines import m3cvc, stand_ins
-    from m3cvc_jax.pipelines.settings import load_config
+    from m3cvc_jax.pipelines.codec import Codec  # JAX: loaded by the commands that compute only
 
-    overrides = list(args.set) + ([f"weights={args.weights}"] if args.weights else [])
-    config = load_config(args.preset, overrides)
-    result = m3cvc.encode_file(args.input, args.output, config)
+    codec = Codec.load(args.preset, weights=args.weights, overrides=args.set)
+    config = codec.config
+    result = codec.encode_file(args.input, args.output)
     h, b = result.stream.header, result.bits
     print(f"{args.input} -> {args.output}: {h.width}x{h.height}, {h.num_frames} frames at {float(h.fps):g} fps, "
           f"preset {h.preset}, weights {h.weights_fingerprint}")

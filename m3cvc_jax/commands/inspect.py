@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+from m3cvc_jax.commands import stand_ins
+from m3cvc_jax.io.bitstream_file import read_bitstream_with_bits
+
 DESCRIPTION = (
     "Show a bitstream's header, keyframe positions, texts, bits per part and bpp "
     "(bits of the real file / (width * height * num_frames))."
@@ -20,8 +23,6 @@ def register(subparsers) -> None:
 
 def describe(stream, bits) -> dict:
     """The JSON-able summary `inspect --json` prints."""
-    from m3cvc_jax.pipelines import stand_ins
-
     h = stream.header
     return {
         "version": 1,
@@ -68,12 +69,16 @@ def _human(info: dict) -> str:
         lines.append(f"keyframe {i} (frame {k}): {t}")
     for i, t in enumerate(info["texts"]["clip"]):
         lines.append(f"clip {i}: {t}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
+
+
+def printable(text: str) -> str:
+    """Non-printable characters as Python escapes (\\x1b, \\u202e, \\n): a crafted stream's texts must not
+    drive the terminal (escape sequences, bidi overrides) or forge extra lines of the listing."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def run(args) -> int:
-    from m3cvc_jax.codec.bitstream import read_bitstream_with_bits
-
     stream, bits = read_bitstream_with_bits(args.input)
     info = describe(stream, bits)
     if hasattr(sys.stdout, "reconfigure"):

@@ -3,7 +3,7 @@
 A config file (e.g. `configs/ablations/table1.py`) has `get_config()` returning `rows`, a list of
 `{name, overrides: ["key=value", ...]}`. The rows become extra codecs of an ordinary `m3cvc eval` run, so
 they share its dataset, preprocessing, metrics, anchors and report (BD-rate against any row with
-`--anchor "ours[full]"`). They need codec "ours" to be registered (see `eval/codecs.py`).
+`--anchor "ours[full]"`). Each row is codec "ours" (`eval/ours.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.eval.codecs import available_codecs, make_codec
+from m3cvc_jax.eval.codecs import make_codec
 
 
 def load_rows(path: str) -> list[tuple[str, tuple[str, ...]]]:
@@ -56,8 +56,6 @@ def ablation_codecs(path: str, *, overrides=(), rate_points=None, row_rate_point
     """{"ours[row]": codec} for each row; base `overrides` first, the row's own after (they win).
 
     rate_points: for every row; row_rate_points: {"ours[row]": [...]} for particular rows (they win)."""
-    if "ours" not in available_codecs():
-        raise ConfigError("the ablations need codec 'ours', which is not registered yet in this version")
     rows = load_rows(path)
     row_rate_points = row_rate_points or {}
     return {f"ours[{name}]": make_codec("ours", overrides=tuple(overrides) + row,

@@ -24,7 +24,6 @@ from typing import Sequence
 import numpy as np
 
 from m3cvc_jax.errors import ConfigError, M3CVCError
-from m3cvc_jax.eval.codecs import register_codec
 
 _SWS = "bicubic+accurate_rnd+full_chroma_int"
 
@@ -38,7 +37,7 @@ def ffmpeg_exe() -> str:
     if exe:
         return exe
     try:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # only to locate the bundled binary when M3CVC_FFMPEG is unset
 
         return imageio_ffmpeg.get_ffmpeg_exe()
     except Exception as e:  # the wheel raises RuntimeError when it has no binary for this platform
@@ -254,6 +253,6 @@ def _anchor_factory(cls):
     return make
 
 
-for _name, _cls in (("x264", X264), ("x265", X265), ("svtav1", SVTAV1), ("vvenc", VVenC)):
-    register_codec(_name, _anchor_factory(_cls), replace=True)
-register_codec("vtm", _vtm_factory, replace=True)
+# Factories by codec name (the eval codec table, `eval/codecs.py`, lists these next to `ours`).
+FACTORIES = {"x264": _anchor_factory(X264), "x265": _anchor_factory(X265), "svtav1": _anchor_factory(SVTAV1),
+             "vvenc": _anchor_factory(VVenC), "vtm": _vtm_factory}

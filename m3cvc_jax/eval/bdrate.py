@@ -66,7 +66,7 @@ def bd_quality(anchor_rates, anchor_quality, test_rates, test_quality, *, lower_
 
 
 def _bd(kind, ra, qa, rt, qt, lower_is_better):
-    import bjontegaard
+    import bjontegaard  # pulls in SciPy; only the BD-rate needs it
 
     ra, qa = _prepare(ra, qa, lower_is_better)
     rt, qt = _prepare(rt, qt, lower_is_better)

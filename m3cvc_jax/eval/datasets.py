@@ -12,7 +12,9 @@ Nothing is downloaded. Put the sequences under one root (``--data-root``, defaul
 
 Raw files are 4:2:0 planar; their size and frame rate come from the name (`_<W>x<H>_<fps>`, optional
 `fps`), 10-bit when the name contains `10bit` (little-endian 16-bit samples). Any file ffmpeg reads
-(`.mp4`, `.y4m`, `.mkv`, ...) may stand in for a raw file. A "folder" dataset is every video in a folder.
+(`.mp4`, `.y4m`, `.mkv`, `.mpg`, `.avi`, ...) may stand in for a raw file. A "folder" dataset is every video
+in a folder: every file PyAV opens with a video stream, whatever its extension (decided by probing the
+file; still images and other files are skipped and listed), plus the raw `.yuv` files.
 
 Preprocessing is the paper's (`io.video.PreprocessConfig`: 512x320 by centre crop + resize, 8 fps by
 nearest-in-time frame selection). Raw files are read frame by frame from disk, only the selected frames.
@@ -32,7 +34,6 @@ from m3cvc_jax.errors import ConfigError, VideoError
 from m3cvc_jax.io.video import PreprocessConfig, Video, as_fraction, crop_resize, load_video
 
 LAYOUTS = {"uvg": "UVG", "mcl-jcv": "MCL-JCV", "hevc-b": "HEVC_B", "hevc-c": "HEVC_C"}
-VIDEO_SUFFIXES = (".yuv", ".mp4", ".y4m", ".mkv", ".mov", ".avi", ".webm", ".264", ".265", ".hevc")
 _RAW_NAME = re.compile(r"_(\d+)x(\d+)_(\d+(?:\.\d+)?)(?:fps)?(?:_|\.|$)", re.IGNORECASE)
 
 
@@ -59,8 +60,10 @@ def raw_format(path: str) -> tuple[int, int, Fraction, int]:
     return int(m.group(1)), int(m.group(2)), as_fraction(m.group(3)), depth
 
 
-def list_sequences(dataset: str, root: str | None = None) -> tuple[str, list[Sequence]]:
-    """(dataset label, sequences) for a layout name (`uvg`, `mcl-jcv`, `hevc-b`, `hevc-c`), a folder or a file."""
+def list_sequences(dataset: str, root: str | None = None,
+                   skipped: list[str] | None = None) -> tuple[str, list[Sequence]]:
+    """(dataset label, sequences) for a layout name (`uvg`, `mcl-jcv`, `hevc-b`, `hevc-c`), a folder or a file;
+    files of a folder that are not videos are appended to `skipped` as `name (reason)`."""
     key = dataset.lower()
     if key in LAYOUTS:
         root = root or os.environ.get("M3CVC_DATA")
@@ -69,19 +72,51 @@ def list_sequences(dataset: str, root: str | None = None) -> tuple[str, list[Seq
         folder = os.path.join(root, LAYOUTS[key])
         if not os.path.isdir(folder):
             raise ConfigError(f"dataset {dataset}: no folder {folder} (expected layout in m3cvc_jax/eval/datasets.py)")
-        return key, _scan(folder)
+        return key, _scan(folder, skipped)
     if os.path.isdir(dataset):
-        return os.path.basename(os.path.normpath(dataset)) or "folder", _scan(dataset)
+        return os.path.basename(os.path.normpath(dataset)) or "folder", _scan(dataset, skipped)
     if os.path.isfile(dataset):
         return "file", [_sequence(dataset)]
     raise ConfigError(f"dataset {dataset!r}: not one of {', '.join(LAYOUTS)}, a folder or a video file")
 
 
-def _scan(folder: str) -> list[Sequence]:
-    seqs = [_sequence(os.path.join(folder, n)) for n in sorted(os.listdir(folder)) if n.lower().endswith(VIDEO_SUFFIXES)]
+def probe(path: str) -> str:
+    """Why a file is not a video PyAV can decode ("" when it is one): decided by opening it, not by its name."""
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        return "not a video ffmpeg can read"
+    try:
+        if not container.streams.video:
+            return "no video stream"
+        fmt = container.format.name
+        if fmt == "image2" or fmt.endswith("_pipe"):
+            return "a still image"
+        return ""
+    finally:
+        container.close()
+
+
+def _scan(folder: str, skipped: list[str] | None = None) -> list[Sequence]:
+    seqs, notes = [], []
+    for n in sorted(os.listdir(folder)):
+        path = os.path.join(folder, n)
+        if n.startswith(".") or not os.path.isfile(path):
+            continue
+        reason = "" if n.lower().endswith(".yuv") else probe(path)
+        if reason:
+            notes.append(f"{n} ({reason})")
+        else:
+            seqs.append(_sequence(path))
+    if skipped is not None:
+        skipped.extend(notes)
     if not seqs:
-        raise ConfigError(f"{folder}: no videos ({', '.join(VIDEO_SUFFIXES)})")
-    return seqs
+        raise ConfigError(f"{folder}: no videos ffmpeg can read" + (f"; skipped {', '.join(notes)}" if notes else ""))
+    stems = [s.name for s in seqs]
+    # clip.mp4 next to clip.avi: both are kept, named by their whole file names.
+    return [dataclasses.replace(s, name=os.path.basename(s.path)) if stems.count(s.name) > 1 else s for s in seqs]
 
 
 def _sequence(path: str) -> Sequence:

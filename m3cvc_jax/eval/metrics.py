@@ -23,6 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from m3cvc_jax.errors import WeightsError
+from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
+from m3cvc_jax.nn.dists import DISTS, DISTSConfig
+from m3cvc_jax.nn.lpips import LPIPS, LPIPSConfig
+from m3cvc_jax.weights import load_module
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _K1, _K2 = 0.01, 0.03
 
@@ -130,16 +136,8 @@ def lpips_distance(model, a: jax.Array, b: jax.Array) -> jax.Array:
 
 def load_lpips(directory: str, *, dtype=jnp.float32):
     """An LPIPS model from a converted checkpoint (`python -m convert_weights lpips ...`)."""
-    from flax import nnx
-
-    from m3cvc_jax.nn.lpips import LPIPS, LPIPSConfig
-    from m3cvc_jax.weights import assign_params, load_checkpoint
-
-    meta, params = load_checkpoint(directory, family="lpips")
-    # Abstract first: a random init of the VGG trunk costs tens of seconds on CPU for nothing.
-    model = nnx.eval_shape(lambda: LPIPS(LPIPSConfig(**meta["config"]), dtype=dtype, rngs=nnx.Rngs(0)))
-    assign_params(model, params, source=directory)
-    return model
+    return load_module(directory, family="lpips",
+                       build=lambda cfg, rngs: LPIPS(LPIPSConfig(**cfg), dtype=dtype, rngs=rngs))
 
 
 def dists_distance(model, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -149,15 +147,8 @@ def dists_distance(model, a: jax.Array, b: jax.Array) -> jax.Array:
 
 def load_dists(directory: str, *, dtype=jnp.float32):
     """A DISTS model from a converted checkpoint (`python -m convert_weights dists ...`)."""
-    from flax import nnx
-
-    from m3cvc_jax.nn.dists import DISTS, DISTSConfig
-    from m3cvc_jax.weights import assign_params, load_checkpoint
-
-    meta, params = load_checkpoint(directory, family="dists")
-    model = nnx.eval_shape(lambda: DISTS(DISTSConfig(**meta["config"]), dtype=dtype, rngs=nnx.Rngs(0)))
-    assign_params(model, params, source=directory)
-    return model
+    return load_module(directory, family="dists",
+                       build=lambda cfg, rngs: DISTS(DISTSConfig(**cfg), dtype=dtype, rngs=rngs))
 
 
 EmbedFn = Callable[[jax.Array], jax.Array]
@@ -180,16 +171,10 @@ def clip_similarity(embed_fn: EmbedFn, a: jax.Array, b: jax.Array) -> jax.Array:
 
 def load_clip_model(directory: str, *, dtype=jnp.float32):
     """The full CLIP model (both towers) from a converted checkpoint (`python -m convert_weights clip ...`)."""
-    from flax import nnx
 
-    from m3cvc_jax.errors import WeightsError
-    from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
-    from m3cvc_jax.weights import assign_params, load_checkpoint
+    def build(cfg, rngs):
+        if cfg.pop("kind", "full") != "full":
+            raise WeightsError(f"{directory}: a text-only CLIP checkpoint; CLIP-sim needs the vision tower")
+        return CLIPModel(CLIPConfig.from_dict(cfg), dtype=dtype, rngs=rngs)
 
-    meta, params = load_checkpoint(directory, family="clip")
-    cfg = dict(meta["config"])
-    if cfg.pop("kind", "full") != "full":
-        raise WeightsError(f"{directory}: a text-only CLIP checkpoint; CLIP-sim needs the vision tower")
-    model = nnx.eval_shape(lambda: CLIPModel(CLIPConfig.from_dict(cfg), dtype=dtype, rngs=nnx.Rngs(0)))
-    assign_params(model, params, source=directory)
-    return model
+    return load_module(directory, family="clip", build=build)

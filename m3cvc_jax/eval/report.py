@@ -14,12 +14,14 @@ from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from m3cvc_jax.eval.bdrate import LOWER_IS_BETTER, bd_rate
+from m3cvc_jax.io.atomic import atomic_path
 
 NON_METRICS = {"dataset", "sequence", "codec", "rate_point", "width", "height", "frames", "fps", "bytes", "bpp",
                "encode_s", "decode_s"}
-LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS", "clip_sim": "CLIP-sim", "bpp": "bpp"}
+LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS", "clip_sim": "CLIP-sim", "vmaf": "VMAF", "bpp": "bpp"}
 
 
 def metric_columns(rows: Sequence[dict]) -> list[str]:
@@ -80,15 +82,15 @@ def markdown_table(curves: dict[str, list[dict]], metrics: Sequence[str]) -> str
     lines = [head, sep]
     for codec in sorted(curves):
         for p in curves[codec]:
-            vals = " | ".join(_num(p[m], m) for m in metrics)
+            vals = " | ".join(format_metric(p[m], m) for m in metrics)
             lines.append(f"| {codec} | {p['rate_point']} | {p['bpp']:.5f} | {vals} |")
     return "\n".join(lines)
 
 
-def _num(v, metric):
+def format_metric(v, metric):
     if not math.isfinite(v):
         return "n/a"
-    return f"{v:.2f}" if metric == "psnr" else f"{v:.4f}"
+    return f"{v:.2f}" if metric in ("psnr", "vmaf") else f"{v:.4f}"
 
 
 def bd_markdown(bd: dict, anchor: str, metrics: Sequence[str], total: int) -> str:
@@ -105,10 +107,10 @@ def bd_markdown(bd: dict, anchor: str, metrics: Sequence[str], total: int) -> st
 
 
 def plot_rd(curves: dict[str, list[dict]], metric: str, path: str, title: str = "") -> None:
-    import matplotlib
+    import matplotlib  # slow; only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # slow; only the plots need it
 
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
     for codec in sorted(curves):
@@ -130,11 +132,10 @@ def plot_rd(curves: dict[str, list[dict]], metric: str, path: str, title: str = 
 def visual_grid(out: str, rows: Sequence[dict], *, sequence: str | None = None, anchor: str | None = None,
                 path: str | None = None) -> str | None:
     """Ground truth next to each codec's decode at the bpp closest to ours (else the lowest common bpp)."""
-    import matplotlib
+    import matplotlib  # slow; only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
+    import matplotlib.pyplot as plt  # slow; only the plots need it
 
     if not rows:
         return None
@@ -175,6 +176,31 @@ def visual_grid(out: str, rows: Sequence[dict], *, sequence: str | None = None, 
     return path
 
 
+# CompressAI's result files name RGB metrics this way; `python -m compressai.utils.plot -f OUT/compressai/*.json`
+# draws our curves next to its published ones.
+COMPRESSAI_KEYS = {"psnr": "psnr-rgb", "ms_ssim": "ms-ssim-rgb"}
+
+
+def write_compressai_json(out: str, curves: dict[str, list[dict]], metrics: Sequence[str], dataset: str = "") -> str:
+    """OUT/compressai/<codec>.json per codec: {"name", "description", "results": {"bpp": [...], metric: [...]}}
+    with the points sorted by bpp (means over sequences, as curves.csv); returns the folder."""
+    import json
+
+    folder = os.path.join(out, "compressai")
+    os.makedirs(folder, exist_ok=True)
+    for codec, points in curves.items():
+        results = {"bpp": [p["bpp"] for p in points]}
+        for m in metrics:
+            results[COMPRESSAI_KEYS.get(m, m)] = [p[m] if math.isfinite(p[m]) else None for p in points]
+        doc = {"name": codec, "description": f"m3cvc eval on {dataset or 'a dataset'}: mean over sequences per rate "
+                                              f"point ({', '.join(str(p['rate_point']) for p in points)})",
+               "results": results}
+        safe = "".join(ch if ch.isalnum() or ch in "-_.[]" else "_" for ch in codec)
+        with atomic_path(os.path.join(folder, f"{safe}.json")) as tmp, open(tmp, "w") as f:
+            json.dump(doc, f, indent=1)
+    return folder
+
+
 def write_report(out: str, rows: Sequence[dict], *, anchor: str | None = None, dataset: str = "",
                  notes: Sequence[str] = ()) -> dict[str, str]:
     """summary.md, curves.csv, bdrate.csv, rd_<metric>.png and a grid; returns what was written."""
@@ -190,6 +216,7 @@ def write_report(out: str, rows: Sequence[dict], *, anchor: str | None = None, d
             for p in curves[c]:
                 w.writerow([c, p["rate_point"], f"{p['bpp']:.6g}", *(f"{p[m]:.6g}" for m in metrics)])
     written["curves"] = os.path.join(out, "curves.csv")
+    written["compressai"] = write_compressai_json(out, curves, metrics, dataset)
     sequences = sorted({r["sequence"] for r in rows})
     parts = [f"# Evaluation{': ' + dataset if dataset else ''}", "",
              f"{len(sequences)} sequence(s): {', '.join(sequences)}. "

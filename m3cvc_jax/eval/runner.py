@@ -2,29 +2,39 @@
 
 Results go to `OUT/results.csv` (one row per sequence, codec and rate point; rewritten atomically after each
 row, so an interrupted run resumes where it stopped), the bitstreams to `OUT/streams/<sequence>/<codec>/`,
-and the middle frame of every decode to `OUT/frames/<sequence>/` for the visual grid. bpp is always the
-bitstream file's size: bytes · 8 / (W · H · frames).
+and a few frames and a playable copy of every decode to `OUT/frames/<sequence>/` and `OUT/clips/<sequence>/`
+for the visual grids and the HTML report. bpp is always the bitstream file's size: bytes · 8 / (W · H · frames).
+
+Progress: the bar counts points; inside a point its label follows the stage (encode, decode, metrics) and,
+for a codec whose `encode`/`decode` take a `progress` keyword (codec `ours`), that codec's own stages as
+`progress(stage, done, total)` reports them.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import os
+import sys
 import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 from m3cvc_jax.errors import ConfigError, M3CVCError
+from m3cvc_jax.eval import previews
 from m3cvc_jax.eval.codecs import Codec
 from m3cvc_jax.eval.datasets import Sequence as Seq, load_sequence
-from m3cvc_jax.io.video import PreprocessConfig
+from m3cvc_jax.io.video import PreprocessConfig, Video
 
 BASE_FIELDS = ("dataset", "sequence", "codec", "rate_point", "width", "height", "frames", "fps", "bytes", "bpp",
                "encode_s", "decode_s")
 MS_SSIM_MIN_SIDE = 161
+LONG_SEQUENCE = 100  # frames from which the run says how many it evaluates (and how to cut them)
 
 
 @dataclasses.dataclass
@@ -88,8 +98,6 @@ def evaluate(
     settings: EvalSettings,
 ) -> list[dict]:
     """Run the loop; `batch_metrics(a, b) -> {name: per-frame values}` (e.g. `sharding.BatchMetrics`)."""
-    from tqdm.auto import tqdm
-
     os.makedirs(settings.out, exist_ok=True)
     csv_path = results_path(settings.out)
     rows = read_results(csv_path)
@@ -104,16 +112,29 @@ def evaluate(
             bar.update(sum(len(p) for p in points.values()) - len(todo))
             if not todo:
                 continue
+            bar.set_postfix_str(f"{seq.name}: reading")
             video = load_sequence(seq, settings.preprocess)
             frames = video.frames
             t, h, w, _ = frames.shape
+            if t >= LONG_SEQUENCE:
+                bar.write(f"{seq.name}: evaluating {t} frames at {w}x{h}, {float(video.fps):g} fps "
+                          f"({t / float(video.fps):.1f} s; --max-frames N evaluates fewer)", file=sys.stderr)
             frame_dir = os.path.join(settings.out, "frames", seq.name)
             os.makedirs(frame_dir, exist_ok=True)
             _save_png(os.path.join(frame_dir, "gt.png"), frames[t // 2])
+            previews.save(settings.out, seq.name, previews.ORIGINAL, video)
             for codec_name, rp in todo:
-                bar.set_postfix_str(f"{seq.name} {codec_name}@{rp}")
-                row = _one_point(dataset, seq.name, codec_name, codecs[codec_name], rp, video, batch_metrics, settings)
-                _save_png(os.path.join(frame_dir, f"{codec_name}_{rp}.png"), row.pop("_middle"))
+                label = f"{seq.name} {codec_name}@{rp}"
+
+                def status(stage, done=None, total=None, _label=label):
+                    count = f" {done}/{total}" if total else ""
+                    bar.set_postfix_str(f"{_label}: {stage}{count}", refresh=True)
+
+                row = _one_point(dataset, seq.name, codec_name, codecs[codec_name], rp, video, batch_metrics, settings,
+                                 status)
+                decoded = row.pop("_decoded")
+                _save_png(os.path.join(frame_dir, f"{codec_name}_{rp}.png"), decoded[t // 2])
+                previews.save(settings.out, seq.name, previews.point_name(codec_name, rp), Video(decoded, video.fps))
                 rows.append(row)
                 write_results(csv_path, rows, metric_names)
                 bar.update(1)
@@ -122,14 +143,17 @@ def evaluate(
     return rows
 
 
-def _one_point(dataset, seq_name, codec_name, codec, rp, video, batch_metrics, settings) -> dict:
+def _one_point(dataset, seq_name, codec_name, codec, rp, video, batch_metrics, settings, status=None) -> dict:
     frames = video.frames
     t, h, w, _ = frames.shape
     workdir = os.path.join(settings.out, "streams", seq_name, codec_name)
+    status = status or (lambda stage, done=None, total=None: None)
     t0 = time.perf_counter()
-    path = codec.encode(frames, video.fps, rp, workdir)
+    status("encode")
+    path = codec.encode(frames, video.fps, rp, workdir, **_progress_kw(codec.encode, "encode", status))
     t1 = time.perf_counter()
-    decoded = np.asarray(codec.decode(path))
+    status("decode")
+    decoded = np.asarray(codec.decode(path, **_progress_kw(codec.decode, "decode", status)))
     t2 = time.perf_counter()
     if not os.path.isfile(path):
         raise M3CVCError(f"codec {codec_name} reported {path}, which does not exist")
@@ -138,6 +162,7 @@ def _one_point(dataset, seq_name, codec_name, codec, rp, video, batch_metrics, s
             f"codec {codec_name} at {rp} decoded {decoded.dtype} {decoded.shape}, expected uint8 {frames.shape}"
         )
     nbytes = os.path.getsize(path)
+    status(f"metrics on {t} frames")
     values = batch_metrics(frames, decoded)
     row = {
         "dataset": dataset, "sequence": seq_name, "codec": codec_name, "rate_point": str(rp),
@@ -146,13 +171,20 @@ def _one_point(dataset, seq_name, codec_name, codec, rp, video, batch_metrics, s
     }
     for name, v in values.items():
         row[name] = float(np.mean(v))
-    row["_middle"] = decoded[t // 2]
+    row["_decoded"] = decoded
     return row
 
 
-def _save_png(path: str, frame: np.ndarray) -> None:
-    from PIL import Image
+def _progress_kw(method, phase: str, status) -> dict:
+    """`{"progress": fn}` for codec methods that take it (stages reported as `phase: stage`), else {}."""
+    try:
+        takes = "progress" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"progress": lambda stage, done, total: status(f"{phase}: {stage}", done, total)} if takes else {}
 
+
+def _save_png(path: str, frame: np.ndarray) -> None:
     Image.fromarray(np.asarray(frame, np.uint8)).save(path)
 
 

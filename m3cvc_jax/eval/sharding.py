@@ -19,9 +19,12 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from m3cvc_jax.eval import metrics as M
+from m3cvc_jax.nn.clip import image_embeddings
 
 AXIS = "frames"
 
@@ -69,15 +72,11 @@ def ms_ssim_metric() -> Metric:
 
 
 def lpips_metric(model, name: str = "lpips") -> Metric:
-    from flax import nnx
-
     graphdef, state = nnx.split(model)
     return Metric(name, lambda s, a, b: M.lpips_distance(nnx.merge(graphdef, s), a, b), state)
 
 
 def dists_metric(model, name: str = "dists") -> Metric:
-    from flax import nnx
-
     graphdef, state = nnx.split(model)
     return Metric(name, lambda s, a, b: M.dists_distance(nnx.merge(graphdef, s), a, b), state)
 
@@ -137,23 +136,15 @@ class BatchMetrics:
 def _gather(x: jax.Array) -> np.ndarray:
     if jax.process_count() == 1:
         return np.asarray(x)
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def clip_embedder(model) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
     """(embed(params, frames in [-1, 1]), params) for an `nn.clip.CLIPModel`: CLIP preprocessing + image features."""
-    from flax import nnx
-
-    from m3cvc_jax.nn.clip import preprocess_images
-
     graphdef, state = nnx.split(model)
-    size = model.config.vision.image_size
 
     def embed(params, frames):
-        pixels = preprocess_images((frames + 1.0) * 127.5, size=size)
-        return nnx.merge(graphdef, params).get_image_features(pixels)
+        return image_embeddings(nnx.merge(graphdef, params), (frames + 1.0) * 127.5)
 
     return embed, state
 

@@ -16,16 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
+import warnings
 from fractions import Fraction
 from typing import Iterator
 
 import numpy as np
+from PIL import Image
 
-from m3cvc_jax.errors import VideoError
-from m3cvc_jax.io.atomic import atomic_directory, atomic_path
+from m3cvc_jax.errors import InputWarning, VideoError
+from m3cvc_jax.io.atomic import atomic_files, atomic_path, new_directory
+from m3cvc_jax.io.destination import check_folder_output
 
 PNG_META = "video.json"
+MAX_PNG_FPS = 1 << 20  # a frame rate a bitstream header can hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +104,6 @@ def crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int, 
 
 def crop_resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     """Centre crop to the target aspect, then resize (PIL bicubic, which antialiases when shrinking)."""
-    from PIL import Image
-
     h, w = frame.shape[:2]
     left, top, cw, ch = crop_box(w, h, width, height)
     frame = frame[top : top + ch, left : left + cw]
@@ -158,7 +162,7 @@ class _Resampler:
 
 
 def _open(path: str):
-    import av
+    import av  # FFmpeg libraries: loaded only to read or write containers
 
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file")
@@ -178,7 +182,7 @@ def _open(path: str):
 
 def _decoded(path: str) -> Iterator[tuple[Fraction, object, Fraction]]:
     """(presentation time in s from the first frame, av.VideoFrame, nominal fps) in display order."""
-    import av
+    import av  # FFmpeg libraries: loaded only to read or write containers
 
     container = _open(path)
     try:
@@ -204,29 +208,71 @@ def _decoded(path: str) -> Iterator[tuple[Fraction, object, Fraction]]:
                 i += 1
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: decoding failed after {i} frames ({type(e).__name__}: {e})") from None
+        promised = _promised_frames(container, stream)
+        if promised and i < promised:
+            # A cut-off file decodes without an error up to where its data ends: the user must hear of it.
+            warnings.warn(InputWarning(f"{path}: read {i} frames, the container promised {promised} "
+                                       f"(truncated or damaged file?); continuing with {i}"), stacklevel=2)
     finally:
         container.close()
 
 
-def _png_folder(path: str) -> Iterator[tuple[Fraction, np.ndarray, Fraction]]:
-    from PIL import Image
+def _promised_frames(container, stream) -> int | None:
+    """The frame count the container announces (its index, else duration x rate), None if it does not."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base and rate:
+        seconds = Fraction(stream.duration) * Fraction(stream.time_base)
+    elif container.duration and rate:
+        seconds = Fraction(container.duration, 1_000_000)  # AV_TIME_BASE
+    else:
+        return None
+    # Durations are rounded to the time base: a frame short of the estimate is not a missing frame.
+    return max(0, int(seconds * Fraction(rate)) - 1)
 
+
+def _png_meta(path: str) -> tuple[Fraction, list[str]]:
+    """(fps, frame names) of a PNG folder's video.json; names must stay inside the folder."""
+    meta_path = os.path.join(path, PNG_META)
     try:
-        with open(os.path.join(path, PNG_META)) as f:
+        with open(meta_path) as f:
             meta = json.load(f)
-        fps = Fraction(meta["fps"])
-        names = [str(n) for n in meta["frames"]]
-        if fps <= 0:
-            raise ValueError("fps must be positive")
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+        fps, names = meta["fps"], meta["frames"]
+        if isinstance(fps, bool) or not isinstance(fps, (int, float, str)) or not isinstance(names, list):
+            raise TypeError("fps must be a number or 'num/den', frames a list")
+        if isinstance(fps, float) and not math.isfinite(fps):
+            raise ValueError(f"fps {fps} is not finite")
+        fps = as_fraction(fps)
+        if not Fraction(1, MAX_PNG_FPS) <= fps <= MAX_PNG_FPS:
+            raise ValueError(f"fps must be in [1/{MAX_PNG_FPS}, {MAX_PNG_FPS}]")
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, OverflowError) as e:
         raise VideoError(f"{path}: invalid {PNG_META} ({type(e).__name__}: {e})") from None
-    for i, name in enumerate(names):
-        try:
+    for name in names:
+        escapes = not isinstance(name, str) or not name or os.path.isabs(name)
+        if escapes or ".." in name.replace("\\", "/").split("/"):
+            raise VideoError(f"{path}: invalid {PNG_META}: frame name {name!r} is not a file inside the folder")
+    return fps, names
+
+
+def _read_png(path: str, name: str) -> np.ndarray:
+    """One frame as uint8 RGB; Pillow's decompression-bomb guard (a warning up to twice its pixel limit,
+    an error above) is a user error here, not a traceback or a silent giant allocation."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(os.path.join(path, name)) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except OSError as e:
-            raise VideoError(f"{path}: cannot read frame {name} ({type(e).__name__})") from None
-        yield Fraction(i) / fps, arr, fps
+                return np.asarray(im.convert("RGB"))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise VideoError(f"{path}: frame {name} is too large to read safely ({e})") from None
+    except (OSError, ValueError) as e:
+        raise VideoError(f"{path}: cannot read frame {name} ({type(e).__name__})") from None
+
+
+def _png_folder(path: str) -> Iterator[tuple[Fraction, np.ndarray, Fraction]]:
+    fps, names = _png_meta(path)
+    for i, name in enumerate(names):
+        yield Fraction(i) / fps, _read_png(path, name), fps
 
 
 def load_video(path: str | os.PathLike, config: PreprocessConfig = PreprocessConfig()) -> Video:
@@ -312,9 +358,10 @@ def _even(frames: np.ndarray) -> np.ndarray:
 def write_mp4(path: str | os.PathLike, video: Video, crf: int = 12, preset: str = "medium") -> None:
     """H.264 yuv420p MP4 at the video's exact frame rate, written atomically.
 
-    crf 12 is visually lossless for evaluation; odd sizes are padded by one replicated row/column.
+    crf 12 is visually lossless for evaluation; odd sizes are padded by one replicated row/column. The index
+    goes first (faststart), so a browser plays the file before it has read all of it.
     """
-    _write_av(path, video, "mp4", "libx264", {"crf": str(crf), "preset": preset})
+    _write_av(path, video, "mp4", "libx264", {"crf": str(crf), "preset": preset}, {"movflags": "+faststart"})
 
 
 def write_y4m(path: str | os.PathLike, video: Video) -> None:
@@ -323,8 +370,9 @@ def write_y4m(path: str | os.PathLike, video: Video) -> None:
     _write_av(path, video, "yuv4mpegpipe", "rawvideo", {})
 
 
-def _write_av(path, video: Video, container_format: str, codec: str, options: dict) -> None:
-    import av
+def _write_av(path, video: Video, container_format: str, codec: str, options: dict,
+              container_options: dict | None = None) -> None:
+    import av  # FFmpeg libraries: loaded only to read or write containers
 
     frames = _even(video.frames)
     if frames.shape[0] == 0:
@@ -332,7 +380,7 @@ def _write_av(path, video: Video, container_format: str, codec: str, options: di
     fps = video.fps.limit_denominator(1 << 16) if video.fps.denominator > 1 << 16 else video.fps
     with atomic_path(path) as tmp:
         try:
-            with av.open(tmp, mode="w", format=container_format) as container:
+            with av.open(tmp, mode="w", format=container_format, options=container_options or {}) as container:
                 stream = container.add_stream(codec, rate=fps)
                 stream.width, stream.height = frames.shape[2], frames.shape[1]
                 stream.pix_fmt = "yuv420p"
@@ -346,25 +394,62 @@ def _write_av(path, video: Video, container_format: str, codec: str, options: di
             raise VideoError(f"{os.fspath(path)}: cannot write {container_format} ({type(e).__name__}: {e})") from None
 
 
-def write_png_folder(path: str | os.PathLike, video: Video) -> None:
-    """Lossless RGB frames `frame_00000.png`, ... plus `video.json` (fps, frame list), written atomically."""
-    from PIL import Image
+FRAME_NAME = re.compile(r"frame_\d{5,}\.png")
 
+
+def _frames_listed(path: str) -> list[str]:
+    """Frame files an earlier `write_png_folder` listed in `path`'s video.json (none if unreadable)."""
+    try:
+        with open(os.path.join(path, PNG_META)) as f:
+            names = json.load(f).get("frames", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str) and FRAME_NAME.fullmatch(n)] if isinstance(names, list) else []
+
+
+def write_png_folder(path: str | os.PathLike, video: Video, force: bool = False) -> None:
+    """Lossless RGB frames `frame_00000.png`, ... plus `video.json` (fps, frame list).
+
+    A new folder appears whole (written under a temporary name, then renamed). An existing folder must be
+    empty unless `force`; then only the frame files and video.json are replaced (each written to a temporary
+    file first, video.json last), and frame files the previous video.json listed beyond the new count are
+    removed. Nothing else in the folder is touched.
+    """
+    path = os.fspath(path)
+    check_folder_output(path, force=force)
     names = [f"frame_{i:05d}.png" for i in range(video.num_frames)]
-    with atomic_directory(path) as tmp:
+    meta = {"fps": f"{video.fps.numerator}/{video.fps.denominator}", "frames": names}
+
+    def fill(targets: dict[str, str]) -> None:
         for name, arr in zip(names, video.frames):
-            Image.fromarray(arr).save(os.path.join(tmp, name), compress_level=6)
-        meta = {"fps": f"{video.fps.numerator}/{video.fps.denominator}", "frames": names}
-        with open(os.path.join(tmp, PNG_META), "w") as f:
+            Image.fromarray(arr).save(targets[name], format="PNG", compress_level=6)
+        with open(targets[PNG_META], "w") as f:
             json.dump(meta, f, indent=1)
 
+    if not os.path.isdir(path):
+        with new_directory(path) as tmp:
+            fill({name: os.path.join(tmp, name) for name in [*names, PNG_META]})
+        return
+    stale = sorted(set(_frames_listed(path)) - set(names))
+    with atomic_files(path, [*names, PNG_META]) as targets:
+        fill(targets)
+    for name in stale:
+        target = os.path.join(path, name)
+        if os.path.isfile(target) and not os.path.islink(target):
+            os.unlink(target)
 
-def write_video(path: str | os.PathLike, video: Video) -> None:
-    """MP4 if `path` ends in .mp4, Y4M if it ends in .y4m, else a lossless PNG folder."""
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix == ".mp4":
+
+def writes_folder(path: str | os.PathLike) -> bool:
+    """Whether `write_video(path, ...)` writes a PNG folder (any name not ending in .mp4 or .y4m)."""
+    return os.path.splitext(os.fspath(path))[1].lower() not in (".mp4", ".y4m")
+
+
+def write_video(path: str | os.PathLike, video: Video, force: bool = False) -> None:
+    """MP4 if `path` ends in .mp4, Y4M if it ends in .y4m, else a lossless PNG folder (`force`: see
+    `write_png_folder`)."""
+    if writes_folder(path):
+        write_png_folder(path, video, force=force)
+    elif os.fspath(path).lower().endswith(".mp4"):
         write_mp4(path, video)
-    elif suffix == ".y4m":
-        write_y4m(path, video)
     else:
-        write_png_folder(path, video)
+        write_y4m(path, video)

@@ -21,7 +21,9 @@ from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.lmm import dialogue
 from m3cvc_jax.lmm.chat import build_inputs
 from m3cvc_jax.lmm.generate import Generator, SamplingConfig
+from m3cvc_jax.lmm.model_io import load_model, random_model
 from m3cvc_jax.lmm.processor import ProcessorConfig
+from m3cvc_jax.lmm.tokenizer import load_tokenizer
 
 BACKENDS = ("qwen2-vl", "fixed", "none")
 
@@ -194,9 +196,6 @@ def make_describer(
             raise ConfigError("the 'fixed' describer needs a descriptions JSON file")
         return FixedDescriber(fixed_texts)
     if backend == "qwen2-vl":
-        from m3cvc_jax.lmm.model_io import load_model, random_model
-        from m3cvc_jax.lmm.tokenizer import load_tokenizer
-
         if weights_dir and not os.path.isfile(os.path.join(weights_dir, "config.json")):
             raise WeightsError(
                 f"{weights_dir}: no converted Qwen2-VL weights; make them with "

@@ -2,7 +2,7 @@
 
 Keyframe: objects and background -> differences to the previous keyframe's description -> trivial
 details -> summary (= D_F). Clip: main motion given D_F (= D_C). Which turns are asked is a schedule in
-the editable template file (`configs/prompts/m3cvc_dialogue.json`), keyed by the number of turns
+the editable template file (`m3cvc_jax/lmm/m3cvc_dialogue.json`, or another given by path), keyed by the number of turns
 (1, 2 or 4 in the paper's ablation). The vision input rides on the first user message; every later turn
 sees the whole history, and the last answer is the description.
 """
@@ -45,9 +45,7 @@ class DialogueResult:
 
 
 def templates_path(name: str = DEFAULT_TEMPLATES) -> str:
-    import configs
-
-    return os.path.join(os.path.dirname(configs.__file__), "prompts", name)
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
 
 
 def load_templates(path: str | None = None, overrides: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ prefix with the new prompt, so the image or video and every earlier turn are enc
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 import jax
@@ -84,8 +85,6 @@ class Session:
 
 
 def _vision_key(*arrays) -> tuple:
-    import hashlib
-
     return tuple(None if a is None else (np.shape(a), hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest())
                  for a in arrays)
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-from flax import nnx
 
 from m3cvc_jax.nn.qwen2_vl import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from m3cvc_jax.random_weights import random_module
-from m3cvc_jax.weights import assign_params, load_checkpoint
+from m3cvc_jax.weights import load_checkpoint, module_from_params
 
 FAMILY = "qwen2-vl"
 
@@ -27,12 +26,7 @@ def load_model(directory: str, *, dtype=jnp.float32, param_dtype=None) -> Qwen2V
     param_dtype defaults to the stored dtype of the embedding (bf16 checkpoints stay bf16 in memory).
     """
     meta, params = load_checkpoint(directory, family=FAMILY)
-    cfg = Qwen2VLConfig.from_dict(meta["config"])
     if param_dtype is None:
         param_dtype = params["model.language_model.embed_tokens.embedding"].dtype
-    model = nnx.eval_shape(
-        lambda: Qwen2VLForConditionalGeneration(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
-    )
-    # The abstract model's values are shapes only; assign_params fills each with the stored array.
-    assign_params(model, params, source=directory)
-    return model
+    return module_from_params(meta, params, source=directory, build=lambda cfg, rngs: Qwen2VLForConditionalGeneration(
+        Qwen2VLConfig.from_dict(cfg), rngs=rngs, dtype=dtype, param_dtype=param_dtype))

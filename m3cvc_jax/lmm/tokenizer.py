@@ -41,7 +41,7 @@ class QwenTokenizer:
 
     @classmethod
     def from_file(cls, path: str) -> "QwenTokenizer":
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer  # a slow import, needed only to tokenize
 
         if not os.path.isfile(path):
             raise ConfigError(f"{path}: no such tokenizer file")
@@ -72,7 +72,7 @@ def load_tokenizer(weights_dir: str | None = None, *, cache_dir: str | None = No
 
 @functools.lru_cache(maxsize=2)
 def qwen2_tokenizer(cache_dir: str | None = None) -> QwenTokenizer:
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # a slow import, needed only to tokenize
 
     ranks_path = tiktoken_file()
     with open(ranks_path, "rb") as f:
@@ -139,7 +139,7 @@ def _merge_of(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[bytes, 
 
 def build_from_tiktoken(ranks_path: str):
     """A `tokenizers.Tokenizer` equal to Qwen2-VL's published tokenizer.json."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers  # a slow import, needed only to tokenize
 
     ranks = read_ranks(ranks_path)
     b2u = _bytes_to_unicode()

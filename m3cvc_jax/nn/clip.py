@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.attention import dot_product_attention
 from m3cvc_jax.nn.layers import LayerNorm
 
@@ -62,8 +63,6 @@ class CLIPConfig:
     @classmethod
     def preset(cls, name: str) -> "CLIPConfig":
         if name not in PRESETS:
-            from m3cvc_jax.errors import ConfigError
-
             raise ConfigError(f"unknown CLIP preset {name!r}; one of {', '.join(PRESETS)}")
         return PRESETS[name]
 
@@ -130,8 +129,6 @@ _ACTIVATIONS = {"quick_gelu": _quick_gelu, "gelu": _gelu, "gelu_new": _gelu_new}
 def _activation(name: str):
     if name in _ACTIVATIONS:
         return _ACTIVATIONS[name]
-    from m3cvc_jax.errors import ConfigError
-
     raise ConfigError(f"unsupported CLIP activation {name!r}")
 
 
@@ -332,3 +329,9 @@ def preprocess_images(images: jax.Array, size: int = 224) -> jax.Array:
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[:, top:top + size, left:left + size] / 255.0
     return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+
+
+def image_embeddings(model: CLIPModel, images: jax.Array) -> jax.Array:
+    """Images `(N, H, W, 3)` in [0, 255] -> CLIP image embeddings `(N, D)`: CLIP's preprocessing, then the
+    image tower and its projection (the keyframe decision's, the training data's and CLIP-sim's features)."""
+    return model.get_image_features(preprocess_images(images, model.config.vision.image_size))

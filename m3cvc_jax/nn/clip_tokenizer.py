@@ -51,7 +51,7 @@ def _bytes_to_unicode() -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def _backend():
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers  # a slow import, needed only to tokenize
 
     with gzip.open(vocab_path(), "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")

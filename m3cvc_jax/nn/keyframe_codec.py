@@ -1,38 +1,127 @@
-"""The M3-CVC keyframe codec: frame -> VQ index map -> frame, as an NNX module plus pure functions.
+"""The M3-CVC keyframe codec's networks: its architecture config (with presets), the NNX module, and the
+encoder side as pure functions (frame -> VQ index map).
 
 Encoder: SD VAE encoder (posterior mean, scaled) -> ELIC-style post-encoder -> nearest codeword indices.
-Decoder: codebook lookup -> nearest upsample to the latent size = z_hat -> the SD UNet denoises with z_hat
-concatenated at its extended `conv_in` and the description `D_F` (CLIP text hidden states) through
-cross-attention, classifier-free guidance on the text (the image condition stays in both branches, as in
-PerCo) -> VAE decode.
+The decoder's conditioning is here too (codebook lookup -> nearest upsample to the latent size = z_hat,
+joined to the UNet's input at its extended `conv_in`); the sampling that rebuilds a frame from it is a
+decoder over these networks: `m3cvc_jax/decoders/keyframe.py`.
 
-NNX modules are pytrees, so `encode_keyframe(codec, frame)` and `decode_keyframe(codec, ...)` are pure
-functions of the module's arrays: callers `jax.jit` them directly (the scheduler is an argument, so one
-compilation serves every guidance scale and seed). Nothing here jits, reads files or draws hidden noise.
+`paper` builds on **Stable Diffusion 1.5** (VAE, 860M UNet, CLIP ViT-L/14 text tower), not 2.1, because:
+its text encoder is OpenAI CLIP ViT-L/14 (768-d hidden states), the same tower SEINE (SD 1.4-based)
+cross-attends to, so one `D_F` encoding serves the keyframe and the clip decoders; SD 2.1 would add
+OpenCLIP ViT-H/14 (1024-d) next to it. SD 1.5 is trained at 512x512, the paper's resolution (2.1's v-model
+is 768px), and predicts epsilon, which is the paper's fine-tuning loss. The grid is PerCo's 32x32 indices
+for 512x512 (16 pixels per index; 32x20 at 512x320); 8 pixels per index gives the 64x64 variant.
+`tiny` keeps every architectural feature at toy widths with random weights (tests, benchmarks); `demo` is
+the layout of the weights trained here (scripts/train_demo.sh).
+
+NNX modules are pytrees, so `encode_keyframe(codec, frame)` is a pure function of the module's arrays:
+callers `jax.jit` it directly. Nothing here jits, reads files or draws hidden noise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from configs.keyframe_codec import KeyframeCodecConfig
 from m3cvc_jax.codec import vq
-from m3cvc_jax.diffusion import guidance, sampler
-from m3cvc_jax.diffusion.ddim import DDIMScheduler
-from m3cvc_jax.diffusion.ddpm import DDPMScheduler
-from m3cvc_jax.diffusion.dpm_solver import DPMSolverMultistepScheduler
-from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.errors import ConfigError, WeightsError
+from m3cvc_jax.nn.clip import PRESETS as CLIP_PRESETS
+from m3cvc_jax.nn.clip import CLIPTextConfig
 from m3cvc_jax.nn.layers import upsample_nearest
-from m3cvc_jax.nn.post_encoder import Codebook, PostEncoder
-from m3cvc_jax.nn.unet import UNet2DConditionModel
-from m3cvc_jax.nn.vae import AutoencoderKL
+from m3cvc_jax.nn.post_encoder import Codebook, PostEncoder, PostEncoderConfig, stages_for_grid
+from m3cvc_jax.nn.unet import UNet2DConditionModel, UNetConfig
+from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
 
 F32 = jnp.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyframeCodecConfig:
+    """Architecture of the keyframe codec at one frame size (sampling settings are the decoder's
+    call arguments: `decoders.keyframe.KeyframeDecoding`)."""
+
+    vae: VAEConfig
+    unet: UNetConfig  # extra_in_channels == post_encoder.codebook_dim (checked)
+    text: CLIPTextConfig
+    post_encoder: PostEncoderConfig
+    width: int = 512
+    height: int = 320
+    pixels_per_index: int = 16
+    text_pad_id: int = 49407  # SD 1.x pads prompts with <|endoftext|>
+
+    def __post_init__(self):
+        stages = stages_for_grid(self.pixels_per_index, self.vae.downsample_factor)
+        if stages != self.post_encoder.num_stages:
+            raise ConfigError(f"{self.pixels_per_index} px per index needs {stages} post-encoder stages, "
+                              f"config has {self.post_encoder.num_stages}")
+        if self.unet.extra_in_channels != self.post_encoder.codebook_dim:
+            raise ConfigError(f"UNet extra_in_channels {self.unet.extra_in_channels} != codebook_dim "
+                              f"{self.post_encoder.codebook_dim}")
+        if self.unet.cross_attention_dim != self.text.hidden_size:
+            raise ConfigError(f"UNet cross_attention_dim {self.unet.cross_attention_dim} != text width "
+                              f"{self.text.hidden_size}")
+        if self.width % self.pixels_per_index or self.height % self.pixels_per_index:
+            raise ConfigError(f"{self.width}x{self.height} is not a multiple of {self.pixels_per_index} px per index")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Index map (rows, cols) for a `height x width` frame."""
+        return self.height // self.pixels_per_index, self.width // self.pixels_per_index
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        f = self.vae.downsample_factor
+        return self.height // f, self.width // f
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "KeyframeCodecConfig":
+        if name not in PRESETS:
+            raise ConfigError(f"unknown keyframe codec preset {name!r}; one of {', '.join(PRESETS)}")
+        return PRESETS[name](**overrides)
+
+    @classmethod
+    def assemble(cls, *, vae: VAEConfig, unet: UNetConfig, text: CLIPTextConfig, post_encoder: PostEncoderConfig,
+                 pixels_per_index: int, **kw) -> "KeyframeCodecConfig":
+        """Components' configs joined: the post-encoder gets the stages the grid needs, the UNet the
+        codebook's width as its extra input channels."""
+        pe = dataclasses.replace(post_encoder, num_stages=stages_for_grid(pixels_per_index, vae.downsample_factor))
+        unet = dataclasses.replace(unet, extra_in_channels=pe.codebook_dim)
+        return cls(vae=vae, unet=unet, text=text, post_encoder=pe, pixels_per_index=pixels_per_index, **kw)
+
+
+def tiny(*, pixels_per_index: int = 16, width: int = 128, height: int = 80, **kw) -> KeyframeCodecConfig:
+    return KeyframeCodecConfig.assemble(
+        vae=VAEConfig.preset("tiny"), unet=UNetConfig.preset("tiny"), text=CLIP_PRESETS["tiny"].text,
+        post_encoder=PostEncoderConfig.tiny(), pixels_per_index=pixels_per_index, width=width, height=height, **kw)
+
+
+def paper(*, pixels_per_index: int = 16, **kw) -> KeyframeCodecConfig:
+    # SD 1.x's text encoder is CLIP ViT-L/14's text tower (transformers' CLIPTextModel, 768-d).
+    return KeyframeCodecConfig.assemble(
+        vae=VAEConfig.preset("sd"), unet=UNetConfig.preset("sd15"), text=CLIP_PRESETS["vit-l-14"].text,
+        post_encoder=PostEncoderConfig(), pixels_per_index=pixels_per_index, **kw)
+
+
+# The `demo` preset's models (trained here, scripts/train_demo.sh): SD's layouts at small widths, 128x80,
+# one index per latent pixel (8 px), a 256-word codebook, the tiny CLIP text tower (random, frozen).
+DEMO_VAE = VAEConfig(block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=16)
+DEMO_UNET = dataclasses.replace(UNetConfig.preset("tiny"), block_out_channels=(64, 128), norm_num_groups=16,
+                                sample_size=16)
+
+
+def demo(*, pixels_per_index: int = 8, width: int = 128, height: int = 80, **kw) -> KeyframeCodecConfig:
+    return KeyframeCodecConfig.assemble(
+        vae=DEMO_VAE, unet=DEMO_UNET, text=CLIP_PRESETS["tiny"].text,
+        post_encoder=PostEncoderConfig(channels=64, num_res_blocks=1, codebook_dim=8, codebook_size=256),
+        pixels_per_index=pixels_per_index, width=width, height=height, **kw)
+
+
+PRESETS = {"tiny": tiny, "paper": paper, "demo": demo}
 
 
 class KeyframeCodec(nnx.Module):
@@ -69,56 +158,6 @@ def unet_eps(unet: UNet2DConditionModel, x: jax.Array, t: jax.Array, cond: tuple
     """The sampler's model_fn: cond = (z_hat, text hidden states); z_hat joins x at `conv_in`."""
     z_hat, text = cond
     return unet(jnp.concatenate([x, z_hat.astype(x.dtype)], axis=-1), t, text)
-
-
-_guided_eps = guidance.guided(unet_eps)  # built once: a new closure per call would retrace
-_cond_eps = guidance.unguided(unet_eps)
-
-
-SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
-
-
-def make_scheduler(config: KeyframeCodecConfig, num_steps: int | None = None, sampler: str = "ddim"):
-    """SD's DDIM (scaled-linear betas, `steps_offset=1`, no x0 clipping: latents are unbounded); or DDPM
-    with the same spacing; or DPM-Solver++ 2M (diffusers' defaults: linspace spacing from t = 999)."""
-    steps = num_steps or config.num_inference_steps
-    schedule = NoiseSchedule.stable_diffusion()
-    if sampler == "ddim":
-        return DDIMScheduler.create(schedule, steps, steps_offset=1, clip_sample=False)
-    if sampler == "ddpm":
-        return DDPMScheduler.create(schedule, steps, steps_offset=1, clip_sample=False)
-    if sampler == "dpmpp2m":
-        return DPMSolverMultistepScheduler.create(schedule, steps)
-    raise ConfigError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
-
-
-def decode_keyframe(
-    codec: KeyframeCodec,
-    indices: jax.Array,
-    text_emb: jax.Array,
-    key: jax.Array,
-    *,
-    null_text_emb: jax.Array,
-    scheduler,
-    guidance_scale: float | jax.Array = 3.0,
-) -> jax.Array:
-    """Index maps `(B, h, w)` + text hidden states `(B, S, C)` -> frames `(B, H, W, 3)` in [-1, 1].
-
-    null_text_emb: hidden states of the empty prompt `(B, S, C)` (the unconditional branch).
-    The initial noise comes from `key` (the step noise too, for a stochastic scheduler).
-    """
-    stride = 2 ** codec.config.post_encoder.num_stages
-    b, h, w = indices.shape
-    latent_size = (h * stride, w * stride)
-    z_hat = condition(codec.codebook(), indices, latent_size)
-    cond = guidance.CFGCond((z_hat, text_emb), (z_hat, null_text_emb), guidance_scale)
-    shape = (b, *latent_size, codec.config.unet.in_channels)
-    # A scale known to be 1 (a Python number) needs no unconditional branch.
-    static_one = isinstance(guidance_scale, (int, float)) and guidance_scale == 1.0
-    model_fn = _cond_eps if static_one else _guided_eps
-    latents = sampler.sample(model_fn, codec.unet, None, scheduler, cond, key=key, shape=shape)
-    image = codec.vae.decode(latents / codec.config.vae.scaling_factor)
-    return jnp.clip(image, -1.0, 1.0)
 
 
 def extend_conv_in(base: Any, in_channels: int, extra: int) -> jax.Array:

@@ -1,7 +1,9 @@
 """The research API: M3-CVC's stages as pure, jitted functions of the models (NNX modules are pytrees).
 
     from m3cvc_jax.pipelines import api
-    params, spec = api.load("tiny")                       # {"codec", "clip", "seine"} modules + settings
+    from m3cvc_jax.pipelines.codec import Codec
+    codec = Codec.load("tiny")
+    params, spec = codec.params, codec.spec               # {"codec", "clip", "seine"} modules + settings
     idx = api.encode_keyframe(params, frame)              # (H, W, 3) in [-1, 1] -> (h, w) int32
     emb = api.encode_text(params, api.tokenize(["a red bike"]))[0]
     img = api.decode_keyframe(params, idx, emb, key, spec.keyframe)          # -> (H, W, 3)
@@ -9,32 +11,27 @@
 
 Every function is pure and runs compiled programs with its settings static (`spec.keyframe`, `spec.clip`
 are frozen and hashable; the schedulers inside are rebuilt from them), so calls with the same shapes and
-settings compile once; they also work inside the caller's own `jax.jit`. The `*_batch` forms map over a leading axis with `jax.vmap` (one key per item, so item i of
-a batch equals the single call with key i) and can be sharded like any jitted function. The CLI pipeline
-(`pipelines/m3cvc.py`) calls these same functions; see docs/api.md.
+settings compile once; they also work inside the caller's own `jax.jit`. The `*_batch` forms map over a
+leading axis with `jax.vmap` (one key per item, so item i of a batch equals the single call with key i) and
+can be sharded like any jitted function. The `Codec` (`pipelines/codec.py`) loads the models these take and
+calls these same functions; see docs/api.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from m3cvc_jax.decoders import keyframe as kd
+from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
+from m3cvc_jax.decoders.video import VideoReconstructionConfig, VideoReconstructor
+from m3cvc_jax.nn import clip_tokenizer
 from m3cvc_jax.nn import keyframe_codec as kc
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyframeDecoding:
-    """How keyframes are decoded: DDIM steps and classifier-free guidance on the text (PerCo's 20, 3.0);
-    sampler: ddim | ddpm | dpmpp2m (`keyframe_codec.make_scheduler`)."""
-
-    steps: int = 20
-    guidance_scale: float = 3.0
-    sampler: str = "ddim"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,35 +41,9 @@ class Spec:
     width: int
     height: int
     keyframe: KeyframeDecoding
-    clip: Any  # pipelines.video_reconstruction.VideoReconstructionConfig
+    clip: VideoReconstructionConfig
     grid: tuple[int, int]
     codebook_size: int
-
-
-def load(preset: str = "tiny", overrides: Sequence[str] = (), weights: str | None = None):
-    """(params, spec) for a codec preset: params = {"codec": KeyframeCodec, "clip": CLIPModel,
-    "seine": VideoUNet}; overrides are `KEY=VALUE` strings as for `--set`."""
-    from m3cvc_jax.pipelines.models import Models
-    from m3cvc_jax.pipelines.settings import load_config
-
-    extra = [f"weights={weights}"] if weights else []
-    models = Models(load_config(preset, [*overrides, *extra]))
-    return models_params(models), spec_for(models)
-
-
-def models_params(models) -> dict[str, Any]:
-    return {"codec": models.codec, "clip": models.clip, "seine": models.seine}
-
-
-def spec_for(models) -> Spec:
-    from m3cvc_jax.pipelines.settings import reconstruction_config
-
-    c = models.config
-    cc = models.codec_config
-    return Spec(width=c.video.width, height=c.video.height,
-                keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale),
-                                          c.keyframe_codec.sampler),
-                clip=reconstruction_config(c, latent_scale=cc.vae.scaling_factor), grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
 
 
 # ------------------------------------------------------------------------------------------- text
@@ -80,8 +51,6 @@ def spec_for(models) -> Spec:
 
 def tokenize(texts: str | Sequence[str]) -> np.ndarray:
     """Host side: CLIP token ids `(N, 77)`, padded with <|endoftext|> as Stable Diffusion 1.x does."""
-    from m3cvc_jax.nn import clip_tokenizer
-
     return clip_tokenizer.tokenize(texts)
 
 
@@ -113,8 +82,8 @@ def empty_text(params) -> jax.Array:
 
 def _decode_keyframe(params, indices, text_emb, key, null_text_emb, decoding: KeyframeDecoding):
     codec = params["codec"]
-    scheduler = kc.make_scheduler(codec.config, decoding.steps, decoding.sampler)
-    out = kc.decode_keyframe(codec, indices[None], text_emb[None], key, null_text_emb=null_text_emb[None],
+    scheduler = kd.make_scheduler(decoding.steps, decoding.sampler)
+    out = kd.decode_keyframe(codec, indices[None], text_emb[None], key, null_text_emb=null_text_emb[None],
                              scheduler=scheduler, guidance_scale=decoding.guidance_scale)
     return out[0]
 
@@ -148,35 +117,6 @@ def decode_keyframe_batch(params, indices: jax.Array, text_emb: jax.Array, keys:
 # ------------------------------------------------------------------------------------------- clips
 
 
-_RECONSTRUCTOR: list = []  # [(key, VideoReconstructor)]: its jitted windows outlive one call
-
-
-def reconstructor(params, config):
-    """SEINE's `VideoReconstructor` over `params` (jitted per window: one program per window shape).
-
-    Called with concrete weights, one reconstructor per (architecture, settings) is kept and the weights
-    swapped in, so its compiled windows serve every later call and every stream of the process. Under a
-    trace (weights are tracers: the caller's own jit or grad), a fresh one is built and traced inline.
-    """
-    from flax import nnx
-
-    from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructor
-
-    seine, vae = params["seine"], params["codec"].vae
-    seine_state, vae_state = nnx.state(seine), nnx.state(vae)
-    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((seine_state, vae_state))):
-        return VideoReconstructor(seine, vae, config)
-    key = (seine.config, vae.config, config)
-    if _RECONSTRUCTOR and _RECONSTRUCTOR[0][0] == key:
-        recon = _RECONSTRUCTOR[0][1]
-        recon.state, recon.vae_state = seine_state, vae_state
-        return recon
-    _RECONSTRUCTOR.clear()
-    recon = VideoReconstructor(seine, vae, config)
-    _RECONSTRUCTOR.append((key, recon))
-    return recon
-
-
 def reconstruct_clip(params, first: jax.Array, last: jax.Array | None, text_emb: jax.Array, key: jax.Array,
                      config, mode: str = "interpolation", num_frames: int = 16,
                      null_text_emb: jax.Array | None = None) -> jax.Array:
@@ -188,7 +128,8 @@ def reconstruct_clip(params, first: jax.Array, last: jax.Array | None, text_emb:
     Pure: the output depends only on the arguments; works under `jax.jit`, `jax.vmap` and `jax.grad`.
     """
     null = empty_text(params) if null_text_emb is None else null_text_emb
-    recon = reconstructor(params, config)
+    # Cheap to build: its jitted pieces are module-level, keyed on the networks' graphdefs and settings.
+    recon = VideoReconstructor(params["seine"], params["codec"].vae, config)
     video = recon.clip(first[None], None if last is None else last[None], num_frames, mode, text_emb[None],
                        null[None], key)
     return video[0]

@@ -3,7 +3,7 @@
 `codec/keyframes.py` holds the decision rules over features; this runs the networks that produce them and
 chooses jit: CLIP image embeddings of every frame (in fixed-size chunks, so one compilation serves any
 length), and, for the M3-CVC rule with λ2 != 0, the motion magnitude of the flow from the current keyframe
-to each frame (RAFT, or the classical Lucas-Kanade flow of `codec/lk_flow.py` with
+to each frame (RAFT, or the classical Lucas-Kanade flow of `nn/lk_flow.py` with
 `flow_model=classical`), computed inside the decision's scan, since the reference frame changes with every
 new keyframe. RAFT needs frames of at least 16·2^(levels-1) pixels per side (128 for torchvision's 4-level
 pyramid) and multiples of 8: smaller frames are upscaled for the flow only; the magnitude is relative to
@@ -21,6 +21,9 @@ import numpy as np
 
 from m3cvc_jax.codec import keyframes as kf
 from m3cvc_jax.errors import ConfigError, VideoError
+from m3cvc_jax.nn import clip as clip_nn
+from m3cvc_jax.nn.lk_flow import lucas_kanade
+from m3cvc_jax.nn.raft import preprocess_frames
 
 CHUNK = 8  # frames per CLIP call
 
@@ -34,11 +37,7 @@ def components(cfg: kf.KeyframeConfig) -> tuple[str, ...]:
     return ("clip",)
 
 
-@jax.jit
-def _image_features(clip, images: jax.Array) -> jax.Array:
-    from m3cvc_jax.nn.clip import preprocess_images
-
-    return clip.get_image_features(preprocess_images(images, clip.config.vision.image_size))
+_image_features = jax.jit(clip_nn.image_embeddings)
 
 
 def image_embeddings(clip, frames: np.ndarray) -> jax.Array:
@@ -60,16 +59,14 @@ FLOW_BATCH = 8  # frames per encoder call: bounds the full-resolution activation
 
 def flow_frames(frames: np.ndarray, raft_config) -> jax.Array:
     """uint8 frames (T, H, W, 3) -> RAFT's input: [-1, 1], upscaled to a size its pyramid accepts."""
-    from m3cvc_jax.nn.raft import preprocess_frames
-
     t, h, w, _ = frames.shape
     x = preprocess_frames(jnp.asarray(frames))
     fh, fw = flow_size(h, w, 16 * 2 ** (raft_config.corr_block_num_levels - 1))
     return x if (fh, fw) == (h, w) else jax.image.resize(x, (t, fh, fw, 3), "bilinear")
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "updates"))
-def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig, updates: int) -> kf.Decision:
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig) -> kf.Decision:
     # Every frame is encoded once (features, and the context a keyframe needs) in small batches, not once
     # per pair as RAFT(keyframe, frame) would: the scan then runs only correlation and the GRU updates.
     def encode(frame):
@@ -79,15 +76,13 @@ def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig, updates: int)
 
     def motion(ref, frame):
         (fmap1, context1), (fmap2, _) = ref, frame
-        return kf.motion_magnitude(raft.flow_from_features(fmap1, context1, fmap2, num_flow_updates=updates)[0])
+        return kf.motion_magnitude(raft.flow_from_features(fmap1, context1, fmap2, num_flow_updates=cfg.flow_updates)[0])
 
     return kf.select(embeddings, cfg, frames=per_frame, motion_fn=motion)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _select_classical(embeddings, frames, cfg: kf.KeyframeConfig) -> kf.Decision:
-    from m3cvc_jax.codec.lk_flow import lucas_kanade
-
     return kf.select(embeddings, cfg, frames=frames, motion_fn=lambda a, b: kf.motion_magnitude(lucas_kanade(a, b)))
 
 
@@ -96,7 +91,7 @@ def _select_features(embeddings, cfg: kf.KeyframeConfig) -> kf.Decision:
     return kf.select(embeddings, cfg)
 
 
-def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models, flow_updates: int = 12) -> kf.Decision:
+def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models) -> kf.Decision:
     """The decision for uint8 frames (T, H, W, 3). `models` has `.clip` and `.raft` (a
     `pipelines.models.Models`, or any object with those attributes); neither is touched when the
     method does not need it."""
@@ -113,4 +108,4 @@ def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models, flow_updates: int
     if cfg.flow_model == "classical":
         return _select_classical(embeddings, jnp.asarray(frames, jnp.float32) / 127.5 - 1.0, cfg)
     raft = models.raft
-    return _select_raft(raft, embeddings, flow_frames(frames, raft.config), cfg, flow_updates)
+    return _select_raft(raft, embeddings, flow_frames(frames, raft.config), cfg)

@@ -24,8 +24,21 @@ from typing import Any, Callable
 import numpy as np
 
 from m3cvc_jax.errors import ConfigError, WeightsError
-from m3cvc_jax.random_weights import abstract_module, fill_random, random_module
-from m3cvc_jax.weights import assign_params, fingerprint, flat_params, load_checkpoint, read_config
+from m3cvc_jax.lmm.describers import make_describer
+from m3cvc_jax.lmm.generate import SamplingConfig
+from m3cvc_jax.nn.clip import PRESETS as CLIP_PRESETS
+from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
+from m3cvc_jax.nn.keyframe_codec import KeyframeCodec, KeyframeCodecConfig, extend_conv_in
+from m3cvc_jax.nn.post_encoder import PostEncoderConfig
+from m3cvc_jax.nn.raft import PRESETS as RAFT_PRESETS
+from m3cvc_jax.nn.raft import RAFT, RAFTConfig
+from m3cvc_jax.nn.unet import UNetConfig
+from m3cvc_jax.nn.vae import VAEConfig
+from m3cvc_jax.nn.video_unet import PRESETS as VIDEO_UNET_PRESETS
+from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+from m3cvc_jax.random_weights import fill_random, random_module
+from m3cvc_jax.weights import (abstract_module, assign_params, fingerprint, flat_params, load_checkpoint,
+                               load_module, read_config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,41 +115,66 @@ def combine_fingerprints(parts: dict[str, str]) -> str:
 # ------------------------------------------------------------------------------------- the model set
 
 
-# Built modules by component: (key, module) of the latest build. Encode and decode in one process, and
-# every stream of an evaluation, then share weights (and jit caches keyed on them) instead of rebuilding.
-_CACHE: dict[str, tuple[Any, Any]] = {}
+class ModelStore:
+    """Built modules by component: (identity, module) of the latest build of each. A `Codec` owns one and
+    hands it to the codecs it derives (other rate points, the decoder of its own streams), which then
+    share weights (and the jit caches keyed on them) instead of rebuilding; a new build of a component
+    releases the old one first."""
 
+    def __init__(self):
+        self._built: dict[str, tuple[Any, Any]] = {}
 
-def _cached(name: str, key, build: Callable[[], Any]):
-    hit = _CACHE.get(name)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    _CACHE.pop(name, None)  # release the old weights before building new ones
-    value = build()
-    _CACHE[name] = (key, value)
-    return value
-
-
-def clear_cache() -> None:
-    _CACHE.clear()
+    def get(self, name: str, key, build: Callable[[], Any]):
+        hit = self._built.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        self._built.pop(name, None)
+        value = build()
+        self._built[name] = (key, value)
+        return value
 
 
 def _strip(params: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
-class Models:
-    """The models of one config, built on first use. `config`: a (frozen) `configs/m3cvc.py` tree."""
+# ------------------------------------------------------------------------------------- keyframe codec parts
+# The one assembly of the keyframe codec from its checkpoints, shared with train/decoder_finetune.py.
 
-    def __init__(self, config, source=None, *, cache: bool = True):
-        """cache: share modules with earlier `Models` of the same weights in this process (modules are
-        mutable: pass False to get private copies, e.g. to train them)."""
+
+def widen_conv_in(unet_config: UNetConfig) -> Callable[[dict], dict]:
+    """`load_module` adapt: a plain SD UNet's `conv_in` widened by the index condition's zero channels."""
+
+    def adapt(params: dict) -> dict:
+        kernel = extend_conv_in(params["conv_in.kernel"], unet_config.in_channels, unet_config.extra_in_channels)
+        return {**params, "conv_in.kernel": np.asarray(kernel)}
+
+    return adapt
+
+
+def assign_vq(post_encoder, codebook, params: dict, source: str) -> None:
+    """The VQ export of train.vq_pretrain (`post_encoder.*`, `codebook.*`) into its two modules."""
+    assign_params(post_encoder, _strip(params, "post_encoder."), source=source)
+    assign_params(codebook, _strip(params, "codebook."), source=source)
+
+
+class Models:
+    """The models of one config, built on first use. `config`: a frozen `pipelines/presets.py` tree."""
+
+    def __init__(self, config, source=None, *, store: ModelStore | None = None):
+        """store: share modules with other `Models` of the same weights (modules are mutable: the default,
+        a private store, gives private copies, e.g. to train them)."""
         self.config = config
-        self.cache = cache
+        self.store = ModelStore() if store is None else store
         if source is None:
             if config.preset not in WEIGHT_SOURCES:
                 raise ConfigError(f"unknown preset {config.preset!r}; one of {', '.join(WEIGHT_SOURCES)}")
             source = WEIGHT_SOURCES[config.preset]
+        if config.weights and not (source.kind == "folder" and source.directory is None):
+            # Silently ignoring the folder would let a user believe their weights were used.
+            has = "random weights drawn from the seed" if source.kind == "random" else "its own bundled weights"
+            raise ConfigError(f"--weights {config.weights}: preset {config.preset!r} uses {has}; --weights "
+                              f"applies to preset paper")
         self.source = source
         self.root = source.root(config) if source.kind == "folder" else None
         self._meta: dict[str, dict] = {}
@@ -173,58 +211,58 @@ class Models:
 
     # -- configs
 
+    def _model_config(self, name: str, build, settings: dict | None = None):
+        """`build(settings)` (default: the component's config.json "config"); a malformed one (unknown
+        fields, wrong types) is a fault of the weights folder, reported as such."""
+        settings = dict(self.meta(name)["config"]) if settings is None else settings
+        try:
+            return build(settings)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            where = os.path.join(self.component_dir(name), "config.json")
+            raise WeightsError(f"{where}: invalid model settings ({type(e).__name__}: {e})") from None
+
     @functools.cached_property
     def clip_config(self):
-        from m3cvc_jax.nn.clip import CLIPConfig, PRESETS
-
         name = self.config.keyframes.clip_model
-        if name not in PRESETS:
-            raise ConfigError(f"keyframes.clip_model: unknown CLIP preset {name!r}; one of {', '.join(PRESETS)}")
+        if name not in CLIP_PRESETS:
+            raise ConfigError(f"keyframes.clip_model: unknown CLIP preset {name!r}; one of {', '.join(CLIP_PRESETS)}")
         if self.root is None:
-            return PRESETS[name]
+            return CLIP_PRESETS[name]
         cfg = dict(self.meta("clip")["config"])
         if cfg.pop("kind", "full") != "full":
             raise WeightsError(f"{self.component_dir('clip')}: a text-only CLIP checkpoint; the codec needs both "
                                f"towers (convert without --text-only)")
-        return CLIPConfig.from_dict(cfg)
+        return self._model_config("clip", CLIPConfig.from_dict, cfg)
 
     @functools.cached_property
     def codec_config(self):
-        """`configs.keyframe_codec.KeyframeCodecConfig` for the frame size and settings of the config."""
-        from configs.keyframe_codec import KeyframeCodecConfig
-        from m3cvc_jax.nn.post_encoder import PostEncoderConfig
-        from m3cvc_jax.nn.unet import UNetConfig
-        from m3cvc_jax.nn.vae import VAEConfig
-
+        """`KeyframeCodecConfig` for the frame size and grid of the config (a weights folder: its own)."""
         c = self.config
         kc = c.keyframe_codec
-        common = dict(width=c.video.width, height=c.video.height, num_inference_steps=kc.steps,
-                      guidance_scale=kc.guidance_scale)
+        common = dict(width=c.video.width, height=c.video.height)
         if self.root is None:
             cfg = KeyframeCodecConfig.preset(kc.preset, pixels_per_index=kc.pixels_per_index, **common)
             return dataclasses.replace(cfg, text=self.clip_config.text)
-        pe = PostEncoderConfig(**self.meta("post-encoder")["config"])
-        ppi = 8 * 2**pe.num_stages
+        pe = self._model_config("post-encoder", lambda d: PostEncoderConfig(**d))
+        vae = self._model_config("sd-vae", VAEConfig.from_dict)
+        ppi = vae.downsample_factor * 2**pe.num_stages
         if ppi != kc.pixels_per_index:
             raise WeightsError(f"the post-encoder in {self.root} codes {ppi} pixels per index but "
                                f"keyframe_codec.pixels_per_index={kc.pixels_per_index}")
-        unet = UNetConfig.from_dict(self.meta("keyframe-unet")["config"])
+        unet = self._model_config("keyframe-unet", UNetConfig.from_dict)
         unet = dataclasses.replace(unet, extra_in_channels=pe.codebook_dim)
-        vae = VAEConfig.from_dict(self.meta("sd-vae")["config"])
         return KeyframeCodecConfig(vae=vae, unet=unet, text=self.clip_config.text, post_encoder=pe,
                                    pixels_per_index=ppi, **common)
 
     @functools.cached_property
     def seine_config(self):
-        from m3cvc_jax.nn.video_unet import PRESETS, VideoUNetConfig
-
         if self.root is None:
             name = self.config.video_model.preset
-            if name not in PRESETS:
-                raise ConfigError(f"video_model.preset: unknown {name!r}; one of {', '.join(PRESETS)}")
-            cfg = PRESETS[name]()
+            if name not in VIDEO_UNET_PRESETS:
+                raise ConfigError(f"video_model.preset: unknown {name!r}; one of {', '.join(VIDEO_UNET_PRESETS)}")
+            cfg = VIDEO_UNET_PRESETS[name]()
         else:
-            cfg = VideoUNetConfig(**self.meta("seine")["config"])
+            cfg = self._model_config("seine", lambda d: VideoUNetConfig(**d))
         if cfg.cross_attention_dim != self.clip_config.text.hidden_size:
             raise ConfigError(f"SEINE attends to {cfg.cross_attention_dim}-d text but the CLIP text tower is "
                               f"{self.clip_config.text.hidden_size}-d")
@@ -232,16 +270,14 @@ class Models:
 
     @functools.cached_property
     def raft_config(self):
-        from m3cvc_jax.nn.raft import PRESETS, RAFTConfig
-
         name = self.config.keyframes.flow_model
         if name not in FLOW_PRESETS:
             raise ConfigError(f"keyframes.flow_model: unknown {name!r}; one of {', '.join(FLOW_PRESETS)}")
         if self.root is None:
-            return PRESETS[FLOW_PRESETS[name]]
+            return RAFT_PRESETS[FLOW_PRESETS[name]]
         cfg = dict(self.meta("raft")["config"])
         cfg.pop("preset", None)
-        return RAFTConfig.from_dict(cfg)
+        return self._model_config("raft", RAFTConfig.from_dict, cfg)
 
     # -- modules
 
@@ -251,40 +287,28 @@ class Models:
         return (name, source, model_config)
 
     def _get(self, name: str, model_config, build: Callable[[], Any]):
-        if not self.cache:
-            return build()
-        return _cached(name, self._identity(name, model_config), build)
+        return self.store.get(name, self._identity(name, model_config), build)
 
     def _module(self, name: str, model_config, build: Callable[[Any], Any]):
         def make():
             if self.root is None:
                 return random_module(build, self.config.seed, name)
-            model = abstract_module(build)
-            assign_params(model, self._load(name), source=self.component_dir(name))
-            return model
+            return load_module(self.component_dir(name), family=COMPONENTS[name].family,
+                               build=lambda _, rngs: build(rngs))
 
         return self._get(name, model_config, make)
 
     @functools.cached_property
     def clip(self):
         """CLIPModel: image features for the keyframe decision, text hidden states for conditioning."""
-
-        from m3cvc_jax.nn.clip import CLIPModel
-
         return self._module("clip", self.clip_config, lambda rngs: CLIPModel(self.clip_config, rngs=rngs))
 
     @functools.cached_property
     def raft(self):
-
-        from m3cvc_jax.nn.raft import RAFT
-
         return self._module("raft", self.raft_config, lambda rngs: RAFT(self.raft_config, rngs=rngs))
 
     @functools.cached_property
     def seine(self):
-
-        from m3cvc_jax.nn.video_unet import VideoUNet
-
         return self._module("seine", self.seine_config, lambda rngs: VideoUNet(self.seine_config, rngs=rngs))
 
     @functools.cached_property
@@ -293,8 +317,6 @@ class Models:
         return self._get("codec", self.codec_config, self._build_codec)
 
     def _build_codec(self):
-        from m3cvc_jax.nn.keyframe_codec import KeyframeCodec, extend_conv_in
-
         cfg = self.codec_config
         codec = abstract_module(lambda rngs: KeyframeCodec(cfg, rngs=rngs))
         if self.root is None:
@@ -305,20 +327,14 @@ class Models:
             fill_random({"post_encoder.": codec.post_encoder, "codebook.": codec.codebook}, seed, "post-encoder")
             return codec
         assign_params(codec.vae, self._load("sd-vae"), source=self.component_dir("sd-vae"))
-        unet = self._load("keyframe-unet")
-        unet["conv_in.kernel"] = np.asarray(extend_conv_in(unet["conv_in.kernel"], cfg.unet.in_channels,
-                                                           cfg.unet.extra_in_channels))
-        assign_params(codec.unet, unet, source=self.component_dir("keyframe-unet"))
-        pe = self._load("post-encoder")
-        assign_params(codec.post_encoder, _strip(pe, "post_encoder."), source=self.component_dir("post-encoder"))
-        assign_params(codec.codebook, _strip(pe, "codebook."), source=self.component_dir("post-encoder"))
+        assign_params(codec.unet, widen_conv_in(cfg.unet)(self._load("keyframe-unet")),
+                      source=self.component_dir("keyframe-unet"))
+        assign_vq(codec.post_encoder, codebook=codec.codebook, params=self._load("post-encoder"),
+                  source=self.component_dir("post-encoder"))
         return codec
 
     def describer(self, seed: int | None = None):
         """A fresh describer (they keep per-stream state): `dialogue.describer` of the config."""
-        from m3cvc_jax.lmm.describers import make_describer
-        from m3cvc_jax.lmm.generate import SamplingConfig
-
         d = self.config.dialogue
         weights_dir = None
         if d.describer == "qwen2-vl" and self.root is not None:

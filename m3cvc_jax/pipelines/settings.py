@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import math
 from typing import Iterable
 
 import ml_collections
 
-from configs import m3cvc as codec_configs
+from m3cvc_jax.codec.bitstream import MAX_FPS_TERM, MAX_FRAMES
+from m3cvc_jax.codec.keyframe_config import KeyframeConfig
+from m3cvc_jax.decoders.keyframe_decoding import SAMPLERS as KEYFRAME_SAMPLERS
+from m3cvc_jax.decoders.video import SAMPLERS as VIDEO_SAMPLERS
+from m3cvc_jax.decoders.video import VideoReconstructionConfig
 from m3cvc_jax.errors import ConfigError
+from m3cvc_jax.io.video import as_fraction
+from m3cvc_jax.pipelines import presets as codec_configs
+from m3cvc_jax.pipelines.modes import MODES
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -74,15 +83,88 @@ CHOICES = {
     "dialogue.describer": ("qwen2-vl", "fixed", "none"),
     "coding.text_codec": ("lzw", "zlib", "brotli", "zstd", "zstd-dict"),
     "coding.entropy_model": ("uniform", "static", "adaptive"),
-    "keyframe_codec.sampler": ("ddim", "ddpm", "dpmpp2m"),
-    "video_model.sampler": ("ddpm", "ddim", "dpmpp2m"),
-    "decode.mode": ("interpolation", "prediction"),
+    "keyframe_codec.sampler": KEYFRAME_SAMPLERS,
+    "video_model.sampler": VIDEO_SAMPLERS,
+    "decode.mode": tuple(MODES),
 }
-POSITIVE = ("video.width", "video.height", "video.fps", "keyframes.interval", "keyframes.flow_updates",
-            "dialogue.turns", "dialogue.clip_turns", "dialogue.clip_frames", "dialogue.max_new_tokens", "keyframe_codec.pixels_per_index",
-            "keyframe_codec.steps", "video_model.steps", "video_model.window", "video_model.strength")
-NON_NEGATIVE = ("seed", "video.start_time", "video.max_frames", "dialogue.temperature",
-                "keyframe_codec.guidance_scale", "video_model.guidance_scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric setting: finite, between `low` and `high` (open ends optional), and a
+    multiple of `multiple_of`."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    multiple_of: int = 1
+
+    def describe(self) -> str:
+        if self.high == math.inf and self.multiple_of == 1:
+            if self.low == 0:
+                return "must be positive" if self.low_open else "must not be negative"
+            return f"must be >= {_number(self.low)}"
+        text = (f"must be in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                f"{')' if self.high_open else ']'}")
+        return text + (f" and a multiple of {self.multiple_of}" if self.multiple_of > 1 else "")
+
+    def check(self, key: str, value) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r}: must be a finite number")
+        below = value <= self.low if self.low_open else value < self.low
+        above = value >= self.high if self.high_open else value > self.high
+        if below or above or (self.multiple_of > 1 and value % self.multiple_of):
+            raise ConfigError(f"{key}={value!r}: {self.describe()}")
+
+
+def _number(x) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# Every numeric field of the codec presets, pipelines/presets.py (a field missing here is refused by
+# `validate`). The bounds are the decoder's own: a value outside one would make `encode` write a stream
+# `decode` refuses or decodes to garbage (tests/test_settings_validation.py checks them against the components' constructors).
+POSITIVE = Range(0, low_open=True)
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**64, high_open=True),  # the header's varint
+    # decoders/video.py: generation size a multiple of 8 (the VAE), at most MAX_SIDE.
+    "video.width": Range(8, 512, multiple_of=8),
+    "video.height": Range(8, 512, multiple_of=8),
+    "video.fps": Range(0, MAX_FPS_TERM, low_open=True),
+    "video.start_time": Range(0),
+    "video.max_frames": Range(0, MAX_FRAMES),  # 0: all frames
+    "keyframes.lambda1": Range(0),
+    "keyframes.lambda2": Range(0),
+    "keyframes.threshold": Range(0),
+    "keyframes.max_clip_length": Range(2),
+    "keyframes.interval": POSITIVE,
+    "keyframes.flow_updates": POSITIVE,
+    "dialogue.turns": POSITIVE,
+    "dialogue.clip_turns": POSITIVE,
+    "dialogue.clip_frames": POSITIVE,
+    "dialogue.max_new_tokens": POSITIVE,
+    "dialogue.temperature": Range(0),
+    "keyframe_codec.pixels_per_index": POSITIVE,
+    # SD's DDIM: "leading" spacing with steps_offset 1 puts the first timestep at 1000 for 1000 steps.
+    "keyframe_codec.steps": Range(1, 999),
+    "keyframe_codec.guidance_scale": Range(0),
+    # SEINE's chain has 1000 timesteps; respacing keeps at most all of them.
+    "video_model.steps": Range(1, 1000),
+    "video_model.guidance_scale": Range(0),
+    "video_model.window": Range(3),  # one given frame at each end and one generated
+    "video_model.strength": Range(0, 1, low_open=True),
+}
+
+
+def check_fps_representable(key: str, fps) -> None:
+    """The header stores the frame rate as a fraction (of its decimal form) with terms <= MAX_FPS_TERM."""
+    f = as_fraction(fps)
+    if f.numerator > MAX_FPS_TERM or f.denominator > MAX_FPS_TERM:
+        raise ConfigError(f"{key}={fps!r}: not a frame rate the bitstream can hold (a fraction with terms "
+                          f"<= {MAX_FPS_TERM}, e.g. 8, 29.97 or 0.5)")
+
+
 # Settings the decoder must share with the encoder: sent in the stream when they differ from the preset.
 DECODER_PREFIXES = ("keyframe_codec.", "video_model.")
 
@@ -95,17 +177,21 @@ def get(config, key: str):
 
 
 def validate(config) -> None:
+    """Every field of the tree: enumerations, then range and finiteness of every number (`RANGES`).
+
+    The encoder (`load_config`) and the decoder (`load_config` on the stream's preset, header fields and
+    sent settings) both run this, so a stream the encoder writes is one the decoder accepts.
+    """
     for key, allowed in CHOICES.items():
         if get(config, key) not in allowed:
             raise ConfigError(f"{key}={get(config, key)!r}: expected one of {', '.join(allowed)}")
-    for key in POSITIVE:
-        if not get(config, key) > 0:
-            raise ConfigError(f"{key}={get(config, key)!r}: must be positive")
-    for key in NON_NEGATIVE:
-        if get(config, key) < 0:
-            raise ConfigError(f"{key}={get(config, key)!r}: must not be negative")
-    if config.seed >= 1 << 64:
-        raise ConfigError(f"seed={config.seed}: must be below 2**64")
+    for key in all_keys(config):
+        value = get(config, key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key not in RANGES:
+                raise ConfigError(f"{key}: a numeric setting without a declared range (settings.RANGES)")
+            RANGES[key].check(key, value)
+    check_fps_representable("video.fps", config.video.fps)
 
 
 def decoder_overrides(config) -> list[str]:
@@ -120,18 +206,13 @@ def decoder_overrides(config) -> list[str]:
 
 
 def keyframe_config(config):
-    """`codec.keyframes.KeyframeConfig` of the `keyframes` block (`flow_updates` is the runner's)."""
-    from m3cvc_jax.codec.keyframes import KeyframeConfig
-
-    block = {k: v for k, v in config.keyframes.items() if k != "flow_updates"}
-    return KeyframeConfig.from_mapping(block)
+    """`codec.keyframes.KeyframeConfig` of the `keyframes` block."""
+    return KeyframeConfig.from_mapping(config.keyframes)
 
 
 def reconstruction_config(config, out_fps: float | None = None, latent_scale: float = 0.18215):
     """`VideoReconstructionConfig` for SEINE at the coded frame size and rate; `latent_scale` is the VAE's
     `scaling_factor` (SD's 0.18215; a VAE trained here, e.g. the demo's, has its own)."""
-    from m3cvc_jax.pipelines.video_reconstruction import VideoReconstructionConfig
-
     vm = config.video_model
     return VideoReconstructionConfig(
         window=vm.window, height=config.video.height, width=config.video.width, source_fps=float(config.video.fps),

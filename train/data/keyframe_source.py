@@ -16,9 +16,14 @@ import json
 import os
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from m3cvc_jax import weights
 from m3cvc_jax.codec import keyframes
+from m3cvc_jax.lmm.describers import make_describer
+from m3cvc_jax.nn import clip
 from m3cvc_jax.errors import ConfigError
 
 METHODS = ("interval", "semantic")
@@ -40,19 +45,9 @@ def select(frames: np.ndarray, *, method: str, interval: int, threshold: float, 
 
 
 def clip_embeddings(frames: np.ndarray, clip_weights: str, chunk: int = 16) -> np.ndarray:
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from m3cvc_jax import weights
-    from m3cvc_jax.nn import clip
-
-    meta, params = weights.load_checkpoint(clip_weights, family="clip")
-    cfg = clip.CLIPConfig.from_dict(meta["config"])
-    model = nnx.eval_shape(lambda: clip.CLIPModel(cfg, rngs=nnx.Rngs(0)))
-    weights.assign_params(model, params, source=clip_weights)
-    size = cfg.vision.image_size
-    embed = jax.jit(lambda m, x: m.get_image_features(clip.preprocess_images(x, size)))
+    model = weights.load_module(clip_weights, family="clip",
+                                build=lambda cfg, rngs: clip.CLIPModel(clip.CLIPConfig.from_dict(cfg), rngs=rngs))
+    embed = jax.jit(clip.image_embeddings)
     return np.concatenate([np.asarray(embed(model, jnp.asarray(frames[i:i + chunk])))
                            for i in range(0, len(frames), chunk)])
 
@@ -82,7 +77,5 @@ def describer_fn(name: str, weights_dir: str = "") -> Callable[[np.ndarray, str]
     """`(keyframe uint8, previous description) -> description`."""
     if name not in ("none", "qwen2-vl"):
         raise ConfigError(f"dataset describer must be 'none' or 'qwen2-vl' (or use a captions file), got {name!r}")
-    from m3cvc_jax.lmm.describers import make_describer
-
     describer = make_describer(name, weights_dir=weights_dir or None)
     return lambda frame, previous: describer.describe_keyframe(frame, previous or None)

@@ -15,15 +15,20 @@ import tensorflow_datasets as tfds
 
 from m3cvc_jax.errors import ConfigError
 from train.data.common import KeyframeConfig
+from train.data.corpus import Corpus, CorpusConfig
+from train.data.msrvtt import Msrvtt
+from train.data.video_folder import VideoFolder
 
-BUILDERS = ("video_folder", "msrvtt")
+BUILDERS = ("video_folder", "msrvtt", "corpus")
 
 
 def builder(name: str, *, data_dir: str, **config) -> tfds.core.DatasetBuilder:
     if name == "video_folder":
-        from train.data.video_folder import VideoFolder as cls
+        cls = VideoFolder
     elif name == "msrvtt":
-        from train.data.msrvtt import Msrvtt as cls
+        cls = Msrvtt
+    elif name == "corpus":
+        return Corpus(config=CorpusConfig(**config), data_dir=data_dir)
     else:
         raise ConfigError(f"unknown dataset {name!r}; one of {', '.join(BUILDERS)}")
     return cls(config=KeyframeConfig(**config), data_dir=data_dir)
@@ -46,7 +51,9 @@ class Batches:
     def __init__(self, source, *, batch_size: int, seed: int, fn: Callable[[dict], dict] | None = None):
         if len(source) == 0:
             raise ConfigError("the training dataset is empty")
+        self.source = source  # unshuffled, unmapped: what a cache of derived features is built from
         ds = grain.MapDataset.source(source).shuffle(seed=seed % 2**32)
+        self.fn = fn
         self.dataset = ds.map(fn) if fn is not None else ds
         self.batch_size, self.num_examples = batch_size, len(source)
 

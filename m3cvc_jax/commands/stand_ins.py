@@ -16,7 +16,7 @@ NO_TEXTS = "no texts (describer none): the decoder is conditioned on the empty p
 
 
 def from_config(config) -> list[str]:
-    """Stand-ins an encode with `config` (a configs/m3cvc.py tree) uses."""
+    """Stand-ins an encode with `config` (a pipelines/presets.py tree) uses."""
     out = [WEIGHTS[config.preset]] if config.preset in WEIGHTS else []
     k = config.keyframes
     if k.method == "fixed":

@@ -21,23 +21,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from m3cvc_jax.diffusion import predictions
+from m3cvc_jax.diffusion import predictions, seine_masks
 from m3cvc_jax.diffusion import sampler as sampler_lib
-from m3cvc_jax.diffusion import seine_masks
 from m3cvc_jax.diffusion.ddim import DDIMScheduler
 from m3cvc_jax.diffusion.ddpm import DDPMScheduler
 from m3cvc_jax.diffusion.dpm_solver import DPMSolverMultistepScheduler
 from m3cvc_jax.diffusion.guidance import CFGCond, guided, unguided
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+from m3cvc_jax.nn.vae import sample_posterior
+from m3cvc_jax.nn.video_unet import VideoUNet
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
 MAX_SIDE = 512
@@ -169,39 +168,108 @@ def window_plan(num_frames: int, mode: str, window: int) -> list[tuple[str, np.n
             return plan
 
 
+def _seine_eps(graphdef: nnx.GraphDef, guide: bool):
+    # A new closure per trace is fine: the jitted functions below cache on the (static) graphdef.
+    # Guidance at scale 1 is the conditional output: `guide=False` skips the unconditional half of the batch.
+    return guided(seine_model_fn(graphdef), batched=True) if guide else unguided(seine_model_fn(graphdef))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample(graphdef: nnx.GraphDef, guide: bool, state, scheduler, cond: SeineCond, null_text: jax.Array,
+            cfg_scale, *, key: jax.Array | None = None, x_T: jax.Array | None = None) -> jax.Array:
+    return sample_window(_seine_eps(graphdef, guide), state, scheduler, cond, null_text, cfg_scale, key=key,
+                         x_T=x_T)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _encode(vae_graphdef: nnx.GraphDef, latent_scale: float, posterior_sample: bool, vae_state, frames: jax.Array,
+            key: jax.Array) -> jax.Array:
+    """(B, T, H, W, 3) pixels -> scaled latents (a posterior sample, or the mean)."""
+    vae = nnx.merge(vae_graphdef, vae_state)
+    b, t = frames.shape[:2]
+    mean, logvar = vae.encode(frames.reshape(b * t, *frames.shape[2:]))
+    z = sample_posterior(mean, logvar, key) if posterior_sample else mean
+    return (z * latent_scale).reshape(b, t, *z.shape[1:])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _decode(vae_graphdef: nnx.GraphDef, latent_scale: float, vae_state, latents: jax.Array) -> jax.Array:
+    vae = nnx.merge(vae_graphdef, vae_state)
+    b, t = latents.shape[:2]
+    x = vae.decode(latents.reshape(b * t, *latents.shape[2:]) / latent_scale)
+    return jnp.clip(x, -1.0, 1.0).reshape(b, t, *x.shape[1:])
+
+
+def _encode_distinct(vae, latent_scale: float, posterior_sample: bool, video: jax.Array, mask: jax.Array,
+                     key: jax.Array) -> jax.Array:
+    """`_encode` of one masked window (T, H, W, 3) -> (1, T, h, w, 4), running the VAE encoder on its three
+    distinct frames only (the first, the last, a masked one: the encoder works frame by frame, so the
+    others are copies); the posterior noise is drawn for all frames as `_encode` does."""
+    t = video.shape[0]
+    distinct = jnp.stack([video[0], video[-1], jnp.zeros_like(video[0])])
+    mean, logvar = vae.encode(distinct)
+    # Given frames in the first half come from the first frame, in the second half from the last.
+    source = jnp.where(mask == 0, jnp.where(jnp.arange(t) >= t // 2, 1, 0), 2)
+    mean, logvar = mean[source], logvar[source]
+    z = sample_posterior(mean, logvar, key) if posterior_sample else mean
+    return (z * latent_scale)[None]
+
+
+def _windows_impl(graphdef: nnx.GraphDef, vae_graphdef: nnx.GraphDef, static: tuple, state, vae_state, scheduler,
+             video, mask, blend, text, null_text, cfg_scale, keys):
+    """`VideoReconstructor.window` for N independent windows in one program (vmapped, so window n with key n
+    equals `window` with that key): video (N, T, H, W, 3) before masking, mask (N, T), blend (N, T) (the
+    `strength` < 1 start: 0 holds the first frame, a ramp blends to the last), text (N, L, D), keys (N,).
+    static: (latent_scale, sample_posterior, keep_keyframes, from_blend, guide)."""
+    latent_scale, posterior_sample, keep_keyframes, from_blend, guide = static
+    vae = nnx.merge(vae_graphdef, vae_state)
+    model_fn = _seine_eps(graphdef, guide)
+
+    def one(video, mask, blend, text, key):
+        enc_key, sample_key = jax.random.split(key)
+        masked = _encode_distinct(vae, latent_scale, posterior_sample, video, mask, enc_key)
+        _, t, h, w, _ = masked.shape
+        lat_mask = seine_masks.latent_mask(mask, 1, (h, w))
+        x_T = None
+        if from_blend:
+            init_key, sample_key = jax.random.split(sample_key)
+            wgt = blend[None, :, None, None, None]
+            init = (1.0 - wgt) * masked[:, :1] + wgt * masked[:, -1:]
+            x_T = predictions.add_noise(init, jax.random.normal(init_key, masked.shape, masked.dtype),
+                                        scheduler.level[0])
+        latents = sample_window(model_fn, state, scheduler, SeineCond(text[None], lat_mask, masked),
+                                null_text, cfg_scale, key=sample_key, x_T=x_T)
+        if keep_keyframes:
+            latents = jnp.where(lat_mask == 0, masked, latents)
+        x = vae.decode(latents[0] / latent_scale)
+        return jnp.clip(x, -1.0, 1.0)
+
+    return jax.vmap(one)(video, mask, blend, text, keys)
+
+
+_windows = jax.jit(_windows_impl, static_argnums=(0, 1, 2))
+
+
 class VideoReconstructor:
-    """SEINE + VAE with the jitted pieces built once. `text`/`null_text`: CLIP embeddings `(1, L, D)` of
-    the clip description and of the empty prompt (the negative prompt of SEINE's configs)."""
+    """SEINE + VAE over the module-level jitted pieces above (static graphdefs and settings), so every
+    reconstructor of the same architectures and settings shares their compiled programs.
+    `text`/`null_text`: CLIP embeddings `(1, L, D)` of the clip description and of the empty prompt
+    (the negative prompt of SEINE's configs)."""
 
     def __init__(self, unet: VideoUNet, vae, config: VideoReconstructionConfig = VideoReconstructionConfig()):
         self.config = config
-        graphdef, self.state = nnx.split(unet)
+        self.graphdef, self.state = nnx.split(unet)
         self.vae_graphdef, self.vae_state = nnx.split(vae)
         scheduler = seine_scheduler(config.sampler, config.num_steps)
         skip = config.num_steps - max(1, round(config.strength * config.num_steps))
         self.scheduler = jax.tree.map(lambda a: a[skip:], scheduler) if skip else scheduler
-        # Guidance at scale 1 is the conditional output: skip the unconditional half of the batch.
-        self._model_fn = (unguided(seine_model_fn(graphdef)) if config.cfg_scale == 1.0
-                          else guided(seine_model_fn(graphdef), batched=True))
-        self._sample = jax.jit(functools.partial(sample_window, self._model_fn))
-        self._encode = jax.jit(self._encode_impl)
-        self._decode = jax.jit(self._decode_impl)
-        self._windows = jax.jit(self._windows_impl)
 
-    def _encode_impl(self, vae_state, frames: jax.Array, key: jax.Array) -> jax.Array:
-        from m3cvc_jax.nn.vae import sample_posterior
+    def _encode(self, vae_state, frames: jax.Array, key: jax.Array) -> jax.Array:
+        return _encode(self.vae_graphdef, self.config.latent_scale, self.config.sample_posterior, vae_state,
+                       frames, key)
 
-        vae = nnx.merge(self.vae_graphdef, vae_state)
-        b, t = frames.shape[:2]
-        mean, logvar = vae.encode(frames.reshape(b * t, *frames.shape[2:]))
-        z = sample_posterior(mean, logvar, key) if self.config.sample_posterior else mean
-        return (z * self.config.latent_scale).reshape(b, t, *z.shape[1:])
-
-    def _decode_impl(self, vae_state, latents: jax.Array) -> jax.Array:
-        vae = nnx.merge(self.vae_graphdef, vae_state)
-        b, t = latents.shape[:2]
-        x = vae.decode(latents.reshape(b * t, *latents.shape[2:]) / self.config.latent_scale)
-        return jnp.clip(x, -1.0, 1.0).reshape(b, t, *x.shape[1:])
+    def _decode(self, vae_state, latents: jax.Array) -> jax.Array:
+        return _decode(self.vae_graphdef, self.config.latent_scale, vae_state, latents)
 
     def _fit(self, image: jax.Array) -> jax.Array:
         """(B, H, W, 3) in [-1, 1] at the generation size (bilinear, as SEINE's ResizeVideo)."""
@@ -233,8 +301,8 @@ class VideoReconstructor:
         if cfg.strength < 1.0:
             init_key, sample_key = jax.random.split(sample_key)
             x_T = self._start(masked, mode, self.scheduler.level[0], init_key)
-        latents = self._sample(self.state, self.scheduler, cond, jnp.asarray(null_text, jnp.float32),
-                               jnp.float32(cfg.cfg_scale), key=sample_key, x_T=x_T)
+        latents = _sample(self.graphdef, cfg.cfg_scale != 1.0, self.state, self.scheduler, cond, jnp.asarray(null_text, jnp.float32),
+                          jnp.float32(cfg.cfg_scale), key=sample_key, x_T=x_T)
         if cfg.keep_keyframes:
             latents = jnp.where(lat_mask == 0, masked, latents)
         return self._decode(self.vae_state, latents), latents
@@ -243,8 +311,6 @@ class VideoReconstructor:
     def _start(masked: jax.Array, mode: str, level, key: jax.Array) -> jax.Array:
         """x at the first step of a shortened chain: the given frames' latents blended linearly across the
         window (interpolation) or held (prediction), noised to `level`."""
-        from m3cvc_jax.diffusion import predictions
-
         t = masked.shape[1]
         w = jnp.linspace(0.0, 1.0, t)[None, :, None, None, None] if mode == "interpolation" else 0.0
         init = (1.0 - w) * masked[:, :1] + w * masked[:, -1:]
@@ -263,48 +329,6 @@ class VideoReconstructor:
             start = out[:, -1]
         video = jnp.concatenate(frames, axis=1)[:, :num_frames]
         return self.finish(video)
-
-    def _encode_distinct(self, vae_state, video: jax.Array, mask: jax.Array, key: jax.Array) -> jax.Array:
-        """`_encode_impl` of one masked window (T, H, W, 3) -> (1, T, h, w, 4), running the VAE encoder on
-        its three distinct frames only (the first, the last, a masked one: the encoder works frame by
-        frame, so the others are copies); the posterior noise is drawn for all frames as `_encode_impl` does."""
-        from m3cvc_jax.nn.vae import sample_posterior
-
-        vae = nnx.merge(self.vae_graphdef, vae_state)
-        t = video.shape[0]
-        distinct = jnp.stack([video[0], video[-1], jnp.zeros_like(video[0])])
-        mean, logvar = vae.encode(distinct)
-        # Given frames in the first half come from the first frame, in the second half from the last.
-        source = jnp.where(mask == 0, jnp.where(jnp.arange(t) >= t // 2, 1, 0), 2)
-        mean, logvar = mean[source], logvar[source]
-        z = sample_posterior(mean, logvar, key) if self.config.sample_posterior else mean
-        return (z * self.config.latent_scale)[None]
-
-    def _windows_impl(self, state, vae_state, scheduler, video, mask, blend, text, null_text, cfg_scale, keys):
-        """`window` for N independent windows in one program (vmapped, so window n with key n equals
-        `window` with that key): video (N, T, H, W, 3) before masking, mask (N, T), blend (N, T) (the
-        `strength` < 1 start: 0 holds the first frame, a ramp blends to the last), text (N, L, D), keys (N,)."""
-        cfg = self.config
-
-        def one(video, mask, blend, text, key):
-            enc_key, sample_key = jax.random.split(key)
-            masked = self._encode_distinct(vae_state, video, mask, enc_key)
-            _, t, h, w, _ = masked.shape
-            lat_mask = seine_masks.latent_mask(mask, 1, (h, w))
-            x_T = None
-            if cfg.strength < 1.0:
-                init_key, sample_key = jax.random.split(sample_key)
-                wgt = blend[None, :, None, None, None]
-                init = (1.0 - wgt) * masked[:, :1] + wgt * masked[:, -1:]
-                x_T = predictions.add_noise(init, jax.random.normal(init_key, masked.shape, masked.dtype),
-                                            scheduler.level[0])
-            latents = sample_window(self._model_fn, state, scheduler, SeineCond(text[None], lat_mask, masked),
-                                    null_text, cfg_scale, key=sample_key, x_T=x_T)
-            if cfg.keep_keyframes:
-                latents = jnp.where(lat_mask == 0, masked, latents)
-            return self._decode_impl(vae_state, latents)[0]
-
-        return jax.vmap(one)(video, mask, blend, text, keys)
 
     def clips(self, firsts: jax.Array, lasts: list, num_frames: list[int], modes: list[str], texts: jax.Array,
               null_text: jax.Array, keys: jax.Array, windows_per_call: int | None = None) -> list[jax.Array]:
@@ -328,6 +352,7 @@ class VideoReconstructor:
         texts = jnp.asarray(texts, jnp.float32)
         pieces: list[list[jax.Array]] = [[] for _ in range(count)]
         ramp = np.linspace(0.0, 1.0, cfg.window, dtype=np.float32)
+        static = (cfg.latent_scale, cfg.sample_posterior, cfg.keep_keyframes, cfg.strength < 1.0, cfg.cfg_scale != 1.0)
         for index in range(max(len(p) for p in plans)):
             active = [c for c in range(count) if index < len(plans[c])]
             videos, masks, blends = [], [], []
@@ -344,8 +369,8 @@ class VideoReconstructor:
                 part = slice(lo, lo + per_call)
                 rows = active[part]
                 pad = per_call - len(rows)  # pad: repeat the call's first window
-                outs.append(self._windows(
-                    self.state, self.vae_state, self.scheduler,
+                outs.append(_windows(
+                    self.graphdef, self.vae_graphdef, static, self.state, self.vae_state, self.scheduler,
                     jnp.stack(videos[part] + videos[lo:lo + 1] * pad),
                     jnp.asarray(np.stack(masks[part] + masks[lo:lo + 1] * pad)),
                     jnp.asarray(np.stack(blends[part] + blends[lo:lo + 1] * pad)),
@@ -369,14 +394,3 @@ class VideoReconstructor:
             b, t = video.shape[:2]
             video = jax.image.resize(video, (b, t, oh, ow, video.shape[-1]), "bilinear")
         return video
-
-
-def load_video_unet(directory: str, *, dtype: Any = jnp.float32) -> VideoUNet:
-    """A converted SEINE checkpoint (`python -m convert_weights seine ...`) as a VideoUNet."""
-    from m3cvc_jax.weights import assign_params, load_checkpoint
-
-    meta, params = load_checkpoint(directory, family="seine")
-    config = VideoUNetConfig(**meta["config"])
-    model = nnx.eval_shape(lambda: VideoUNet(config, dtype=dtype, rngs=nnx.Rngs(0)))
-    assign_params(model, params, source=directory)
-    return model

@@ -9,7 +9,7 @@ from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
 from m3cvc_jax.random_weights import random_module
-from m3cvc_jax.pipelines.video_reconstruction import (
+from m3cvc_jax.decoders.video import (
     VideoReconstructionConfig,
     VideoReconstructor,
     retime,

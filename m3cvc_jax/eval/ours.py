@@ -12,8 +12,9 @@ weights folder (its post-encoder fixes the grid; asking for another raises Weigh
 ours=g16-t0.25,g8-t0.25` picks others. The frame size and rate are the evaluation's preprocessing
 (`--width`, `--height`, `--fps`, `--max-frames`), so `video.*` settings are refused here.
 
-Models are built once per resolved config and kept for the whole run (every sequence reuses them and
-their compiled programs); the decoder's models come from the stream's own settings, as `m3cvc decode`.
+One `pipelines.codec.Codec` per resolved config is kept for the whole run, all sharing one model store
+(every sequence and rate point reuses the weights and their compiled programs); the decoder is the
+stream's own (`Codec.for_stream`), as in `m3cvc decode`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ from typing import Sequence
 
 import numpy as np
 
-from configs.m3cvc import DEFAULT_PRESET
 from m3cvc_jax.errors import ConfigError
-from m3cvc_jax.eval.codecs import register_codec
+from m3cvc_jax.io import bitstream_file as bsf
+from m3cvc_jax.io.video import Video, as_fraction
+from m3cvc_jax.pipelines.codec import Codec, decoder_config
+from m3cvc_jax.pipelines.models import ModelStore
+from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
+from m3cvc_jax.pipelines.settings import load_config
 
 KNOBS = {"g": ("keyframe_codec.pixels_per_index", int), "t": ("keyframes.threshold", float),
          "i": ("keyframes.interval", int)}
@@ -74,9 +79,6 @@ class M3CVCCodec:
 
     def __init__(self, preset: str | None = None, weights: str | None = None, overrides: Sequence[str] = (),
                  rate_points: Sequence | None = None):
-        from m3cvc_jax.pipelines.models import Models
-        from m3cvc_jax.pipelines.settings import load_config
-
         self.preset = preset or DEFAULT_PRESET
         self.weights = weights
         for o in overrides:
@@ -84,58 +86,42 @@ class M3CVCCodec:
                 raise ConfigError(f"--set {o}: codec ours codes the evaluation's frames; use eval's --width, "
                                   f"--height, --fps, --start-time, --max-frames instead")
         self.overrides = tuple(overrides) + ((f"weights={weights}",) if weights else ())
-        base = load_config(self.preset, self.overrides)
-        random_weights = Models(base).root is None  # also fails now if a weights folder is missing
-        points = tuple(rate_points) if rate_points else default_rate_points(base, random_weights)
+        self._store = ModelStore()
+        base = Codec(load_config(self.preset, self.overrides), store=self._store)
+        random_weights = base.models.root is None  # also fails now if a weights folder is missing
+        points = tuple(rate_points) if rate_points else default_rate_points(base.config, random_weights)
         for rp in points:  # every rate point's config is checked before the first encode
             load_config(self.preset, self.overrides + tuple(rate_point_overrides(rp)))
         self.rate_points = points
-        self._models: dict[str, object] = {}
+        self._codecs: dict[str, Codec] = {}
 
     def config(self, rate_point, width: int, height: int, fps):
         """The encoder config of one rate point for frames of this size and rate."""
-        from m3cvc_jax.pipelines.settings import load_config
-
         frame = [f"video.width={width}", f"video.height={height}", f"video.fps={float(fps)!r}"]
         return load_config(self.preset, self.overrides + tuple(rate_point_overrides(rate_point)) + tuple(frame))
 
-    def models(self, config):
-        from m3cvc_jax.pipelines.models import Models
-
+    def codec(self, config) -> Codec:
+        """The codec of `config`, built once per run (all of them share one model store)."""
         key = _config_key(config)
-        if key not in self._models:
-            self._models[key] = Models(config)
-        return self._models[key]
+        if key not in self._codecs:
+            self._codecs[key] = Codec(config, store=self._store)
+        return self._codecs[key]
 
-    def encode(self, frames: np.ndarray, fps, rate_point, workdir: str) -> str:
-        from m3cvc_jax.codec import bitstream as bs
-        from m3cvc_jax.io.video import Video, as_fraction
-        from m3cvc_jax.pipelines import m3cvc
-
+    def encode(self, frames: np.ndarray, fps, rate_point, workdir: str, progress=None) -> str:
         t, h, w, _ = frames.shape
         config = self.config(rate_point, w, h, fps)
-        stream, _ = m3cvc.encode_video(Video(np.asarray(frames, np.uint8), as_fraction(fps)), config,
-                                       self.models(config))
+        stream, _ = self.codec(config).encode(Video(np.asarray(frames, np.uint8), as_fraction(fps)), report=progress)
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, f"{rate_point}.m3cvc")
-        bs.write_bitstream(path, stream)
+        bsf.write_bitstream(path, stream)
         return path
 
-    def decode(self, path: str) -> np.ndarray:
-        from m3cvc_jax.codec import bitstream as bs
-        from m3cvc_jax.pipelines import m3cvc
-
-        stream = bs.read_bitstream(path)
-        config = m3cvc.decoder_config(stream, weights=self.weights)
-        return m3cvc.decode_stream(stream, config, self.models(config)).video.frames
+    def decode(self, path: str, progress=None) -> np.ndarray:
+        stream = bsf.read_bitstream(path)
+        decoder = self.codec(decoder_config(stream, weights=self.weights))
+        return decoder.decode(stream, report=progress).video.frames
 
 
 def make_ours(preset=None, weights=None, overrides=(), rate_points=None, **_) -> M3CVCCodec:
-    """Factory of the eval registry (`vtm`, `vtm_cfg` and other run options are not ours)."""
+    """Factory of the eval codec table (`vtm`, `vtm_cfg` and other run options are not ours)."""
     return M3CVCCodec(preset=preset, weights=weights, overrides=overrides, rate_points=rate_points)
-
-
-try:
-    register_codec("ours", make_ours)
-except ValueError:  # a stand-in (a test's) registered before this module was first imported: keep it
-    pass

@@ -23,7 +23,7 @@ def cache_dir() -> str | None:
 def setup() -> None:
     """Enable the compilation cache (if not disabled) and silence JAX's donation notice, which is about
     an optimisation the CPU backend skips, not about the user's files."""
-    import jax
+    import jax  # loaded only by the commands that compute
 
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
     path = cache_dir()

@@ -1,1 +1,0 @@
-"""Editable dialogue templates of the describers (JSON); a package only so that they ship with the wheel."""

@@ -1,0 +1,423 @@
+"""The codec: one `Codec` object per settings (preset + weights + overrides) that owns the loaded models,
+their compiled functions and caches, and encodes (video -> bitstream) and decodes (bitstream -> video).
+
+    codec = Codec.load("demo")                        # or Codec.load("paper", weights=DIR, overrides=[...])
+    result = codec.encode_file("clip.mp4", "clip.m3cvc")
+    video = decode_file("clip.m3cvc", "clip.mp4").video   # a decoder Codec rebuilt from the stream's header
+    params, spec = codec.params, codec.spec           # the research API's arguments (docs/api.md)
+
+`m3cvc encode/decode`, eval's codec `ours` and the research API all go through it; nothing is cached at
+module level: codecs derived from one (`with_config`, `for_stream`) share its model store.
+
+Encode: read + preprocess (size, rate) -> keyframe selection (CLIP image features, RAFT motion; see
+`keyframe_stage.py`) -> dialogue texts (D_F per keyframe, D_C per clip) -> keyframe VQ indices -> entropy
+and text coding -> the v1 container, written atomically.
+Decode: indices -> z_hat -> SD sampling guided by D_F -> VAE decode (the keyframes) -> SEINE rebuilds every
+clip between keyframes (interpolation: both ends given; prediction: the first) -> frames concatenated at
+the coded frame count and rate, or retimed to a requested rate.
+
+Clips: clip i runs from keyframe i to keyframe i+1 (both included), the last from the last keyframe to the
+last frame; a keyframe on the last frame has no clip. Each clip has one description D_C. Decoded
+keyframes are placed at their positions as decoded by SD (SEINE's copy of a given frame went through one
+more VAE round trip). Interpolation needs a keyframe at both ends, so the final clip is predicted.
+
+Modes (how clips are rebuilt) are the table of `modes.py`. Every jitted function has static shapes per
+stream (frame size, window, grid), so each compiles once and serves every keyframe and window. Timings are wall-clock seconds per stage, compilation included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import sys
+import time
+from fractions import Fraction
+from typing import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
+from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
+from m3cvc_jax.decoders.video import VideoReconstructor, retime
+from m3cvc_jax.errors import BitstreamError, ConfigError
+from m3cvc_jax.io import bitstream_file as bsf
+from m3cvc_jax.io.destination import check_file_output, check_folder_output
+from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video, writes_folder
+from m3cvc_jax.pipelines import api, keyframe_stage, modes
+from m3cvc_jax.pipelines import presets as codec_configs
+from m3cvc_jax.pipelines import settings as settings_lib
+from m3cvc_jax.pipelines.models import Models, ModelStore
+
+TAG_DECODER_SETTINGS = 16  # skippable extra section: decoder-side `--set` overrides the encoder was given
+
+
+class Timings(dict):
+    """Seconds per stage, in the order the stages ran."""
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - start
+
+    def total(self) -> float:
+        return sum(self.values())
+
+
+# `report(stage, done, total)`: an optional caller's view of the long stages (e.g. `m3cvc eval`'s bar).
+Report = Callable[[str, int, int], None]
+
+
+def progress(iterable, desc: str, total: int | None = None, report: Report | None = None):
+    """tqdm on stderr for the long stages (silent when stderr is not a terminal); `report` is told too."""
+    bar = tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, disable=None, unit="step")
+    return bar if report is None else _reporting(bar, desc, len(iterable) if total is None else total, report)
+
+
+def _reporting(items, desc: str, total: int, report: Report):
+    report(desc, 0, total)
+    for i, item in enumerate(items):
+        yield item
+        report(desc, i + 1, total)
+
+
+def clip_segments(keyframes: Sequence[int], num_frames: int) -> list[tuple[int, int]]:
+    """(first, last) frame of each clip, both included: keyframe i to i+1, then the last one to the end."""
+    ends = list(keyframes[1:]) + [num_frames - 1]
+    return [(k, e) for k, e in zip(keyframes, ends) if e > k]
+
+
+def clip_sample(first: int, last: int, count: int) -> np.ndarray:
+    """`count` frame indices spread evenly over [first, last], both ends included (repeats in short clips):
+    every clip shows the describer a video of the same length, so its programs compile once."""
+    return np.round(np.linspace(first, last, count)).astype(int)
+
+
+def to_model_range(frames: np.ndarray) -> jax.Array:
+    return jnp.asarray(frames, jnp.float32) / 127.5 - 1.0
+
+
+def to_uint8(frames) -> np.ndarray:
+    return np.asarray(jnp.round((jnp.clip(frames, -1.0, 1.0) + 1.0) * 127.5)).astype(np.uint8)
+
+
+def index_model(config, models: Models) -> IndexModel:
+    kind = config.coding.entropy_model
+    size = models.codec_config.post_encoder.codebook_size
+    counts = None
+    if kind == "static":
+        meta = models.meta("post-encoder") if models.root is not None else {}
+        counts = meta.get("tables", {}).get("histogram")
+        if counts is None:
+            raise ConfigError("coding.entropy_model=static needs the word histogram train.vq_pretrain stores "
+                              "with the post-encoder weights; these weights have none (use adaptive)")
+        counts = tuple(int(c) for c in counts)
+    return IndexModel(kind, size, counts)
+
+
+@dataclasses.dataclass
+class EncodeResult:
+    stream: bs.Bitstream
+    bits: bs.Bits
+    timings: Timings
+    decision: object = None  # codec.keyframes.Decision (scores per frame), for inspection
+
+
+@dataclasses.dataclass
+class DecodeResult:
+    video: Video
+    timings: Timings
+    keyframes: np.ndarray  # (K, H, W, 3) uint8 as decoded by the keyframe codec
+
+
+def read_input(path: str, config) -> Video:
+    v = config.video
+    return load_video(path, PreprocessConfig(width=v.width, height=v.height, fps=v.fps, start_time=v.start_time,
+                                             max_frames=v.max_frames or None))
+
+
+def stream_settings(stream: bs.Bitstream) -> list[str]:
+    """The decoder-side overrides the encoder sent (empty if none)."""
+    for extra in stream.extras:
+        if extra.tag == TAG_DECODER_SETTINGS:
+            try:
+                text = extra.payload.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BitstreamError("corrupt bitstream: decoder settings are not UTF-8") from None
+            lines = [line for line in text.split("\n") if line]
+            if not all(line.startswith(settings_lib.DECODER_PREFIXES) for line in lines):
+                raise BitstreamError("corrupt bitstream: decoder settings name an encoder-side field")
+            return lines
+    return []
+
+
+def decoder_config(stream: bs.Bitstream, *, mode: str | None = None, weights: str | None = None,
+                   overrides: Sequence[str] = ()):
+    """The config a stream decodes with: its preset, frame size, seed, mode and sent settings, then
+    the caller's overrides."""
+    h = stream.header
+    if h.preset not in codec_configs.PRESETS:
+        raise BitstreamError(f"bitstream made with preset {h.preset!r}, which this decoder does not know "
+                             f"({', '.join(codec_configs.PRESETS)})")
+    base = [f"video.width={h.width}", f"video.height={h.height}", f"video.fps={float(h.fps)!r}",
+            f"seed={h.seed}", f"decode.mode={h.mode}", *stream_settings(stream)]
+    try:
+        config = settings_lib.load_config(h.preset, base)
+    except ConfigError as e:
+        raise BitstreamError(f"corrupt bitstream: {e}") from None
+    extra = list(overrides) + ([f"decode.mode={mode}"] if mode else []) + ([f"weights={weights}"] if weights else [])
+    if extra:  # the caller's settings win; their errors are the caller's (ConfigError)
+        config = settings_lib.load_config(h.preset, base + extra)
+    return config
+
+
+class Codec:
+    """The codec of one config (a frozen `presets.get_config` tree, from `settings.load_config`): its
+    models (built on first use), the compiled programs over them and the per-settings caches.
+
+    Build it with `Codec.load(preset, weights=..., overrides=...)`; a decoder for a stream with
+    `Codec.for_stream(stream)`. Codecs made from another with `with_config` / `for_stream(..., store=)`
+    share its model store: one set of weights per process for every rate point and every stream.
+    """
+
+    def __init__(self, config, *, store: ModelStore | None = None):
+        self.config = config
+        self.models = Models(config, store=store)
+        self.mode = modes.mode(config.decode.mode)
+        self._reconstructors: dict = {}  # VideoReconstructionConfig -> VideoReconstructor
+
+    @classmethod
+    def load(cls, preset: str = codec_configs.DEFAULT_PRESET, *, weights: str | None = None,
+             overrides: Sequence[str] = (), store: ModelStore | None = None) -> "Codec":
+        """The codec of a preset with `--set`-style `KEY=VALUE` overrides and an optional weights folder."""
+        extra = [f"weights={weights}"] if weights else []
+        return cls(settings_lib.load_config(preset, [*overrides, *extra]), store=store)
+
+    @classmethod
+    def for_stream(cls, stream: bs.Bitstream, *, mode: str | None = None, weights: str | None = None,
+                   overrides: Sequence[str] = (), store: ModelStore | None = None) -> "Codec":
+        """The decoder of `stream`: its preset, frame size, seed, mode and sent settings, then the caller's."""
+        return cls(decoder_config(stream, mode=mode, weights=weights, overrides=overrides), store=store)
+
+    @property
+    def store(self) -> ModelStore:
+        return self.models.store
+
+    def with_config(self, config) -> "Codec":
+        """Another codec sharing this one's model store (and so its weights, where they coincide)."""
+        return Codec(config, store=self.store)
+
+    # -- what the research API takes (docs/api.md)
+
+    @functools.cached_property
+    def params(self) -> dict:
+        """{"codec": KeyframeCodec, "clip": CLIPModel, "seine": VideoUNet}: the API functions' `params`."""
+        m = self.models
+        return {"codec": m.codec, "clip": m.clip, "seine": m.seine}
+
+    @functools.cached_property
+    def spec(self) -> api.Spec:
+        """The decoding settings of the config, static arguments of the API functions."""
+        c, cc = self.config, self.models.codec_config
+        return api.Spec(width=c.video.width, height=c.video.height,
+                        keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale),
+                                                  c.keyframe_codec.sampler),
+                        clip=settings_lib.reconstruction_config(c, latent_scale=cc.vae.scaling_factor),
+                        grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
+
+    def reconstructor(self, clip_config) -> VideoReconstructor:
+        """SEINE over this codec's weights for one `VideoReconstructionConfig` (kept for later clips)."""
+        if clip_config not in self._reconstructors:
+            self._reconstructors[clip_config] = VideoReconstructor(self.params["seine"], self.params["codec"].vae,
+                                                                   clip_config)
+        return self._reconstructors[clip_config]
+
+    # -- encode
+
+    def index_model(self) -> IndexModel:
+        return index_model(self.config, self.models)
+
+    def encode(self, video: Video, timings: Timings | None = None, report: Report | None = None):
+        """(Bitstream, keyframe Decision) of preprocessed frames at the config's frame size;
+        `report(stage, done, total)` follows the stages."""
+        config, models = self.config, self.models
+        timings = Timings() if timings is None else timings
+        frames = video.frames
+        t, h, w, _ = frames.shape
+        if (w, h) != (config.video.width, config.video.height):
+            raise ConfigError(f"frames are {w}x{h}, the config codes {config.video.width}x{config.video.height}")
+        kcfg = settings_lib.keyframe_config(config)
+        with timings.stage("models"):
+            describer = ("qwen2-vl",) if config.dialogue.describer == "qwen2-vl" else ()
+            models.require(keyframe_stage.components(kcfg) + describer + ("sd-vae", "post-encoder"))
+            imodel = self.index_model()
+            fingerprint = models.fingerprint()
+
+        with timings.stage("keyframes"):
+            if report:
+                report("keyframe selection", 0, t)
+            decision = keyframe_stage.select(frames, kcfg, models)
+            keyframes = [int(i) for i in np.flatnonzero(np.asarray(decision.is_keyframe))]
+
+        with timings.stage("describe"):
+            describer = models.describer()
+            kf_texts, previous = [], None
+            for k in progress(keyframes, "describe keyframes", report=report):
+                previous = describer.describe_keyframe(frames[k], previous)
+                kf_texts.append(previous)
+            segments = clip_segments(keyframes, t)
+            clip_texts = [describer.describe_clip(frames[clip_sample(s, e, config.dialogue.clip_frames)],
+                                                  kf_texts[keyframes.index(s)])
+                          for s, e in progress(segments, "describe clips", report=report)]
+
+        with timings.stage("keyframe codec"):
+            params = {"codec": models.codec}
+            maps = [np.asarray(api.encode_keyframe(params, to_model_range(frames[k]))) for k in
+                    progress(keyframes, "encode keyframes", report=report)]
+
+        with timings.stage("entropy + text coding"):
+            index_data = tuple(encode_indices(m, imodel) for m in maps)
+            header = bs.Header(
+                width=w, height=h, fps=video.fps, num_frames=t, keyframes=tuple(keyframes), mode=self.mode.name,
+                preset=config.preset, weights_fingerprint=fingerprint, seed=int(config.seed),
+                keyframe_method=config.keyframes.method, text_codec=config.coding.text_codec,
+                index_grid=tuple(maps[0].shape), codebook_size=imodel.codebook_size, entropy_model=imodel.kind)
+            extras = ()
+            overrides = settings_lib.decoder_overrides(config)
+            if overrides:
+                extras = (bs.ExtraSection(TAG_DECODER_SETTINGS, "\n".join(overrides).encode("utf-8")),)
+            stream = bs.Bitstream(header, tuple(kf_texts), tuple(clip_texts), index_data, extras)
+            bs.pack(stream)  # validate before anything is written
+        return stream, decision
+
+    def encode_file(self, input_path: str, output_path: str) -> EncodeResult:
+        check_file_output(output_path, input_path)  # before the long part, not after
+        timings = Timings()
+        with timings.stage("read"):
+            video = read_input(input_path, self.config)
+        stream, decision = self.encode(video, timings)
+        with timings.stage("write"):
+            bits = bsf.write_bitstream(output_path, stream)
+        return EncodeResult(stream, bits, timings, decision)
+
+    # -- decode
+
+    def check_stream(self, stream: bs.Bitstream) -> None:
+        """Refuse a stream these models cannot decode (other weights, grid or codebook)."""
+        h = stream.header
+        bs.check_fingerprint(h, self.models.fingerprint(), self.config.preset)
+        cc = self.models.codec_config
+        if tuple(h.index_grid) != tuple(cc.grid):
+            raise BitstreamError(f"bitstream index grid {h.index_grid[0]}x{h.index_grid[1]} does not fit "
+                                 f"{h.width}x{h.height} frames at {cc.pixels_per_index} px per index")
+        if h.codebook_size != cc.post_encoder.codebook_size:
+            raise BitstreamError(f"bitstream codebook has {h.codebook_size} words, the weights "
+                                 f"{cc.post_encoder.codebook_size}")
+
+    def decode(self, stream: bs.Bitstream, *, seed: int | None = None, fps: float | None = None,
+               timings: Timings | None = None, report: Report | None = None) -> DecodeResult:
+        """Frames of a stream (this codec from `for_stream`). seed: sampling seed (default: the header's);
+        `report(stage, done, total)` follows the stages (SEINE in frames)."""
+        timings = Timings() if timings is None else timings
+        h = stream.header
+        mode = self.mode.name
+        if fps is not None:
+            check_output_rate(h, fps)
+        models = self.models
+        with timings.stage("models"):
+            models.require(("sd-vae", "post-encoder", "keyframe-unet", "clip", "seine"))
+            self.check_stream(stream)
+            params, spec = self.params, self.spec
+        with timings.stage("entropy + text decoding"):
+            imodel = IndexModel(h.entropy_model, h.codebook_size, self.index_model().counts)
+            maps = [decode_indices(blob, tuple(h.index_grid), imodel) for blob in stream.index_data]
+            segments = clip_segments(h.keyframes, h.num_frames)
+            if len(stream.clip_texts) != len(segments):
+                raise BitstreamError(f"corrupt bitstream: {len(stream.clip_texts)} clip texts for {len(segments)} clips")
+        key = jax.random.key(h.seed if seed is None else seed)
+        kf_key, clip_key = jax.random.split(key)
+
+        with timings.stage("text encoding"):
+            if report:
+                report("text encoding", 0, 1)
+            texts = [""] + list(stream.keyframe_texts) + list(stream.clip_texts)
+            # One batch of fixed size per call keeps a single compiled program whatever the text count.
+            emb = np.concatenate([np.asarray(api.encode_text(params, api.tokenize(texts[i:i + 1])))
+                                  for i in range(len(texts))])
+            null = emb[0]
+            kf_emb = emb[1:1 + len(h.keyframes)]
+            clip_emb = emb[1 + len(h.keyframes):]
+
+        with timings.stage("keyframes (SD)"):
+            # Each keyframe is waited for, so the progress shown is the work done, not the work dispatched.
+            decoded = [jax.block_until_ready(api.decode_keyframe(params, jnp.asarray(m), kf_emb[i],
+                                                                 jax.random.fold_in(kf_key, i), spec.keyframe, null))
+                       for i, m in enumerate(progress(maps, "decode keyframes", report=report))]
+
+        with timings.stage("clips (SEINE)"):
+            if report:
+                report(f"SEINE frames ({mode})", 0, h.num_frames)
+            out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
+            clip_decoder = {"seine": self._seine_clip}[self.mode.clip_decoder]
+            index_of = {k: i for i, k in enumerate(h.keyframes)}
+            for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
+                last = decoded[index_of[e]] if self.mode.last_keyframe_given and e in index_of else None
+                clip = clip_decoder(decoded[index_of[s]], last, clip_emb[j], jax.random.fold_in(clip_key, j),
+                                    e - s + 1, null)
+                out[s:e + 1] = to_uint8(clip)
+                if report:
+                    report(f"SEINE frames ({mode})", e + 1, h.num_frames)
+            keyframes = np.stack([to_uint8(d) for d in decoded])
+            out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
+            out[list(h.keyframes)] = keyframes
+
+        video = Video(out, h.fps)
+        if fps is not None:
+            idx = retime(h.num_frames, float(h.fps), float(fps))
+            video = Video(out[idx], Fraction(repr(float(fps))) if isinstance(fps, float) else Fraction(fps))
+        return DecodeResult(video, timings, keyframes)
+
+    def _seine_clip(self, first, last, text_emb, key, num_frames: int, null_text_emb):
+        """M3-CVC's clip decoder (II-D): SEINE interpolating (`last` given) or predicting from `first`."""
+        recon = self.reconstructor(self.spec.clip)
+        video = recon.clip(first[None], None if last is None else last[None], num_frames,
+                           "prediction" if last is None else "interpolation", text_emb[None], null_text_emb[None], key)
+        return video[0]
+
+
+def check_output_rate(header: bs.Header, fps: float) -> None:
+    """A requested output rate the same rules as the coded one allow, giving at most MAX_FRAMES frames."""
+    settings_lib.RANGES["video.fps"].check("--fps", fps)
+    settings_lib.check_fps_representable("--fps", fps)
+    frames = header.num_frames * Fraction(repr(float(fps))) / header.fps
+    if frames > bs.MAX_FRAMES:
+        raise ConfigError(f"--fps {fps:g} would make {float(frames):.3g} frames from {header.num_frames} at "
+                          f"{float(header.fps):g} fps (at most {bs.MAX_FRAMES})")
+
+
+def decode_file(input_path: str, output_path: str, *, mode: str | None = None, fps: float | None = None,
+                seed: int | None = None, weights: str | None = None, overrides: Sequence[str] = (),
+                force: bool = False, store: ModelStore | None = None) -> DecodeResult:
+    """Read a stream, decode it with the codec its header names, write the frames.
+    force: write into a non-empty output folder, replacing only the frame files and video.json."""
+    if writes_folder(output_path):  # before the long part, not after
+        check_folder_output(output_path, input_path, force)
+    else:
+        check_file_output(output_path, input_path)
+    timings = Timings()
+    with timings.stage("read"):
+        stream = bsf.read_bitstream(input_path)
+        if fps is not None:
+            check_output_rate(stream.header, fps)  # before any model or weights folder is looked at
+        codec = Codec.for_stream(stream, mode=mode, weights=weights, overrides=overrides, store=store)
+    result = codec.decode(stream, seed=seed, fps=fps, timings=timings)
+    with timings.stage("write"):
+        write_video(output_path, result.video, force=force)
+    return result

@@ -1,0 +1,144 @@
+"""The M3-CVC codec presets: one `get_config(preset)` tree; every field settable with `--set`.
+
+This table is part of the bitstream format: a decoder rebuilds its settings from the preset name in the
+header (plus the decoder-side settings the stream carries), so it lives in the library, not in `configs/`.
+
+    m3cvc encode clip.mp4 -o clip.m3cvc --preset tiny --set keyframes.method=fixed --set dialogue.turns=2
+
+Presets:
+  tiny   random weights drawn from `seed` (the decoder rebuilds them from the seed in the header), toy
+         widths, 128x80 frames, few sampling steps: a 33-frame round trip runs in seconds.
+  demo   small weights trained here by the repository's trainers on the bundled clips (docs/demo.md),
+         128x80, keyframes every 15 frames, no describer: a blurry but real reconstruction anywhere.
+  paper  converted checkpoints in `weights` (a folder with one sub-folder per component, see
+         `m3cvc_jax/pipelines/models.py`), 512x320 at 8 fps, the paper's settings.
+
+Defaults that belong to a component are read from its own dataclass, written once there: the keyframe
+decision's (`codec.keyframe_config.KeyframeConfig`) and the keyframe decoder's
+(`decoders.keyframe_decoding.KeyframeDecoding`).
+
+The fields mirror the paper's knobs (section numbers of M3-CVC): keyframe decision λ1, λ2, D_th (II-A),
+dialogue turns (II-B), keyframe decoding steps and guidance (II-C), clip reconstruction mode (II-D).
+Blocks map one to one onto the components' own configs: `keyframes` is `codec.keyframe_config.KeyframeConfig`,
+`keyframe_codec` feeds `nn.keyframe_codec.KeyframeCodecConfig` (preset, grid) and
+`decoders.keyframe_decoding.KeyframeDecoding` (steps, guidance), `video_model` feeds
+`decoders.video.VideoReconstructionConfig`.
+Settings in `keyframe_codec` and `video_model` that differ from the preset travel in the bitstream (a small
+skippable section) so the decoder runs with what the encoder was told.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from m3cvc_jax.codec.keyframe_config import KeyframeConfig
+from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
+
+_KEYFRAMES = KeyframeConfig()
+_KEYFRAME_DECODING = KeyframeDecoding()
+
+PRESETS = ("tiny", "paper", "demo")
+# What `m3cvc encode` and codec `ours` use when no preset is named: the one that decodes real pictures
+# on any machine without converted checkpoints.
+DEFAULT_PRESET = "demo"
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.weights = ""  # folder of converted checkpoints (paper); ignored by tiny
+    c.seed = 0  # decoder sampling seed (written to the header); tiny: also the weights' seed
+
+    c.video = ml_collections.ConfigDict()
+    c.video.width = 512
+    c.video.height = 320
+    c.video.fps = 8.0
+    c.video.start_time = 0.0  # seconds skipped at the start of the input
+    c.video.max_frames = 0  # 0: all frames
+
+    c.keyframes = ml_collections.ConfigDict()
+    k = _KEYFRAMES
+    c.keyframes.method = k.method  # m3cvc | semantic | cmvc | fixed
+    c.keyframes.lambda1 = k.lambda1  # weight of the CLIP semantic change 1 - cos
+    c.keyframes.lambda2 = k.lambda2  # weight of the RAFT motion magnitude (mean flow length / frame diagonal)
+    c.keyframes.threshold = k.threshold  # D_th
+    c.keyframes.max_clip_length = k.max_clip_length  # SEINE's window: a longer clip forces a keyframe
+    c.keyframes.interval = k.interval  # fixed interval (method=fixed) and CMVC's uniform intervals
+    c.keyframes.clip_model = k.clip_model  # CLIP preset; its image tower drives the decision, its text tower
+    #                                        conditions the keyframe UNet and SEINE (SD 1.x's text encoder)
+    c.keyframes.flow_model = k.flow_model  # raft_small | raft_large | tiny | classical (Lucas-Kanade, no weights)
+    c.keyframes.flow_updates = k.flow_updates  # RAFT GRU iterations
+
+    c.dialogue = ml_collections.ConfigDict()
+    c.dialogue.describer = "qwen2-vl"  # qwen2-vl | fixed | none
+    c.dialogue.turns = 4  # keyframe dialogue rounds (1, 2, 4 in the paper's ablation)
+    c.dialogue.clip_turns = 1
+    c.dialogue.clip_frames = 8  # frames of a clip shown to the describer (evenly spread, ends included)
+    c.dialogue.texts = ""  # JSON file {"keyframe": [...], "clip": [...]} for describer=fixed
+    c.dialogue.templates = ""  # prompt template file; empty: m3cvc_jax/lmm/m3cvc_dialogue.json
+    c.dialogue.max_new_tokens = 96
+    c.dialogue.temperature = 0.0  # 0: greedy
+    c.dialogue.model = "2b"  # Qwen2-VL preset for random weights (tiny); paper loads weights/qwen2-vl
+
+    c.coding = ml_collections.ConfigDict()
+    c.coding.text_codec = "zstd-dict"  # lzw | zlib | brotli | zstd | zstd-dict (benchmarks/text_coding.py)
+    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static (needs a histogram with the weights)
+
+    c.keyframe_codec = ml_collections.ConfigDict()
+    c.keyframe_codec.preset = "paper"  # m3cvc_jax/nn/keyframe_codec.py preset (random weights only)
+    c.keyframe_codec.pixels_per_index = 16  # 16: 32x20 indices at 512x320 (0.031 bpp); 8: 64x40
+    c.keyframe_codec.sampler = _KEYFRAME_DECODING.sampler  # ddim | ddpm | dpmpp2m (DPM-Solver++ 2M: fewer steps)
+    c.keyframe_codec.steps = _KEYFRAME_DECODING.steps  # sampler steps
+    c.keyframe_codec.guidance_scale = _KEYFRAME_DECODING.guidance_scale
+
+    c.video_model = ml_collections.ConfigDict()
+    c.video_model.preset = "seine"  # nn/video_unet.py preset (random weights only)
+    c.video_model.sampler = "ddpm"  # ddpm (respaced) | ddim | dpmpp2m
+    c.video_model.steps = 250
+    c.video_model.guidance_scale = 8.0
+    c.video_model.window = 16
+    c.video_model.keep_keyframes = True  # put the encoded keyframes back into the sampled latents
+    c.video_model.sample_posterior = True  # SEINE encodes the masked video with a posterior sample
+    c.video_model.strength = 1.0  # 1: from pure noise (SEINE); < 1: from the blended keyframes (SDEdit)
+
+    c.decode = ml_collections.ConfigDict()
+    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction (in the header)
+
+    if preset == "tiny":
+        c.video.width, c.video.height = 128, 80
+        c.video.max_frames = 33
+        c.keyframes.clip_model = "tiny"
+        c.keyframes.flow_model = "tiny"
+        c.keyframes.flow_updates = 2
+        c.keyframes.threshold = 0.05  # random features: keep the decision exercised on real motion
+        c.dialogue.model = "tiny"
+        c.dialogue.turns = 1
+        c.dialogue.max_new_tokens = 6
+        c.dialogue.temperature = 1.0  # greedy decoding of random weights repeats one token
+        c.keyframe_codec.preset = "tiny"
+        c.keyframe_codec.steps = 2
+        c.video_model.preset = "tiny"
+        c.video_model.sampler = "ddim"
+        c.video_model.steps = 2
+    elif preset == "demo":
+        # Small weights trained here (docs/demo.md, scripts/train_demo.sh), bundled in m3cvc_jax/assets/demo;
+        # the architectures come from their config.json files, so the `*.preset` fields do not apply.
+        # Nothing here can train CLIP, RAFT or Qwen2-VL: keyframes every `interval` frames (the bundled
+        # CLIP is random and only embeds the empty prompt), no describer (empty texts). With
+        # keyframes.method=m3cvc the motion term uses Lucas-Kanade flow (no RAFT weights).
+        c.video.width, c.video.height = 128, 80
+        c.keyframes.method = "fixed"
+        c.keyframes.interval = 15  # a clip of 16 frames: the video model's training window
+        c.keyframes.flow_model = "classical"
+        c.dialogue.describer = "none"
+        c.keyframe_codec.pixels_per_index = 8
+        c.keyframe_codec.guidance_scale = 1.0  # the empty prompt on both sides: guidance would do nothing
+        c.video_model.sampler = "ddim"
+        c.video_model.steps = 25
+        c.video_model.guidance_scale = 1.0
+        # The small video model's samples from pure noise do not converge (docs/demo.md): start halfway,
+        # from the keyframe latents blended across the clip.
+        c.video_model.strength = 0.5
+    elif preset != "paper":
+        raise ValueError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+    return c

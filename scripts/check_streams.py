@@ -1,0 +1,76 @@
+"""Byte-identity check of the bundled clip's streams and decodes against recorded SHA-256 sums.
+
+    python scripts/check_streams.py                 # encode + decode each job, compare with REFERENCE
+    python scripts/check_streams.py --print         # print the sums of this tree (to record new ones)
+
+A refactoring that must not change behaviour keeps these sums: the bitstream of each preset and its
+decode (.y4m, raw frames) on `assets/clips/bikes_4s.mp4`, plus the README's main job (the demo preset on
+the whole clip). The sums were recorded on the x86-64 AMD EPYC machine the project was developed on;
+another CPU may round differently in the decoder's sampling (the streams of `demo` should still match).
+Exit status 1 on any mismatch. Runs the `m3cvc` command of this interpreter, about two minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+
+CLIP = "assets/clips/bikes_4s.mp4"
+JOBS = {  # name: encode arguments after INPUT -o OUT
+    "tiny": ["--preset", "tiny", "--set", "video.max_frames=16"],
+    "demo": ["--preset", "demo", "--set", "video.max_frames=16"],
+    "main": [],  # README's main job: the default preset on the whole clip
+}
+# Recorded with the code before the issue-18 restructuring (commit 3c3534b).
+REFERENCE = {
+    "tiny.m3cvc": "47e8611bd10dd91e56e70cf389bc635ead766e63757782357a7b2e0d49ccaacb",
+    "tiny.y4m": "6d678e781b09bca5366e5743cd171afcab4cc3e7af5addf66ef12ca33fc8f47d",
+    "demo.m3cvc": "40d8f3e3e11d6cb80db84570911caa4adbb5934837c323ae8d71e012ca6c89a8",
+    "demo.y4m": "921ff92bed53dc27945c3113bc4b8fcaa35f19cada9d21ebcc82e9486add9cb7",
+    "main.m3cvc": "87239319b977ef69871a166bb9c75f563a4dafa787abaa5da324efb0af7974a1",
+    "main.y4m": "c61c9817c561713147a53d4f349c1ad4923ed6db8bf5528e3439e0bd41d64393",
+}
+
+
+def sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def m3cvc(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "m3cvc_jax", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def run_jobs(workdir: str) -> dict[str, str]:
+    sums = {}
+    for name, extra in JOBS.items():
+        stream, frames = os.path.join(workdir, f"{name}.m3cvc"), os.path.join(workdir, f"{name}.y4m")
+        m3cvc("encode", CLIP, "-o", stream, *extra)
+        m3cvc("decode", stream, "-o", frames)
+        sums[f"{name}.m3cvc"], sums[f"{name}.y4m"] = sha256(stream), sha256(frames)
+    return sums
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--print", action="store_true", help="print this tree's sums, compare nothing")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        sums = run_jobs(workdir)
+    bad = 0
+    for name, digest in sums.items():
+        if args.print:
+            print(f'    "{name}": "{digest}",')
+            continue
+        ok = digest == REFERENCE[name]
+        bad += not ok
+        print(f"{'same' if ok else 'DIFFERENT':9s} {name} {digest}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
