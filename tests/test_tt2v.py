@@ -34,10 +34,11 @@ def tt2v_stream(extras=(), index_data=None) -> bs.Bitstream:
 
 def test_tt2v_prompts_round_trip_through_the_bitstream():
     data = bs.pack(tt2v_stream())
-    # The mode byte (docs/bitstream.md): 3 = tt2v, right after the keyframe positions 0, +9, +10.
-    assert bytes([3, 0, 9, 10, 3]) in data[:40]
-    back, bits = bs.unpack_with_bits(data)
-    assert back.header.mode == "tt2v"
+    # The mode code (docs/bitstream.md): 3 = tt2v, in v1 right after the keyframe positions 0, +9, +10.
+    assert bytes([3, 0, 9, 10, 3]) in data[:40]  # container v1
+    assert bs.unpack(data).header.mode == "tt2v"
+    back, bits = bs.unpack_with_bits(bs.pack(tt2v_stream(), 2))  # and in container v2, what encode writes
+    assert back.header.mode == "tt2v" and back.version == 2
     assert (back.keyframe_texts, back.clip_texts) == (KF_TEXTS, CLIP_TEXTS)
     template = tt2v_prompt.load_template()
     prompts = tt2v_prompt.clip_prompts(template, back.keyframe_texts, back.clip_texts)
@@ -92,9 +93,12 @@ def test_a_tt2v_stream_carries_no_index_data():
     data[head_end:head_end + 4] = zlib.crc32(bytes(data[:head_end])).to_bytes(4, "little")
     with pytest.raises(BitstreamError, match="index map data in a tt2v stream"):
         bs.unpack(bytes(data))
-    data[pos] = 2  # kept for it2v: unknown to this reader
-    data[head_end:head_end + 4] = zlib.crc32(bytes(data[:head_end])).to_bytes(4, "little")
-    with pytest.raises(BitstreamError, match="unknown reconstruction mode 2"):
+    # The same in container v2: the mode code is bits 0-2 of the flags byte, one CRC over the file.
+    data = bytearray(bs.pack(good, 2))
+    assert data[3] & 7 == bs.MODES.index("prediction")
+    data[3] = (data[3] & ~7) | bs.MODES.index("tt2v")
+    data[-4:] = zlib.crc32(bytes(data[:-4])).to_bytes(4, "little")
+    with pytest.raises(BitstreamError, match="index map data in a tt2v stream"):
         bs.unpack(bytes(data))
 
 

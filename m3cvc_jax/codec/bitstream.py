@@ -1,4 +1,5 @@
-"""Bitstream container v1: pure bytes <-> frozen dataclasses (files: `io/bitstream_file.py`).
+"""Bitstream container v1 (and the dispatch to v2, `container_v2`): pure bytes <-> frozen dataclasses
+(files: `io/bitstream_file.py`).
 
 The exact byte layout is specified in docs/bitstream.md; keep the two in step. The reader trusts nothing:
 every length is checked against the bytes actually present before use, every count against a fixed bound,
@@ -19,11 +20,11 @@ from m3cvc_jax.codec.entropy import ENTROPY_MODEL_NAMES, ENTROPY_MODELS
 from m3cvc_jax.errors import BitstreamError, ConfigError
 
 MAGIC = b"M3CV"
-VERSION = 1
-# Reconstruction modes and their header byte. 2 is kept for CMVC's it2v (issue 15's order: it2v, tt2v).
-MODE_IDS = {"interpolation": 0, "prediction": 1, "tt2v": 3}
-MODE_NAMES = {v: k for k, v in MODE_IDS.items()}
-MODES = tuple(MODE_IDS)
+VERSION = 1  # the layout this module writes and reads itself; container_v2 holds version 2
+WRITE_VERSION = 2  # what `write_bitstream` writes (`m3cvc encode`)
+# The header's mode code: position in this tuple. One entry per `pipelines/modes.MODES` entry (a test checks
+# it); append new modes at the end (codes are the format: never reorder). CMVC's modes have their codes.
+MODES = ("interpolation", "prediction", "it2v", "tt2v")
 # Modes whose streams carry no keyframe images: every index map is empty (texts are the whole content).
 TEXT_ONLY_MODES = ("tt2v",)
 
@@ -82,6 +83,7 @@ class Bitstream:
     clip_texts: tuple[str, ...]  # motion descriptions D_C
     index_data: tuple[bytes, ...]  # one entropy-coded index map per keyframe (see codec/entropy.py)
     extras: tuple[ExtraSection, ...] = ()
+    version: int = dataclasses.field(default=VERSION, compare=False)  # the container it was read from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,8 +188,9 @@ def encode_texts(keyframe_texts, clip_texts, codec: str) -> bytes:
     return text_coding.compress(bytes(plain), codec)
 
 
-def pack(stream: Bitstream) -> bytes:
-    """The v1 bytes of `stream` (validated first: invalid content raises BitstreamError)."""
+def check_stream_content(stream: Bitstream, required_tags=frozenset()) -> None:
+    """Raise BitstreamError if `stream` cannot be written (what `pack` of either version refuses);
+    `required_tags`: the non-skippable extras the container's readers know (none for v1)."""
     h = stream.header
     _check_header(h)
     if len(stream.keyframe_texts) != len(h.keyframes) or len(stream.index_data) != len(h.keyframes):
@@ -202,11 +205,22 @@ def pack(stream: Bitstream) -> bytes:
     for e in stream.extras:
         if not 3 <= e.tag <= 127:
             raise BitstreamError(f"cannot pack: extra section tag {e.tag} outside 3..127")
-        if not e.skippable:
-            raise BitstreamError(f"cannot pack: required extra section {e.tag} unknown to v1 readers")
+        if not e.skippable and e.tag not in required_tags:
+            raise BitstreamError(f"cannot pack: required extra section {e.tag} unknown to its readers")
     if 2 + len(stream.extras) > MAX_SECTIONS:
         raise BitstreamError(f"cannot pack: more than {MAX_SECTIONS} sections")
 
+
+def pack(stream: Bitstream, version: int = VERSION) -> bytes:
+    """The bytes of `stream` in container `version` (1, or 2: the lean layout of `container_v2`)."""
+    if version == 2:
+        from m3cvc_jax.codec import container_v2
+
+        return container_v2.pack(stream)
+    if version != 1:
+        raise BitstreamError(f"cannot pack: unknown bitstream version {version}")
+    check_stream_content(stream)
+    h = stream.header
     fps = _fps(h.fps)
     body = bytearray()
     for v in (h.width, h.height, fps.numerator, fps.denominator, h.num_frames, len(h.keyframes)):
@@ -215,7 +229,7 @@ def pack(stream: Bitstream) -> bytes:
     for i, k in enumerate(h.keyframes):
         body += _varint(k if i == 0 else k - prev)
         prev = k
-    body += bytes([MODE_IDS[h.mode]])
+    body += bytes([MODES.index(h.mode)])
     body += _str8(h.preset)
     fp = bytes.fromhex(h.weights_fingerprint)
     body += bytes([len(fp)]) + fp
@@ -306,7 +320,7 @@ def _read_header(r: _Reader) -> tuple[Header, int]:
         pos = step if i == 0 else pos + step
         keyframes.append(pos)
     mode_id = r.u8()
-    if mode_id not in MODE_NAMES:
+    if mode_id >= len(MODES):
         r.fail(f"unknown reconstruction mode {mode_id}")
     preset = r.str8("preset")
     nfp = r.u8()
@@ -335,7 +349,7 @@ def _read_header(r: _Reader) -> tuple[Header, int]:
         fps=Fraction(fps_num, fps_den),
         num_frames=num_frames,
         keyframes=tuple(keyframes),
-        mode=MODE_NAMES[mode_id],
+        mode=MODES[mode_id],
         preset=preset,
         weights_fingerprint=fingerprint,
         seed=seed,
@@ -393,6 +407,12 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError("bitstream must be bytes")
     data = bytes(data)
+    if data[:2] == b"M3" and data[2:3] not in (b"", MAGIC[2:3]):  # "M3" then a version byte: v2 and later
+        from m3cvc_jax.codec import container_v2
+
+        if data[2] != container_v2.VERSION:
+            raise BitstreamError(f"unsupported bitstream version {data[2]} (this reader handles 1 and 2)")
+        return container_v2.unpack_with_bits(data)
     r = _Reader(data, "header")
     if r.remaining() < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise BitstreamError("not an m3cvc bitstream (bad magic)")
