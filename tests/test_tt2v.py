@@ -261,3 +261,12 @@ def test_paper_preset_runs_tt2v_from_a_weights_folder(workdir):  # noqa: F811
     shutil.rmtree(os.path.join(root, "motion-module"))
     with pytest.raises(WeightsError, match=r"motion modules.*python -m convert_weights animatediff .*motion-module"):
         m3cvc.decode_file(path, str(workdir / "paper_tt2v_again"), weights=root)
+
+
+def test_a_window_beyond_the_motion_positions_is_refused_before_sampling(tt2v_run):
+    from m3cvc_jax.io import bitstream_file as bsf
+    from m3cvc_jax.pipelines.codec import Codec
+
+    stream = bsf.read_bitstream(tt2v_run[0])
+    with pytest.raises(ConfigError, match=r"t2v.window=33: the motion modules know 32 frame positions"):
+        Codec.for_stream(stream, overrides=["t2v.window=33"]).decode(stream)

@@ -62,8 +62,6 @@ from m3cvc_jax.pipelines import settings as settings_lib
 from m3cvc_jax.pipelines.models import T2V_DECODER_COMPONENTS as T2V_COMPONENTS
 from m3cvc_jax.pipelines.models import Models, ModelStore
 
-
-
 # Index grid, codebook size and entropy model a text-only (tt2v) stream's header holds: unused, smallest.
 TEXT_ONLY_GRID = ((1, 1), 2, "uniform")
 
