@@ -123,6 +123,17 @@ def test_demo_refuses_tt2v_naming_the_presets_that_run_it(tmp_path):
     assert not os.path.exists(tmp_path / "x.m3cvc")
 
 
+def test_encode_refuses_a_template_the_decoder_would_refuse(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"prompt": "{scene}"}))
+    for path, needle in ((tmp_path / "nope.json", "no such TT2V prompt template"), (bad, "unknown placeholders scene")):
+        out = tmp_path / "x.m3cvc"
+        code, _, err = run_cli(["encode", CLIP, "-o", str(out), "--preset", "tiny", "--mode", "tt2v",
+                                "--set", f"t2v.template={path}"])
+        assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+        assert not out.exists()
+
+
 def test_tt2v_chooses_cmvc_keyframes_unless_told():
     from m3cvc_jax.pipelines.settings import load_config
 

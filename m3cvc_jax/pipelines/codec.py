@@ -274,6 +274,8 @@ class Codec:
             describer = ("qwen2-vl",) if config.dialogue.describer == "qwen2-vl" else ()
             coder = ("sd-vae", "post-encoder") if images else ()
             models.require(keyframe_stage.components(kcfg) + describer + coder)
+            if not images:
+                _ = self.t2v_template  # a template the decoder would refuse fails the encode, not the decode
             imodel = self.index_model() if images else None
             fingerprint = models.fingerprint()
 
