@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zlib
 
 import jax
 import numpy as np
@@ -115,14 +114,17 @@ def test_inspect_shows_the_weights(run, capsys):
     assert "it2v weights" in human and f"w {total['weights']}" in human
 
 
-def _rewrite_weights(data: bytes, payload: bytes) -> bytes:
-    """The stream with its weights section's payload replaced (section CRC recomputed, so only the
-    payload's meaning is wrong)."""
-    stream, bits = bs.unpack_with_bits(data)
-    start = len(data) - bits.weights // 8  # the weights section is the last one the encoder writes
-    assert data[start] == bs.TAG_IT2V_WEIGHTS
-    head = bytes([bs.TAG_IT2V_WEIGHTS]) + it2v_weights._varint(len(payload)) + payload
-    return data[:start] + head + zlib.crc32(head).to_bytes(4, "little")
+def _pack_unchecked(stream, version=bs.WRITE_VERSION) -> bytes:
+    """The bytes of `stream` with the writer's IT2V check off: what a faulty or hostile writer could make."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bs, "check_it2v_weights", lambda *a, **k: None)
+        return bs.pack(stream, version)
+
+
+def _with_weights(stream, payload):
+    extras = tuple(dataclasses.replace(e, payload=payload) if e.tag == bs.TAG_IT2V_WEIGHTS else e
+                   for e in stream.extras)
+    return dataclasses.replace(stream, extras=extras)
 
 
 @pytest.mark.parametrize("corrupt, needle", [
@@ -132,11 +134,10 @@ def _rewrite_weights(data: bytes, payload: bytes) -> bytes:
     (lambda p: p + b"\x00", "bytes of codes"),
 ])
 def test_corrupt_weights_section_refused(run, tmp_path, corrupt, needle):
-    data = open(run["path"], "rb").read()
     bad = tmp_path / "bad.m3cvc"
-    stream = bs.unpack(data)
+    stream = bsf.read_bitstream(run["path"])
     payload = [e for e in stream.extras if e.tag == bs.TAG_IT2V_WEIGHTS][0].payload
-    bad.write_bytes(_rewrite_weights(data, corrupt(payload)))
+    bad.write_bytes(_pack_unchecked(_with_weights(stream, corrupt(payload))))
     for argv in (["decode", str(bad), "-o", str(tmp_path / "o")], ["inspect", str(bad)]):
         code, _, err = run_cli(argv)
         lines = err.splitlines()
@@ -146,24 +147,25 @@ def test_corrupt_weights_section_refused(run, tmp_path, corrupt, needle):
     assert not os.path.exists(tmp_path / "o")
 
 
-def test_weights_section_only_in_it2v_streams(run, tmp_path):
+def test_weights_section_only_in_it2v_streams(run):
+    """Writers refuse, and readers of both containers refuse, an it2v stream without its weights section
+    and a weights section in another mode; v1 carries the section too, with its bits counted."""
     stream = bsf.read_bitstream(run["path"])
-    section = [e for e in stream.extras if e.tag == bs.TAG_IT2V_WEIGHTS]
-    others = tuple(e for e in stream.extras if e.tag != bs.TAG_IT2V_WEIGHTS)
-    without = dataclasses.replace(stream, extras=others)
-    with pytest.raises(BitstreamError, match="one IT2V weights section"):
-        bs.pack(without)
+    assert stream.version == bs.WRITE_VERSION == 2
+    without = dataclasses.replace(stream, extras=tuple(e for e in stream.extras if e.tag != bs.TAG_IT2V_WEIGHTS))
     interp = dataclasses.replace(stream, header=dataclasses.replace(stream.header, mode="interpolation"))
-    with pytest.raises(BitstreamError, match="required extra section 3"):
-        bs.pack(interp)
-    # Bytes a writer should not make are refused by the reader too: drop the section from the bytes.
-    data = open(run["path"], "rb").read()
-    _, bits = bs.unpack_with_bits(data)
-    cut = data[:len(data) - bits.weights // 8]
-    # the header's section count still names the weights section: truncated
-    with pytest.raises(BitstreamError):
-        bs.unpack(cut)
-    assert section
+    for version in (1, 2):
+        with pytest.raises(BitstreamError, match="needs one IT2V weights section"):
+            bs.pack(without, version)
+        with pytest.raises(BitstreamError, match="IT2V weights section in a interpolation stream"):
+            bs.pack(interp, version)
+        with pytest.raises(BitstreamError, match="corrupt bitstream: an it2v stream needs one IT2V weights"):
+            bs.unpack(_pack_unchecked(without, version))
+        with pytest.raises(BitstreamError, match="IT2V weights section in a interpolation stream"):
+            bs.unpack(_pack_unchecked(interp, version))
+        back, bits = bs.unpack_with_bits(bs.pack(stream, version))
+        assert back == stream and bits.weights > 0
+        assert bits.header + bits.text + bits.indices + bits.extra + bits.weights == bits.total
 
 
 def test_weight_codes_pack_round_trip():

@@ -6,10 +6,12 @@ A rate point is a string of `-`-separated knobs, each a `--set` override applied
     t<X>   keyframes.threshold = X               (D_th: lower -> more keyframes -> more bits)
     i<N>   keyframes.interval = N                (keyframes.method=fixed: one keyframe every N frames)
 
-    <mode> decode.mode = a mode of pipelines/modes.py (`interpolation`, `prediction`, `it2v`), with the
-           mode's encoder defaults for keys not set otherwise (it2v: keyframes.method=cmvc)
+    <mode> decode.mode = a mode of pipelines/modes.py (`interpolation`, `prediction`, `it2v`); a mode's own
+           keyframe method applies unless set (it2v: keyframes.method=cmvc, CMVC's intervals of i<N>)
 
-e.g. `g16-t0.25`, `g8-t0.125`, `g16-i4`, `it2v-i8` (CMVC IT2V, CMVC keyframes every 8 frames). The default ladder is the thresholds 2·D, D, D/2 around the
+e.g. `g16-t0.25`, `g8-t0.125`, `g16-i4`, `it2v-i8` (CMVC IT2V, keyframes in intervals of 8). CMVC's text-only mode (`--set decode.mode=tt2v`) has no index
+grid: its rate points are `i<N>` alone (`i8`, the CMVC keyframes' interval; `g` is refused), by default
+the interval N, N/2, N/4. The default ladder is the thresholds 2·D, D, D/2 around the
 config's D_th at grids 16 and 8 for random-weight presets (tiny), and at the config's own grid for a
 weights folder (its post-encoder fixes the grid; asking for another raises WeightsError). `--rate-points
 ours=g16-t0.25,g8-t0.25` picks others. The frame size and rate are the evaluation's preprocessing
@@ -31,6 +33,7 @@ import numpy as np
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import Video, as_fraction
+from m3cvc_jax.pipelines import modes
 from m3cvc_jax.pipelines.codec import Codec, decoder_config
 from m3cvc_jax.pipelines.models import ModelStore
 from m3cvc_jax.pipelines.modes import MODES, mode_overrides
@@ -42,9 +45,8 @@ KNOBS = {"g": ("keyframe_codec.pixels_per_index", int), "t": ("keyframes.thresho
 RANDOM_GRIDS = (16, 8)
 
 
-def rate_point_overrides(rate_point, given: Sequence[str] = ()) -> list[str]:
-    """`--set` overrides of a rate point name such as `g16-t0.25`; `given`: the user's overrides (a mode's
-    encoder defaults do not replace what the user set)."""
+def rate_point_overrides(rate_point) -> list[str]:
+    """`--set` overrides of a rate point name such as `g16-t0.25` or `it2v-i8`."""
     text = str(rate_point).strip()
     out, seen = [], set()
     parts = text.split("-") if text else [""]
@@ -66,16 +68,18 @@ def rate_point_overrides(rate_point, given: Sequence[str] = ()) -> list[str]:
             raise ConfigError(f"rate point {text!r} of codec ours: {part!r} needs a {kind.__name__}") from None
         out.append(f"{key}={value!r}" if kind is float else f"{key}={value}")
     if mode_parts:
-        out = mode_overrides(mode_parts[0], [*given, *out])[len(given):]
+        out = mode_overrides(mode_parts[0], out)
     return out
 
 
 def default_rate_points(config, random_weights: bool) -> tuple[str, ...]:
     grids = RANDOM_GRIDS if random_weights else (int(config.keyframe_codec.pixels_per_index),)
+    n = int(config.keyframes.interval)
+    intervals = sorted({n, -(-n // 2), -(-n // 4)}, reverse=True)
+    if not modes.mode(config.decode.mode).keyframe_images:
+        return tuple(f"i{i}" for i in intervals)  # texts only: more keyframes, more descriptions
     if config.keyframes.method == "fixed":
         # No threshold to move (the demo preset): the keyframe interval N, N/2 and N/4 set the rate.
-        n = int(config.keyframes.interval)
-        intervals = sorted({n, -(-n // 2), -(-n // 4)}, reverse=True)
         return tuple(f"g{g}-i{i}" for g in grids for i in intervals)
     d = float(config.keyframes.threshold)
     return tuple(f"g{g}-t{t:g}" for g in grids for t in (2 * d, d, d / 2))
@@ -103,15 +107,20 @@ class M3CVCCodec:
         base = Codec(load_config(self.preset, self.overrides), store=self._store)
         random_weights = base.models.root is None  # also fails now if a weights folder is missing
         points = tuple(rate_points) if rate_points else default_rate_points(base.config, random_weights)
+        text_only = not modes.mode(base.config.decode.mode).keyframe_images
         for rp in points:  # every rate point's config is checked before the first encode
-            load_config(self.preset, self.overrides + tuple(rate_point_overrides(rp, self.overrides)))
+            sets = rate_point_overrides(rp)
+            if text_only and any(o.startswith("keyframe_codec.pixels_per_index=") for o in sets):
+                raise ConfigError(f"rate point {rp!r} of codec ours: g<N> (the index grid) has no effect in mode "
+                                  f"{base.config.decode.mode}, whose streams carry texts only; use i<N>")
+            load_config(self.preset, self.overrides + tuple(sets))
         self.rate_points = points
         self._codecs: dict[str, Codec] = {}
 
     def config(self, rate_point, width: int, height: int, fps):
         """The encoder config of one rate point for frames of this size and rate."""
         frame = [f"video.width={width}", f"video.height={height}", f"video.fps={float(fps)!r}"]
-        return load_config(self.preset, self.overrides + tuple(rate_point_overrides(rate_point, self.overrides))
+        return load_config(self.preset, self.overrides + tuple(rate_point_overrides(rate_point))
                            + tuple(frame))
 
     def codec(self, config) -> Codec:

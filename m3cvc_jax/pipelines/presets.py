@@ -13,6 +13,10 @@ Presets:
   paper  converted checkpoints in `weights` (a folder with one sub-folder per component, see
          `m3cvc_jax/pipelines/models.py`), 512x320 at 8 fps, the paper's settings.
 
+Modes (`decode.mode`, `m3cvc encode --mode`): tiny and paper run all of them; demo refuses tt2v
+(`UNSUPPORTED_MODES`): its keyframe UNet is trained here on VQ index maps with the empty prompt, so it is
+no text-to-image model and a text-only stream would decode to video unrelated to the input.
+
 Defaults that belong to a component are read from its own dataclass, written once there: the keyframe
 decision's (`codec.keyframe_config.KeyframeConfig`) and the keyframe decoder's
 (`decoders.keyframe_decoding.KeyframeDecoding`).
@@ -40,6 +44,11 @@ _KEYFRAME_DECODING = KeyframeDecoding()
 _IT2V = IT2VConfig()
 
 PRESETS = ("tiny", "paper", "demo")
+# mode -> the reason a preset cannot run it (docs/cmvc.md, "TT2V: presets").
+UNSUPPORTED_MODES = {
+    "demo": {"tt2v": "its keyframe UNet is trained on VQ index maps with the empty prompt, not a text-to-image "
+                      "model; use --preset paper (converted SD 1.5 + AnimateDiff weights) or tiny (random weights)"},
+}
 # What `m3cvc encode` and codec `ours` use when no preset is named: the one that decodes real pictures
 # on any machine without converted checkpoints.
 DEFAULT_PRESET = "demo"
@@ -84,17 +93,18 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
 
     c.coding = ml_collections.ConfigDict()
     c.coding.text_codec = "zstd-dict"  # lzw | zlib | brotli | zstd | zstd-dict (benchmarks/text_coding.py)
-    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static (needs a histogram with the weights)
+    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static | learned (static, learned: tables stored with the weights)
 
     c.keyframe_codec = ml_collections.ConfigDict()
     c.keyframe_codec.preset = "paper"  # m3cvc_jax/nn/keyframe_codec.py preset (random weights only)
     c.keyframe_codec.pixels_per_index = 16  # 16: 32x20 indices at 512x320 (0.031 bpp); 8: 64x40
-    c.keyframe_codec.steps = _KEYFRAME_DECODING.steps  # DDIM steps
+    c.keyframe_codec.sampler = _KEYFRAME_DECODING.sampler  # ddim | ddpm | dpmpp2m (DPM-Solver++ 2M: fewer steps)
+    c.keyframe_codec.steps = _KEYFRAME_DECODING.steps  # sampler steps
     c.keyframe_codec.guidance_scale = _KEYFRAME_DECODING.guidance_scale
 
     c.video_model = ml_collections.ConfigDict()
     c.video_model.preset = "seine"  # nn/video_unet.py preset (random weights only)
-    c.video_model.sampler = "ddpm"  # ddpm (respaced) | ddim
+    c.video_model.sampler = "ddpm"  # ddpm (respaced) | ddim | dpmpp2m
     c.video_model.steps = 250
     c.video_model.guidance_scale = 8.0
     c.video_model.window = 16
@@ -103,7 +113,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.video_model.strength = 1.0  # 1: from pure noise (SEINE); < 1: from the blended keyframes (SDEdit)
 
     c.decode = ml_collections.ConfigDict()
-    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction | it2v (in the header)
+    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction | it2v | tt2v (in the header)
+
+    # CMVC's TT2V mode (decode.mode=tt2v): AnimateDiff generates every clip from its texts (decoders/t2v.py).
+    c.t2v = ml_collections.ConfigDict()
+    c.t2v.template = ""  # TT2V prompt template file; empty: m3cvc_jax/lmm/tt2v_prompt.json
+    c.t2v.steps = 25  # DDIM steps (AnimateDiff's inference config)
+    c.t2v.guidance_scale = 7.5  # classifier-free guidance against the template's negative prompt
+    c.t2v.window = 16  # frames generated per clip (AnimateDiff's training length), then resampled to the clip
 
     # CMVC's IT2V mode (docs/cmvc.md; pipelines/it2v.IT2VConfig): CMVC's final setting, DiffMorpher's rest.
     c.cmvc = ml_collections.ConfigDict()
@@ -139,6 +156,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.cmvc.sampling_steps = 2
         c.cmvc.opt_steps = 2
         c.cmvc.opt_lr = 0.05
+        c.t2v.steps = 2
     elif preset == "demo":
         # Small weights trained here (docs/demo.md, scripts/train_demo.sh), bundled in m3cvc_jax/assets/demo;
         # the architectures come from their config.json files, so the `*.preset` fields do not apply.
@@ -152,6 +170,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.dialogue.describer = "none"
         c.keyframe_codec.pixels_per_index = 8
         c.keyframe_codec.guidance_scale = 1.0  # the empty prompt on both sides: guidance would do nothing
+        # The index prior trained on the demo weights' maps (train.index_prior, shipped with them).
+        c.coding.entropy_model = "learned"
         c.video_model.sampler = "ddim"
         c.video_model.steps = 25
         c.video_model.guidance_scale = 1.0
