@@ -27,7 +27,7 @@ from m3cvc_jax.pipelines.codec import Codec, read_input
 def run(codec: Codec, video: Video):
     start = time.perf_counter()
     stream, _ = codec.encode(video)
-    bits = bs.unpack_with_bits(bs.pack(stream))[1]
+    bits = bs.unpack_with_bits(bs.pack(stream, bs.WRITE_VERSION))[1]  # what m3cvc encode writes
     decoded = Codec.for_stream(stream, store=codec.store).decode(stream).video.frames
     return stream, bits, decoded, time.perf_counter() - start
 
