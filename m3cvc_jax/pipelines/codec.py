@@ -41,7 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from m3cvc_jax.codec import bitstream as bs
-from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
+from m3cvc_jax.codec.entropy import IndexModel, decode_index_maps, decode_indices, encode_index_maps
 from m3cvc_jax.codec.index_prior import IndexPrior
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
@@ -128,11 +128,15 @@ def index_model(config, models: Models, kind: str | None = None) -> IndexModel:
 
 
 def encode_maps(maps, imodel: IndexModel) -> tuple[bytes, ...]:
-    """Each keyframe's map coded given the previous keyframe's (the learned model's temporal context)."""
-    return tuple(encode_indices(m, imodel, maps[i - 1] if i else None) for i, m in enumerate(maps))
+    """All keyframe maps in one payload, each coded given the previous keyframe's (the learned model's
+    temporal context): one range-coder flush and no per-map lengths in the stream."""
+    return (encode_index_maps(maps, imodel),)
 
 
-def decode_maps(blobs, grid: tuple[int, int], imodel: IndexModel) -> list[np.ndarray]:
+def decode_maps(blobs, count: int, grid: tuple[int, int], imodel: IndexModel) -> list[np.ndarray]:
+    """`count` maps from one joint payload, or from one payload per keyframe (v1 streams)."""
+    if len(blobs) == 1:
+        return decode_index_maps(blobs[0], count, grid, imodel)
     maps: list[np.ndarray] = []
     for blob in blobs:
         maps.append(decode_indices(blob, grid, imodel, maps[-1] if maps else None))
@@ -352,7 +356,8 @@ class Codec:
             self.check_stream(stream)
             params, spec = self.params, self.spec
         with timings.stage("entropy + text decoding"):
-            maps = decode_maps(stream.index_data, tuple(h.index_grid), self.index_model(h.entropy_model))
+            maps = decode_maps(stream.index_data, len(h.keyframes), tuple(h.index_grid),
+                               self.index_model(h.entropy_model))
             segments = clip_segments(h.keyframes, h.num_frames)
             if len(stream.clip_texts) != len(segments):
                 raise BitstreamError(f"corrupt bitstream: {len(stream.clip_texts)} clip texts for {len(segments)} clips")
