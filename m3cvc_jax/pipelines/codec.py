@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import sys
 import time
 from fractions import Fraction
@@ -264,9 +265,14 @@ class Codec:
     def index_model(self, kind: str | None = None) -> IndexModel:
         return index_model(self.config, self.models, kind)
 
-    def encode(self, video: Video, timings: Timings | None = None, report: Report | None = None):
+    def encode(self, video: Video, timings: Timings | None = None, report: Report | None = None,
+               cache: dict | None = None):
         """(Bitstream, keyframe Decision) of preprocessed frames at the config's frame size;
-        `report(stage, done, total)` follows the stages."""
+        `report(stage, done, total)` follows the stages.
+
+        cache: a dict kept across encodes of THE SAME frames with other settings (`pipelines/rate_control.py`):
+        keyframe decisions, texts and VQ maps already computed for equal settings are reused."""
+        cache = {} if cache is None else cache
         config, models = self.config, self.models
         timings = Timings() if timings is None else timings
         frames = video.frames
@@ -283,24 +289,25 @@ class Codec:
         with timings.stage("keyframes"):
             if report:
                 report("keyframe selection", 0, t)
-            decision = keyframe_stage.select(frames, kcfg, models)
+            key = ("decision", kcfg)
+            if key not in cache:
+                cache[key] = keyframe_stage.select(frames, kcfg, models)
+            decision = cache[key]
             keyframes = [int(i) for i in np.flatnonzero(np.asarray(decision.is_keyframe))]
 
         with timings.stage("describe"):
-            describer = models.describer()
-            kf_texts, previous = [], None
-            for k in progress(keyframes, "describe keyframes", report=report):
-                previous = describer.describe_keyframe(frames[k], previous)
-                kf_texts.append(previous)
-            segments = clip_segments(keyframes, t)
-            clip_texts = [describer.describe_clip(frames[clip_sample(s, e, config.dialogue.clip_frames)],
-                                                  kf_texts[keyframes.index(s)])
-                          for s, e in progress(segments, "describe clips", report=report)]
+            key = ("texts", json.dumps(config.dialogue.to_dict(), sort_keys=True), tuple(keyframes))
+            if key not in cache:
+                cache[key] = self._describe(frames, keyframes, report)
+            kf_texts, clip_texts = cache[key]
 
         with timings.stage("keyframe codec"):
             params = {"codec": models.codec}
-            maps = [np.asarray(api.encode_keyframe(params, to_model_range(frames[k]))) for k in
-                    progress(keyframes, "encode keyframes", report=report)]
+            maps = []
+            for k in progress(keyframes, "encode keyframes", report=report):
+                if ("map", fingerprint, k) not in cache:
+                    cache["map", fingerprint, k] = np.asarray(api.encode_keyframe(params, to_model_range(frames[k])))
+                maps.append(cache["map", fingerprint, k])
 
         with timings.stage("entropy + text coding"):
             index_data = encode_maps(maps, imodel)
@@ -316,6 +323,19 @@ class Codec:
             stream = bs.Bitstream(header, tuple(kf_texts), tuple(clip_texts), index_data, extras)
             bs.pack(stream, bs.WRITE_VERSION)  # validate before anything is written
         return stream, decision
+
+    def _describe(self, frames, keyframes: list[int], report) -> tuple[list[str], list[str]]:
+        """Keyframe texts D_F (each given the previous) and clip texts D_C (M3-CVC II-B)."""
+        config, describer = self.config, self.models.describer()
+        kf_texts, previous = [], None
+        for k in progress(keyframes, "describe keyframes", report=report):
+            previous = describer.describe_keyframe(frames[k], previous)
+            kf_texts.append(previous)
+        segments = clip_segments(keyframes, len(frames))
+        clip_texts = [describer.describe_clip(frames[clip_sample(s, e, config.dialogue.clip_frames)],
+                                              kf_texts[keyframes.index(s)])
+                      for s, e in progress(segments, "describe clips", report=report)]
+        return kf_texts, clip_texts
 
     def encode_file(self, input_path: str, output_path: str) -> EncodeResult:
         check_file_output(output_path, input_path)  # before the long part, not after
