@@ -249,7 +249,8 @@ class Codec:
         """The decoding settings of the config, static arguments of the API functions."""
         c, cc = self.config, self.models.codec_config
         return api.Spec(width=c.video.width, height=c.video.height,
-                        keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale)),
+                        keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale),
+                                                  c.keyframe_codec.sampler),
                         clip=settings_lib.reconstruction_config(c, latent_scale=cc.vae.scaling_factor),
                         grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
 

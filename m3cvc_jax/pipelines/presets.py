@@ -87,12 +87,13 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.keyframe_codec = ml_collections.ConfigDict()
     c.keyframe_codec.preset = "paper"  # m3cvc_jax/nn/keyframe_codec.py preset (random weights only)
     c.keyframe_codec.pixels_per_index = 16  # 16: 32x20 indices at 512x320 (0.031 bpp); 8: 64x40
-    c.keyframe_codec.steps = _KEYFRAME_DECODING.steps  # DDIM steps
+    c.keyframe_codec.sampler = _KEYFRAME_DECODING.sampler  # ddim | ddpm | dpmpp2m (DPM-Solver++ 2M: fewer steps)
+    c.keyframe_codec.steps = _KEYFRAME_DECODING.steps  # sampler steps
     c.keyframe_codec.guidance_scale = _KEYFRAME_DECODING.guidance_scale
 
     c.video_model = ml_collections.ConfigDict()
     c.video_model.preset = "seine"  # nn/video_unet.py preset (random weights only)
-    c.video_model.sampler = "ddpm"  # ddpm (respaced) | ddim
+    c.video_model.sampler = "ddpm"  # ddpm (respaced) | ddim | dpmpp2m
     c.video_model.steps = 250
     c.video_model.guidance_scale = 8.0
     c.video_model.window = 16
