@@ -75,6 +75,7 @@ def run(preset: str, prior: IndexPrior | None) -> dict:
 
     config = get_config("tiny" if preset == "tiny" else "demo")
     config.max_frames = 0
+    config.exclude_clips = ""  # measured on every bundled clip, held-out ones included
     clip_maps = training_maps(config)[0]
     models = models_for(preset, prior)
     keyframes = [p for maps in clip_maps for p in keyframe_pairs(maps)]

@@ -207,3 +207,18 @@ def test_tiny_trainer_contract(tmp_path):
     logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in logged] == [1, 2, 3]
     assert prior3.cluster_counts.sum() > prior.cluster_counts.sum()  # the resumed run counted one batch more
+
+
+def test_auto_keeps_the_shortest_coding_so_a_poor_prior_costs_nothing():
+    """`coding.entropy_model=auto` (the demo default): the shipped prior wins on the demo maps; a prior that
+    does not fit them (random tables) loses to a model without training."""
+    from m3cvc_jax.pipelines.codec import smallest_coding
+
+    maps = real_maps()[0]
+    plain = [ent.IndexModel("uniform", 256), ent.IndexModel("adaptive", 256)]
+    payload, chosen = smallest_coding(maps, [*plain, learned(demo_prior())])
+    assert chosen.kind == "learned"
+    assert len(payload[0]) == min(len(ent.encode_index_maps(maps, m)) for m in [*plain, learned(demo_prior())])
+    poor = random_prior(1, k=256, c=8)
+    assert len(ent.encode_index_maps(maps, learned(poor))) > len(ent.encode_index_maps(maps, plain[0]))
+    assert smallest_coding(maps, [*plain, learned(poor)])[1].kind != "learned"

@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from m3cvc_jax.codec import bitstream as bs
-from m3cvc_jax.codec.entropy import IndexModel, decode_index_maps, decode_indices, encode_index_maps
+from m3cvc_jax.codec.entropy import ENTROPY_MODELS, IndexModel, decode_index_maps, decode_indices, encode_index_maps
 from m3cvc_jax.codec.index_prior import IndexPrior
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
@@ -126,6 +126,28 @@ def index_model(config, models: Models, kind: str | None = None) -> IndexModel:
         tables = models.meta("post-encoder").get("tables", {}) if models.root is not None else {}
         return IndexModel(kind, size, prior=IndexPrior.from_tables(tables))
     return IndexModel(kind, size, counts)
+
+
+def index_models(config, models: Models) -> list[IndexModel]:
+    """The models an encode tries: the config's, or for `auto` every model these weights have tables for
+    (uniform, static, adaptive, learned)."""
+    if config.coding.entropy_model != "auto":
+        return [index_model(config, models)]
+    out = []
+    for kind in ENTROPY_MODELS:
+        try:
+            out.append(index_model(config, models, kind))
+        except ConfigError:  # no histogram / no prior with these weights
+            continue
+    return out
+
+
+def smallest_coding(maps, imodels: Sequence[IndexModel]) -> tuple[tuple[bytes, ...], IndexModel]:
+    """The maps coded under each model; the shortest payload and its model (ties: the earlier model).
+    A learned prior that does not fit this content (e.g. new weights' prior on unseen footage) then never
+    costs more than the models without training."""
+    coded = [(encode_maps(maps, m), m) for m in imodels]
+    return min(coded, key=lambda c: sum(len(b) for b in c[0]))
 
 
 def encode_maps(maps, imodel: IndexModel) -> tuple[bytes, ...]:
@@ -284,7 +306,7 @@ class Codec:
         with timings.stage("models"):
             describer = ("qwen2-vl",) if config.dialogue.describer == "qwen2-vl" else ()
             models.require(keyframe_stage.components(kcfg) + describer + ("sd-vae", "post-encoder"))
-            imodel = self.index_model()
+            imodels = index_models(config, models)
             fingerprint = models.fingerprint()
 
         with timings.stage("keyframes"):
@@ -311,7 +333,7 @@ class Codec:
                 maps.append(cache["map", fingerprint, k])
 
         with timings.stage("entropy + text coding"):
-            index_data = encode_maps(maps, imodel)
+            index_data, imodel = smallest_coding(maps, imodels)
             header = bs.Header(
                 width=w, height=h, fps=video.fps, num_frames=t, keyframes=tuple(keyframes), mode=self.mode.name,
                 preset=config.preset, weights_fingerprint=fingerprint, seed=int(config.seed),
