@@ -227,6 +227,8 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
     if r.remaining() % 4:
         r.fail("the last index map is not a whole number of 32-bit words")
     blobs.append(r.take(r.remaining()))
+    if header.mode in bs.TEXT_ONLY_MODES and any(blobs):
+        r.fail(f"index map data in a {header.mode} stream")
     stream = bs.Bitstream(header, kf_texts, clip_texts, tuple(blobs), tuple(extras), VERSION)
     bits = bs.Bits(header=8 * (header_end + 4), indices=8 * (r.pos - extra_end), text=8 * (text_end - header_end),
                    extra=8 * (extra_end - text_end), total=8 * len(data))

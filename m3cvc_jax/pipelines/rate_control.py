@@ -65,6 +65,8 @@ def keyframe_candidates(config, num_frames: int) -> list[str]:
 
 
 def grid_candidates(codec) -> list[str]:
+    if not codec.mode.keyframe_images:  # text only (tt2v): no index grid
+        return [""]
     if codec.models.root is not None:  # a weights folder: its post-encoder fixes the grid
         return [f"keyframe_codec.pixels_per_index={int(codec.config.keyframe_codec.pixels_per_index)}"]
     v = codec.config.video
