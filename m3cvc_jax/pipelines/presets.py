@@ -91,7 +91,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
 
     c.coding = ml_collections.ConfigDict()
     c.coding.text_codec = "zstd-dict"  # lzw | zlib | brotli | zstd | zstd-dict (benchmarks/text_coding.py)
-    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static | learned (static, learned: tables stored with the weights)
+    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static | learned (static, learned: tables stored
+    #                                      with the weights) | auto: each stream takes the one that codes it shortest
 
     c.keyframe_codec = ml_collections.ConfigDict()
     c.keyframe_codec.preset = "paper"  # m3cvc_jax/nn/keyframe_codec.py preset (random weights only)
@@ -150,8 +151,10 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.dialogue.describer = "none"
         c.keyframe_codec.pixels_per_index = 8
         c.keyframe_codec.guidance_scale = 1.0  # the empty prompt on both sides: guidance would do nothing
-        # The index prior trained on the demo weights' maps (train.index_prior, shipped with them).
-        c.coding.entropy_model = "learned"
+        # The index prior trained on the demo weights' maps (train.index_prior, shipped with them) codes the
+        # bundled clips shortest; `auto` also tries static / adaptive / uniform per stream (the header names the
+        # winner), so a prior that fits unseen footage badly (new weights) never costs more than those.
+        c.coding.entropy_model = "auto"
         c.video_model.sampler = "ddim"
         c.video_model.steps = 25
         c.video_model.guidance_scale = 1.0

@@ -87,7 +87,7 @@ CHOICES = {
     "keyframes.flow_model": ("raft_small", "raft_large", "tiny", "classical"),
     "dialogue.describer": ("qwen2-vl", "fixed", "none"),
     "coding.text_codec": ("lzw", "zlib", "brotli", "zstd", "zstd-dict"),
-    "coding.entropy_model": ("uniform", "static", "adaptive", "learned"),
+    "coding.entropy_model": ("uniform", "static", "adaptive", "learned", "auto"),
     "keyframe_codec.sampler": KEYFRAME_SAMPLERS,
     "video_model.sampler": VIDEO_SAMPLERS,
     "decode.mode": tuple(MODES),
