@@ -26,7 +26,7 @@ HELD_OUT = 4  # batches far past the run (other windows' order, other noise) for
 
 
 def tiny_config(**overrides):
-    return tiny_run_config(get_config, width=64, height=40, **overrides)
+    return tiny_run_config(get_config, 64, 40, **overrides)
 
 
 def held_out_loss(run, params) -> float:

@@ -21,7 +21,7 @@ STEPS = 30
 
 
 def tiny_config(**overrides):
-    return tiny_run_config(get_config, width=32, height=32, **overrides)
+    return tiny_run_config(get_config, 32, 32, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
-def tiny_run_config(get_config: Callable[[str], Any], *, width: int, height: int, **overrides):
-    """`get_config("tiny")` (a stage's configs module) with the test settings, then `overrides` by key."""
+def tiny_run_config(get_config: Callable[[str], Any], width: int, height: int, /, **overrides):
+    """`get_config("tiny")` (a stage's configs module) with the test settings at `width` x `height`, then
+    `overrides` by key (a test may override the size too)."""
     c = get_config("tiny")
     c.width, c.height = width, height
     c.progress = False
