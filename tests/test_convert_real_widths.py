@@ -8,6 +8,7 @@ converted tensors become jax arrays one at a time, so a test holds about one cop
 (SD 1.5's UNet at one layer per block is 2.3 GB in float32, Qwen2-VL-2B's tied 151,936-token embedding 0.93 GB).
 """
 
+import ctypes
 import dataclasses
 import gc
 
@@ -28,6 +29,18 @@ from tests.sd_reference import nchw, nhwc  # noqa: E402
 
 pytestmark = pytest.mark.parity
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _release_memory():
+    """Hand the freed pages back after each test: glibc keeps much of a multi-GB test's heap, and the next
+    test would start that much higher (5.3 GB instead of 4.4 GB peak for this file)."""
+    yield
+    gc.collect()
+    jax.clear_caches()
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "malloc_trim"):  # glibc only
+        libc.malloc_trim(0)
 
 
 def _reference(build, seed):
