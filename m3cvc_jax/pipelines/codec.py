@@ -33,7 +33,7 @@ import functools
 import sys
 import time
 from fractions import Fraction
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -172,7 +172,7 @@ def decoder_config(stream: bs.Bitstream, *, mode: str | None = None, weights: st
         config = settings_lib.load_config(h.preset, base)
     except ConfigError as e:
         raise BitstreamError(f"corrupt bitstream: {e}") from None
-    extra = list(overrides) + ([f"decode.mode={mode}"] if mode else []) + ([f"weights={weights}"] if weights else [])
+    extra = settings_lib.assignments(overrides) + ([f"decode.mode={mode}"] if mode else []) + ([f"weights={weights}"] if weights else [])
     if extra:  # the caller's settings win; their errors are the caller's (ConfigError)
         config = settings_lib.load_config(h.preset, base + extra)
     return config
@@ -195,10 +195,11 @@ class Codec:
 
     @classmethod
     def load(cls, preset: str = codec_configs.DEFAULT_PRESET, *, weights: str | None = None,
-             overrides: Sequence[str] = (), store: ModelStore | None = None) -> "Codec":
-        """The codec of a preset with `--set`-style `KEY=VALUE` overrides and an optional weights folder."""
+             overrides: Sequence[str] | Mapping[str, object] = (), store: ModelStore | None = None) -> "Codec":
+        """The codec of a preset with `--set`-style `KEY=VALUE` overrides (or a mapping {KEY: VALUE}, e.g.
+        `{"dtype": "bfloat16"}`) and an optional weights folder."""
         extra = [f"weights={weights}"] if weights else []
-        return cls(settings_lib.load_config(preset, [*overrides, *extra]), store=store)
+        return cls(settings_lib.load_config(preset, [*settings_lib.assignments(overrides), *extra]), store=store)
 
     @classmethod
     def for_stream(cls, stream: bs.Bitstream, *, mode: str | None = None, weights: str | None = None,
