@@ -4,6 +4,7 @@ encode / decode time of a 33-frame clip projected from them at the paper's step 
 
     python -m benchmarks.paper_scale [--stages vae,keyframe_unet,...] [--dtypes float32,bfloat16]
                                      [--seine-frames 16] [--json OUT]
+    python -m benchmarks.paper_scale --from-json OUT     # the table and projection of a saved run
 
 Stages (each in its own subprocess, one at a time, so one model is resident at once):
   vae            SD VAE (83.7M): encode one frame 512x320, decode one 40x64 latent
@@ -25,6 +26,8 @@ Memory per stage, two figures: `xla` is the compiled program's own buffer plan
 (`compiled.memory_analysis()`: arguments (weights + inputs) + outputs + temporaries, as this CPU backend
 plans them; a GPU backend plans its own, close but not equal), the figure that bounds device memory;
 `rss` is the worker process's peak resident memory (VmHWM), host copies of the weights included.
+"device memory" of a command = the float32 weights of every model it keeps loaded + the largest program's
+temporaries (XLA's plan); GFLOP are XLA's cost analysis of each program.
 
 Projection for 33 frames (stated in the output): keyframes at 0, 15, 30 (SEINE's 16-frame window bounds
 a clip), so K=3 keyframes, 3 clips, 3 SEINE windows (the last, 3-frame clip still costs a window).
@@ -274,32 +277,33 @@ def run_worker(stage: str, dtype: str, seine_frames: int) -> dict:
     return {"stage": stage, "dtype": dtype, "error": f"exit {proc.returncode}: {tail}"}
 
 
-def _t(results: dict, stage: str, part: str) -> float:
-    r = results.get(stage)
-    if r is None or "parts" not in r:
-        raise KeyError(stage)
-    return r["parts"][part]["time_s"]
+def project(results: dict, field: str = "time_s") -> dict[str, float]:
+    """Encode and decode seconds (`field="gflop"`: GFLOP) of the 33-frame clip (module docstring); missing
+    stages -> nan."""
 
+    def _t(stage: str, part: str) -> float:
+        r = results.get(stage)
+        if r is None or "parts" not in r:
+            raise KeyError(stage)
+        return r["parts"][part].get(field, float("nan"))
 
-def project(results: dict) -> dict[str, float]:
-    """Encode and decode seconds of the 33-frame clip (module docstring); missing stages -> nan."""
     out = {}
     try:
-        raft = _t(results, "raft", "features") + _t(results, "raft", "context") + _t(results, "raft", "flow")
-        vision, prefill, token = (_t(results, "qwen2_vl", p) for p in ("vision_image", "prefill_256", "decode_token"))
+        raft = _t("raft", "features") + _t("raft", "context") + _t("raft", "flow")
+        vision, prefill, token = (_t("qwen2_vl", p) for p in ("vision_image", "prefill_256", "decode_token"))
         qwen = (KEYFRAMES * (vision + prefill + TURNS * NEW_TOKENS * token)
                 + CLIPS * (4 * vision + CLIP_PROMPT_TOKENS / QWEN_PREFILL * prefill + CLIP_TURNS * NEW_TOKENS * token))
-        out["encode_s"] = (FRAMES * (_t(results, "clip", "image_chunk") / CLIP_CHUNK + raft) + qwen
-                           + KEYFRAMES * (_t(results, "vae", "encode") + _t(results, "post_encoder", "indices")))
+        out["encode_s"] = (FRAMES * (_t("clip", "image_chunk") / CLIP_CHUNK + raft) + qwen
+                           + KEYFRAMES * (_t("vae", "encode") + _t("post_encoder", "indices")))
         out["encode_qwen_s"] = qwen
     except KeyError:
         out["encode_s"] = float("nan")
     try:
         seine = results["seine"]["parts"]["cfg_step"]
-        seine_step = seine["time_s"] * SEINE_WINDOW / seine["frames"]
-        enc, dec = _t(results, "vae", "encode"), _t(results, "vae", "decode")
-        out["decode_s"] = ((1 + KEYFRAMES + CLIPS) * _t(results, "clip", "text")
-                           + KEYFRAMES * (KEYFRAME_STEPS * _t(results, "keyframe_unet", "cfg_step") + dec)
+        seine_step = seine.get(field, float("nan")) * SEINE_WINDOW / seine["frames"]
+        enc, dec = _t("vae", "encode"), _t("vae", "decode")
+        out["decode_s"] = ((1 + KEYFRAMES + CLIPS) * _t("clip", "text")
+                           + KEYFRAMES * (KEYFRAME_STEPS * _t("keyframe_unet", "cfg_step") + dec)
                            + WINDOWS * (SEINE_WINDOW * (enc + dec) + SEINE_STEPS * seine_step))
         out["decode_seine_s"] = WINDOWS * SEINE_STEPS * seine_step
     except KeyError:
@@ -307,7 +311,9 @@ def project(results: dict) -> dict[str, float]:
     return out
 
 
-ENCODE_STAGES = ("vae", "post_encoder", "clip", "raft", "qwen2_vl")
+# The encoder builds the whole keyframe codec (`Models.codec`), its UNet included, though it runs only the
+# VAE encoder and the post-encoder.
+ENCODE_STAGES = ("vae", "post_encoder", "keyframe_unet", "clip", "raft", "qwen2_vl")
 DECODE_STAGES = ("vae", "post_encoder", "keyframe_unet", "clip", "seine")
 
 
@@ -322,6 +328,51 @@ def device_memory_gb(results: dict, stages) -> float:
     return (weights + temp) / 2**30
 
 
+def print_row(stage: str, dtype: str, r: dict) -> None:
+    for part, p in r["parts"].items():
+        print(f"{stage:14} {part:13} {dtype:9} {r['params'] / 1e6:7.1f}M {p['time_s']:8.3f} "
+              f"{p['compile_s']:9.1f} {p.get('gflop', float('nan')):8.1f} {p.get('xla_mb', float('nan')):8.0f} "
+              f"{r['rss_mb']:8.0f}")
+    sys.stdout.flush()
+
+
+def measure(stages, dtypes, seine_frames: int) -> dict[str, dict[str, dict]]:
+    """{dtype: {stage: worker result}}, one subprocess per (stage, dtype), rows printed as they come."""
+    results: dict[str, dict[str, dict]] = {d: {} for d in dtypes}
+    for stage in stages:
+        need = param_count(stage) * 4 * 2.5 / 2**20
+        for dtype in dtypes:
+            have = available_mb()
+            if need > have:
+                print(f"{stage:14} skipped ({dtype}): needs about {need / 1024:.1f} GB, {have / 1024:.1f} GB available")
+                continue
+            r = run_worker(stage, dtype, seine_frames)
+            if "error" in r:
+                print(f"{stage:14} failed ({dtype}): {r['error']}")
+                continue
+            results[dtype][stage] = r
+            print_row(stage, dtype, r)
+    return results
+
+
+def report(results: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
+    print(f"projection for {FRAMES} frames ({KEYFRAMES} keyframes, {CLIPS} clips, {WINDOWS} SEINE windows; "
+          f"{KEYFRAME_STEPS} DDIM keyframe steps, {SEINE_STEPS} DDPM SEINE steps, CFG; Qwen2-VL {TURNS}+{CLIP_TURNS} "
+          f"turns of {NEW_TOKENS} tokens) on this CPU:")
+    projections = {}
+    for dtype, res in results.items():
+        p = projections[dtype] = project(res)
+        work = project(res, "gflop")
+        p.update({"encode_tflop": work["encode_s"] / 1e3, "decode_tflop": work["decode_s"] / 1e3,
+                  "encode_device_gb": device_memory_gb(res, ENCODE_STAGES),
+                  "decode_device_gb": device_memory_gb(res, DECODE_STAGES)})
+        print(f"  {dtype:9} encode {p['encode_s']:9.0f} s ({p['encode_tflop']:.0f} TFLOP)   decode "
+              f"{p['decode_s']:9.0f} s ({p['decode_tflop']:.0f} TFLOP)   device memory: encode "
+              f"{p['encode_device_gb']:5.1f} GB, decode {p['decode_device_gb']:5.1f} GB")
+    print("  M3-CVC (paper, RTX 3090, ParkScene): encode 76.7 s, decode 142.5 s")
+    return projections
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
@@ -329,6 +380,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seine-frames", type=int, default=SEINE_WINDOW,
                         help="frames per SEINE call (fewer: a quick run, time scaled to 16)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    parser.add_argument("--from-json", default=None, help="print the table and projection of a saved --json run")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     dtypes = [d for d in args.dtypes.split(",") if d]
@@ -340,43 +392,25 @@ def main(argv=None) -> None:
     if unknown or not 1 <= args.seine_frames <= SEINE_WINDOW:
         parser.error(f"unknown stages {unknown}" if unknown else "--seine-frames must be in [1, 16]")
 
+    seine_frames = args.seine_frames
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        results, seine_frames = saved["results"], saved["seine_frames"]
     print(f"paper preset networks at {WIDTH}x{HEIGHT}, random weights, one call each (compile apart); "
-          f"SEINE on {args.seine_frames} frame(s)" + (" scaled to 16" if args.seine_frames < SEINE_WINDOW else ""))
+          f"SEINE on {seine_frames} frame(s)" + (" scaled to 16" if seine_frames < SEINE_WINDOW else ""))
     print(f"{'stage':14} {'part':13} {'dtype':9} {'params':>8} {'time s':>8} {'compile s':>9} {'GFLOP':>8} "
           f"{'xla MB':>8} {'rss MB':>8}")
-    results: dict[str, dict[str, dict]] = {d: {} for d in dtypes}
-    for stage in stages:
-        n = param_count(stage)
-        need = n * 4 * 2.5 / 2**20
-        for dtype in dtypes:
-            have = available_mb()
-            if need > have:
-                print(f"{stage:14} skipped ({dtype}): needs about {need / 1024:.1f} GB, {have / 1024:.1f} GB available")
-                continue
-            r = run_worker(stage, dtype, args.seine_frames)
-            if "error" in r:
-                print(f"{stage:14} failed ({dtype}): {r['error']}")
-                continue
-            results[dtype][stage] = r
-            for part, p in r["parts"].items():
-                print(f"{stage:14} {part:13} {dtype:9} {r['params'] / 1e6:7.1f}M {p['time_s']:8.3f} "
-                      f"{p['compile_s']:9.1f} {p.get('gflop', float('nan')):8.1f} {p.get('xla_mb', float('nan')):8.0f} "
-                      f"{r['rss_mb']:8.0f}")
-            sys.stdout.flush()
-
-    print(f"projection for {FRAMES} frames ({KEYFRAMES} keyframes, {CLIPS} clips, {WINDOWS} SEINE windows; "
-          f"{KEYFRAME_STEPS} DDIM keyframe steps, {SEINE_STEPS} DDPM SEINE steps, CFG; Qwen2-VL {TURNS}+{CLIP_TURNS} "
-          f"turns of {NEW_TOKENS} tokens) on this CPU:")
-    projections = {}
-    for dtype in dtypes:
-        p = projections[dtype] = project(results[dtype])
-        print(f"  {dtype:9} encode {p['encode_s']:9.0f} s   decode {p['decode_s']:9.0f} s   device memory: encode "
-              f"{device_memory_gb(results[dtype], ENCODE_STAGES):5.1f} GB, decode "
-              f"{device_memory_gb(results[dtype], DECODE_STAGES):5.1f} GB")
-    print("  M3-CVC (paper, RTX 3090, ParkScene): encode 76.7 s, decode 142.5 s")
+    if args.from_json:
+        for dtype, res in results.items():
+            for stage, r in res.items():
+                print_row(stage, dtype, r)
+    else:
+        results = measure(stages, dtypes, seine_frames)
+    projections = report(results)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"results": results, "projections": projections, "seine_frames": args.seine_frames}, f, indent=1)
+            json.dump({"results": results, "projections": projections, "seine_frames": seine_frames}, f, indent=1)
     if {"float32", "bfloat16"} <= set(projections):
         print(f"ratio={projections['bfloat16']['decode_s'] / projections['float32']['decode_s']:.3f}")
     else:
