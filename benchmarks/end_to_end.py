@@ -1,12 +1,20 @@
-"""End-to-end M3-CVC with the tiny preset on a 33-frame 512x320 clip: wall time per stage and peak memory.
+"""End-to-end M3-CVC: wall time per stage and peak memory of encode and decode, and decoded quality.
 
-    python -m benchmarks.end_to_end [--runs 2] [--clip assets/clips/bikes_4s.mp4]
+    python -m benchmarks.end_to_end [--preset demo] [--runs 2] [--clip assets/clips/bikes_4s.mp4]
+                                    [--before KEY=VALUE ...]
 
-Run 1 is cold (every program compiled; the persistent XLA cache is off unless M3CVC_JAX_CACHE is set),
-later runs reuse the compiled programs, as every stream after the first in one process does. Memory:
+Presets: `tiny` (default; a 33-frame 512x320 clip, random weights) or `demo` (the README's main job: 32
+frames at 128x80, the bundled weights). Each run encodes the clip, then decodes the stream twice with one
+`Codec` (as `m3cvc decode` does):
+- decode: with the stream's own settings (the preset's defaults);
+- before: with the `--before` decoder settings (default: the samplers and step counts the preset had before
+  issue 21, DDIM 20 keyframe steps and DDIM 25 SEINE steps for demo), the same stream and seed.
+Both print the per-stage split and the decoded PSNR against the preprocessed input, so the quality check
+of a faster setting (PSNR within 0.2 dB of `before`) reruns on any weights. Run 1 is cold (every program
+compiled; the persistent XLA cache is off unless M3CVC_JAX_CACHE is set), later runs are warm. Memory:
 peak resident set size of the process (`getrusage`, includes XLA buffers) and the peak of Python-level
-allocations (`tracemalloc`, numpy frames and bytes) during each run. Last line: ratio = decode / encode
-wall time of the last (warm) run.
+allocations (`tracemalloc`) per run.
+Last line: ratio = decode / before wall time of the last (warm) run (below 1: the stream's settings are faster).
 """
 
 from __future__ import annotations
@@ -19,8 +27,14 @@ import tempfile
 import time
 import tracemalloc
 
+import numpy as np
+
 CLIP = os.path.join(os.path.dirname(__file__), "..", "assets", "clips", "bikes_4s.mp4")
-SETTINGS = ["video.width=512", "video.height=320", "video.fps=9.0", "video.max_frames=33"]
+SETTINGS = {"tiny": ["video.width=512", "video.height=320", "video.fps=9.0", "video.max_frames=33"],
+            "demo": ["video.max_frames=32"]}
+BEFORE = {"tiny": [],
+          "demo": ["keyframe_codec.sampler=ddim", "keyframe_codec.steps=20", "video_model.sampler=ddim",
+                   "video_model.steps=25"]}
 
 
 def peak_rss_mb() -> float:
@@ -30,42 +44,64 @@ def peak_rss_mb() -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end")
+    parser.add_argument("--preset", choices=sorted(SETTINGS), default="tiny")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--clip", default=CLIP)
+    parser.add_argument("--before", nargs="*", default=None,
+                        help="decoder settings compared against (default: the preset's before issue 21)")
     args = parser.parse_args(argv)
+    before_settings = BEFORE[args.preset] if args.before is None else args.before
     os.environ.setdefault("M3CVC_JAX_CACHE", "off")
     from m3cvc_jax.commands import runtime
-    from m3cvc_jax.pipelines.codec import Codec, decode_file
+    from m3cvc_jax.eval.metrics import psnr
+    from m3cvc_jax.pipelines.codec import Codec, read_input
 
     runtime.setup()
-    codec = Codec.load("tiny", overrides=SETTINGS)  # built once: warm runs reuse its models
+    codec = Codec.load(args.preset, overrides=SETTINGS[args.preset])  # built once: warm runs reuse its models
+    original = read_input(args.clip, codec.config).frames
     tmp = tempfile.mkdtemp(prefix="m3cvc-bench-")
-    stream_path, video_path = os.path.join(tmp, "clip.m3cvc"), os.path.join(tmp, "clip.mp4")
-    enc_total = dec_total = 0.0
+    stream_path = os.path.join(tmp, "clip.m3cvc")
+
+    def show(name, total, result):
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+        quality = float(np.mean(np.asarray(psnr(result.video.frames, original))))
+        print(f"  {name} {total:7.2f}s  PSNR {quality:.2f} dB  [{stages}]")
+        return quality
+
+    decode_total = before_total = 0.0
     for run in range(1, args.runs + 1):
         label = "cold" if run == 1 else "warm"
         tracemalloc.start()
         start = time.perf_counter()
         enc = codec.encode_file(args.clip, stream_path)
         enc_total = time.perf_counter() - start
-        enc_py = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.reset_peak()
         enc_rss = peak_rss_mb()
+        tracemalloc.reset_peak()
+        stream = enc.stream
+        # Decoder codecs share the encoder's model store, as a long-lived process would.
+        decoder = Codec.for_stream(stream, store=codec.store)
         start = time.perf_counter()
-        dec = decode_file(stream_path, video_path, store=codec.store)
-        dec_total = time.perf_counter() - start
+        dec = decoder.decode(stream)
+        decode_total = time.perf_counter() - start
         dec_py = tracemalloc.get_traced_memory()[1] / 2**20
+        dec_rss = peak_rss_mb()
+        old = Codec.for_stream(stream, overrides=before_settings, store=codec.store)
+        start = time.perf_counter()
+        ref = old.decode(stream)
+        before_total = time.perf_counter() - start
         tracemalloc.stop()
-        h = enc.stream.header
+        h = stream.header
         print(f"run {run} ({label}): {h.num_frames} frames {h.width}x{h.height} at {float(h.fps):g} fps, "
               f"keyframes {list(h.keyframes)}, {enc.bits.total} bits, bpp {enc.bits.bpp(h):.5f}")
-        for name, result, total in (("encode", enc, enc_total), ("decode", dec, dec_total)):
-            stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-            print(f"  {name} {total:7.2f}s  [{stages}]")
-        print(f"  peak RSS after encode {enc_rss:.0f} MB, after decode {peak_rss_mb():.0f} MB; "
-              f"peak Python allocations encode {enc_py:.1f} MB, decode {dec_py:.1f} MB")
-    print(f"decode/encode wall time, warm: {dec_total:.2f}s / {enc_total:.2f}s")
-    print(f"ratio={dec_total / enc_total:.3f}")
+        print(f"  encode {enc_total:7.2f}s  [{', '.join(f'{k} {v:.2f}s' for k, v in enc.timings.items())}]")
+        now_db = show("decode", decode_total, dec)
+        old_db = show("before", before_total, ref)
+        print(f"  PSNR decode - before: {now_db - old_db:+.2f} dB")
+        print(f"  peak RSS after encode {enc_rss:.0f} MB, after decode {dec_rss:.0f} MB, after before "
+              f"{peak_rss_mb():.0f} MB; peak Python allocations decode {dec_py:.1f} MB")
+    print(f"before settings: {' '.join(before_settings) or '(the same as the stream`s)'}")
+    print(f"decode wall time, warm: decode {decode_total:.2f}s / before {before_total:.2f}s")
+    print(f"ratio={decode_total / before_total:.3f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@
 
 Shape: a batch of 8 paper-size index maps (64x40 at 8 px per index on 512x320) of 32-d vectors against
 the 256-word codebook. All three compute the same thing (||z||^2 - 2 z.c + ||c||^2 then argmin, float32)
-and must agree. PyTorch is reported at its best thread count (1 or 2). Last line: ratio = JAX / PyTorch.
+and must agree (JAX searches in blocks of 512 vectors with the codebook on the leading axis; see
+`codec.vq.nearest`). PyTorch is reported at its best thread count (1 or 2). No buffer donation: the int32
+indices cannot reuse the input's buffer. numpy's speed depends on its BLAS kernel: on machines where
+OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set (see the environment notes) run with both unset to give numpy its
+best kernel, e.g. `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.vq`.
+Last line: ratio = JAX / PyTorch vectors per second (above 1: JAX faster).
 """
 
 from __future__ import annotations
@@ -68,7 +73,10 @@ def main():
     print(f"numpy            {N / t_np / 1e6:8.2f} M vectors/s  ({t_np * 1e3:.2f} ms)")
     print(f"torch ({threads} thread{'s' if threads > 1 else ''}) {N / t_torch / 1e6:8.2f} M vectors/s  "
           f"({t_torch * 1e3:.2f} ms; agreement {agree_t:.5f})")
-    print(f"jax/numpy={t_np / t_jax:.2f}")
+    import os
+
+    blas = ",".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ)
+    print(f"jax/numpy={t_np / t_jax:.2f}  (numpy BLAS env: {blas or 'default'})")
     print(f"ratio={t_torch / t_jax:.2f}")
 
 

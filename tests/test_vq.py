@@ -115,3 +115,32 @@ def test_dead_code_restart():
     np.testing.assert_array_equal(np.asarray(again), new_cb)  # deterministic for a key
     st = vq.ema_reset(vq.ema_init(cb), jnp.asarray(new_cb), dead)
     np.testing.assert_allclose(np.asarray(st.embed_sum)[1:], new_cb[1:])
+
+
+@pytest.mark.parametrize("n", [37, 512, 1500])
+def test_nearest_ties_go_to_the_lowest_index(n):
+    """Exact ties (small integers: every distance is exact in float32): duplicated codewords and vectors
+    halfway between two codewords must give numpy's argmin (the first minimum), within a block, at a
+    block edge, and across blocks with padding."""
+    rng = np.random.default_rng(n)
+    cb = rng.integers(-3, 4, size=(64, 8)).astype(np.float32)
+    cb[40:] = cb[:24]  # duplicates at higher indices
+    cb[7] = cb[3]
+    z = rng.integers(-3, 4, size=(n, 8)).astype(np.float32)
+    z[: n // 2] = cb[rng.integers(0, 64, n // 2)]  # exactly on codewords, some duplicated
+    mid = (cb[5] + cb[6]) / 2  # equidistant from words 5 and 6 (and maybe others)
+    z[-1] = mid
+    want = _np_nearest(z, cb)
+    got = np.asarray(jax.jit(vq.nearest)(jnp.asarray(z), jnp.asarray(cb)))
+    np.testing.assert_array_equal(got, want)
+    d = ((z[:, None] - cb[None]) ** 2).sum(-1)
+    assert (np.sum(d == d.min(-1, keepdims=True), axis=-1) > 1).sum() > n // 4  # the ties are there
+
+
+def test_nearest_blocked_equals_one_argmin_over_the_batch():
+    """The blocked search returns what one argmin over the whole (N, K) table of the same distances does."""
+    rng = np.random.default_rng(1)
+    z = jnp.asarray(rng.normal(size=(3, 700, 32)).astype(np.float32))
+    cb = jnp.asarray(rng.normal(size=(256, 32)).astype(np.float32))
+    whole = jnp.argmin(jnp.sum(cb * cb, -1) - 2.0 * jnp.einsum("...d,kd->...k", z, cb), axis=-1)
+    np.testing.assert_array_equal(np.asarray(jax.jit(vq.nearest)(z, cb)), np.asarray(whole))

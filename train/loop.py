@@ -17,6 +17,7 @@ from m3cvc_jax import weights
 from train import sharding
 from train.checkpointing import Checkpointer
 from train.metrics_log import MetricsLog
+from train.prefetch import prefetched
 
 StepFn = Callable[[Any, Any, jax.Array], tuple[Any, dict]]
 
@@ -69,8 +70,10 @@ def run(*, config: Any, workdir: str, state: Any, step_fn: StepFn, batches: Any,
     try:
         with tqdm(total=config.num_steps, initial=min(start, config.num_steps), desc=name,
                   disable=not config.get("progress", True)) as bar:
-            for step in range(start, config.num_steps):
-                batch = sharding.put_batch(batches[step], mesh)
+            steps = range(start, config.num_steps)
+            # Batch s + 1 is read and placed on the devices while step s runs.
+            fetched = prefetched(lambda s: sharding.put_batch(batches[s], mesh), steps)
+            for step, batch in zip(steps, fetched):
                 state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
                 done = step + 1
                 if done % config.log_every == 0 or done == config.num_steps:

@@ -25,7 +25,7 @@ def describe(stream, bits) -> dict:
     """The JSON-able summary `inspect --json` prints."""
     h = stream.header
     return {
-        "version": 1,
+        "version": stream.version,
         "width": h.width,
         "height": h.height,
         "fps": float(h.fps),

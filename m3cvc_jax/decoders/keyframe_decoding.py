@@ -6,9 +6,14 @@ from __future__ import annotations
 import dataclasses
 
 
+SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
+
+
 @dataclasses.dataclass(frozen=True)
 class KeyframeDecoding:
-    """How keyframes are decoded: DDIM steps and classifier-free guidance on the text (PerCo's 20, 3.0)."""
+    """How keyframes are decoded: DDIM steps and classifier-free guidance on the text (PerCo's 20, 3.0);
+    sampler: ddim | ddpm | dpmpp2m (DPM-Solver++ 2M, `decoders.keyframe.make_scheduler`)."""
 
     steps: int = 20
     guidance_scale: float = 3.0
+    sampler: str = "ddim"

@@ -31,13 +31,14 @@ from m3cvc_jax.diffusion import predictions, seine_masks
 from m3cvc_jax.diffusion import sampler as sampler_lib
 from m3cvc_jax.diffusion.ddim import DDIMScheduler
 from m3cvc_jax.diffusion.ddpm import DDPMScheduler
-from m3cvc_jax.diffusion.guidance import CFGCond, guided
+from m3cvc_jax.diffusion.dpm_solver import DPMSolverMultistepScheduler
+from m3cvc_jax.diffusion.guidance import CFGCond, guided, unguided
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.vae import sample_posterior
 from m3cvc_jax.nn.video_unet import VideoUNet
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
 MAX_SIDE = 512
 
 
@@ -46,7 +47,8 @@ class VideoReconstructionConfig:
     """window: frames per SEINE call. height/width: generation size (multiples of 8, at most 512);
     out_height/out_width: output size (None: the generation size). source_fps: SEINE's frame rate;
     out_fps: output rate (None: unchanged). sampler: 'ddpm' (SEINE's default) or 'ddim', both respaced
-    to `num_steps` with guided-diffusion's `space_timesteps`."""
+    to `num_steps` with guided-diffusion's `space_timesteps`, or 'dpmpp2m' (DPM-Solver++ 2M, diffusers'
+    linspace spacing)."""
 
     window: int = 16
     height: int = 320
@@ -89,12 +91,15 @@ class VideoReconstructionConfig:
 
 def seine_scheduler(sampler: str = "ddpm", num_steps: int = 250):
     """SEINE's `create_diffusion(str(num_steps))` chain: DDPM (fixed-large variance) or DDIM (eta 0),
-    epsilon prediction, no x0 clipping, the original timestep numbers given to the network."""
+    epsilon prediction, no x0 clipping, the original timestep numbers given to the network; or
+    DPM-Solver++ 2M on SEINE's schedule."""
     schedule = NoiseSchedule.seine()
     if sampler == "ddpm":
         return DDPMScheduler.respaced(schedule, str(num_steps))
     if sampler == "ddim":
         return DDIMScheduler.respaced(schedule, str(num_steps), eta=0.0)
+    if sampler == "dpmpp2m":
+        return DPMSolverMultistepScheduler.create(schedule, num_steps)
     raise ConfigError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
 
 
@@ -143,15 +148,37 @@ def subsample(num_have: int, num_want: int) -> np.ndarray:
     return np.round(np.linspace(0, num_have - 1, num_want)).astype(int)
 
 
-def _guided_seine(graphdef: nnx.GraphDef):
+def window_plan(num_frames: int, mode: str, window: int) -> list[tuple[str, np.ndarray]]:
+    """The windows a clip is chained over: (window mode, indices of the window's frames kept) each. Every
+    window after the first starts on the last frame kept so far (its first kept frame repeats it)."""
+    seine_masks.mask_type_for(mode)
+    if num_frames < 1:
+        raise ConfigError(f"a clip needs at least one frame, got {num_frames}")
+    if mode == "interpolation" and num_frames < 2:
+        raise ConfigError("interpolation needs at least 2 frames (both keyframes)")
+    plan, have = [], 1  # frames produced so far, counting the first keyframe
+    while True:
+        remaining = num_frames - have
+        final = remaining <= window - 1
+        wmode = "interpolation" if (mode == "interpolation" and final) else "prediction"
+        take = subsample(window, remaining + 1) if wmode == "interpolation" else np.arange(min(window, remaining + 1))
+        plan.append((wmode, take))
+        have += len(take) - 1
+        if final:
+            return plan
+
+
+def _seine_eps(graphdef: nnx.GraphDef, guide: bool):
     # A new closure per trace is fine: the jitted functions below cache on the (static) graphdef.
-    return guided(seine_model_fn(graphdef), batched=True)
+    # Guidance at scale 1 is the conditional output: `guide=False` skips the unconditional half of the batch.
+    return guided(seine_model_fn(graphdef), batched=True) if guide else unguided(seine_model_fn(graphdef))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _sample(graphdef: nnx.GraphDef, state, scheduler, cond: SeineCond, null_text: jax.Array, cfg_scale, *,
-            key: jax.Array | None = None, x_T: jax.Array | None = None) -> jax.Array:
-    return sample_window(_guided_seine(graphdef), state, scheduler, cond, null_text, cfg_scale, key=key, x_T=x_T)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample(graphdef: nnx.GraphDef, guide: bool, state, scheduler, cond: SeineCond, null_text: jax.Array,
+            cfg_scale, *, key: jax.Array | None = None, x_T: jax.Array | None = None) -> jax.Array:
+    return sample_window(_seine_eps(graphdef, guide), state, scheduler, cond, null_text, cfg_scale, key=key,
+                         x_T=x_T)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -171,6 +198,56 @@ def _decode(vae_graphdef: nnx.GraphDef, latent_scale: float, vae_state, latents:
     b, t = latents.shape[:2]
     x = vae.decode(latents.reshape(b * t, *latents.shape[2:]) / latent_scale)
     return jnp.clip(x, -1.0, 1.0).reshape(b, t, *x.shape[1:])
+
+
+def _encode_distinct(vae, latent_scale: float, posterior_sample: bool, video: jax.Array, mask: jax.Array,
+                     key: jax.Array) -> jax.Array:
+    """`_encode` of one masked window (T, H, W, 3) -> (1, T, h, w, 4), running the VAE encoder on its three
+    distinct frames only (the first, the last, a masked one: the encoder works frame by frame, so the
+    others are copies); the posterior noise is drawn for all frames as `_encode` does."""
+    t = video.shape[0]
+    distinct = jnp.stack([video[0], video[-1], jnp.zeros_like(video[0])])
+    mean, logvar = vae.encode(distinct)
+    # Given frames in the first half come from the first frame, in the second half from the last.
+    source = jnp.where(mask == 0, jnp.where(jnp.arange(t) >= t // 2, 1, 0), 2)
+    mean, logvar = mean[source], logvar[source]
+    z = sample_posterior(mean, logvar, key) if posterior_sample else mean
+    return (z * latent_scale)[None]
+
+
+def _windows_impl(graphdef: nnx.GraphDef, vae_graphdef: nnx.GraphDef, static: tuple, state, vae_state, scheduler,
+             video, mask, blend, text, null_text, cfg_scale, keys):
+    """`VideoReconstructor.window` for N independent windows in one program (vmapped, so window n with key n
+    equals `window` with that key): video (N, T, H, W, 3) before masking, mask (N, T), blend (N, T) (the
+    `strength` < 1 start: 0 holds the first frame, a ramp blends to the last), text (N, L, D), keys (N,).
+    static: (latent_scale, sample_posterior, keep_keyframes, from_blend, guide)."""
+    latent_scale, posterior_sample, keep_keyframes, from_blend, guide = static
+    vae = nnx.merge(vae_graphdef, vae_state)
+    model_fn = _seine_eps(graphdef, guide)
+
+    def one(video, mask, blend, text, key):
+        enc_key, sample_key = jax.random.split(key)
+        masked = _encode_distinct(vae, latent_scale, posterior_sample, video, mask, enc_key)
+        _, t, h, w, _ = masked.shape
+        lat_mask = seine_masks.latent_mask(mask, 1, (h, w))
+        x_T = None
+        if from_blend:
+            init_key, sample_key = jax.random.split(sample_key)
+            wgt = blend[None, :, None, None, None]
+            init = (1.0 - wgt) * masked[:, :1] + wgt * masked[:, -1:]
+            x_T = predictions.add_noise(init, jax.random.normal(init_key, masked.shape, masked.dtype),
+                                        scheduler.level[0])
+        latents = sample_window(model_fn, state, scheduler, SeineCond(text[None], lat_mask, masked),
+                                null_text, cfg_scale, key=sample_key, x_T=x_T)
+        if keep_keyframes:
+            latents = jnp.where(lat_mask == 0, masked, latents)
+        x = vae.decode(latents[0] / latent_scale)
+        return jnp.clip(x, -1.0, 1.0)
+
+    return jax.vmap(one)(video, mask, blend, text, keys)
+
+
+_windows = jax.jit(_windows_impl, static_argnums=(0, 1, 2))
 
 
 class VideoReconstructor:
@@ -224,7 +301,7 @@ class VideoReconstructor:
         if cfg.strength < 1.0:
             init_key, sample_key = jax.random.split(sample_key)
             x_T = self._start(masked, mode, self.scheduler.level[0], init_key)
-        latents = _sample(self.graphdef, self.state, self.scheduler, cond, jnp.asarray(null_text, jnp.float32),
+        latents = _sample(self.graphdef, cfg.cfg_scale != 1.0, self.state, self.scheduler, cond, jnp.asarray(null_text, jnp.float32),
                           jnp.float32(cfg.cfg_scale), key=sample_key, x_T=x_T)
         if cfg.keep_keyframes:
             latents = jnp.where(lat_mask == 0, masked, latents)
@@ -243,32 +320,70 @@ class VideoReconstructor:
              null_text: jax.Array, key: jax.Array) -> jax.Array:
         """`num_frames` frames at SEINE's rate starting on `first` (and, in interpolation mode, ending on
         `last`), chained over windows; then retimed and resized per the config. Returns (B, N, H, W, 3)."""
-        cfg = self.config
-        seine_masks.mask_type_for(mode)
-        if num_frames < 1:
-            raise ConfigError(f"a clip needs at least one frame, got {num_frames}")
-        if mode == "interpolation" and num_frames < 2:
-            raise ConfigError("interpolation needs at least 2 frames (both keyframes)")
-        step = cfg.window - 1
-        frames, start, index = [], self._fit(first), 0
-        have = 1  # frames produced so far, counting the first keyframe
-        while True:
-            remaining = num_frames - have
-            final = remaining <= step
-            wmode = "interpolation" if (mode == "interpolation" and final) else "prediction"
+        frames, start = [], self._fit(first)
+        for index, (wmode, take) in enumerate(window_plan(num_frames, mode, self.config.window)):
             out, _ = self.window(start, last if wmode == "interpolation" else None, wmode, text, null_text,
                                  jax.random.fold_in(key, index))
-            if wmode == "interpolation":
-                out = out[:, subsample(cfg.window, remaining + 1)]
-            else:
-                out = out[:, : min(cfg.window, remaining + 1)]
+            out = out[:, take]
             frames.append(out if index == 0 else out[:, 1:])
-            have += out.shape[1] - 1
-            if final:
-                break
-            start, index = out[:, -1], index + 1
+            start = out[:, -1]
         video = jnp.concatenate(frames, axis=1)[:, :num_frames]
         return self.finish(video)
+
+    def clips(self, firsts: jax.Array, lasts: list, num_frames: list[int], modes: list[str], texts: jax.Array,
+              null_text: jax.Array, keys: jax.Array, windows_per_call: int | None = None) -> list[jax.Array]:
+        """Every clip of a stream at once: what `clip` gives for clip c with `keys[c]`, but window k of every
+        clip runs in ONE batched program (round k); a round with fewer windows than clips is padded to the
+        number of clips, so every round runs the same compiled program. `windows_per_call` caps the batch
+        (a round runs in calls of that many windows, padded): on a 2-core CPU one window per call is
+        fastest (a batch of 3 windows takes twice the time of 3 single ones: activations leave the cache);
+        accelerators want them all.
+
+        firsts: (C, H, W, 3); lasts: C frames (H, W, 3) or None (prediction); texts: (C, L, D);
+        null_text: (1, L, D); keys: (C,). Returns C videos (N_c, H', W', 3), retimed and resized.
+        """
+        cfg = self.config
+        count = len(num_frames)
+        if not (len(lasts) == len(modes) == count == firsts.shape[0] == texts.shape[0] == keys.shape[0]):
+            raise ConfigError("clips: one first frame, last frame, length, mode, text and key per clip")
+        plans = [window_plan(n, m, cfg.window) for n, m in zip(num_frames, modes)]
+        starts = [self._fit(firsts[c]) for c in range(count)]
+        ends = [None if last is None else self._fit(last) for last in lasts]
+        texts = jnp.asarray(texts, jnp.float32)
+        pieces: list[list[jax.Array]] = [[] for _ in range(count)]
+        ramp = np.linspace(0.0, 1.0, cfg.window, dtype=np.float32)
+        static = (cfg.latent_scale, cfg.sample_posterior, cfg.keep_keyframes, cfg.strength < 1.0, cfg.cfg_scale != 1.0)
+        for index in range(max(len(p) for p in plans)):
+            active = [c for c in range(count) if index < len(plans[c])]
+            videos, masks, blends = [], [], []
+            for c in active:
+                wmode = plans[c][index][0]
+                mask_type = seine_masks.mask_type_for(wmode)
+                videos.append(seine_masks.window_video(starts[c], ends[c] if wmode == "interpolation" else None,
+                                                       mask_type, cfg.window)[0])
+                masks.append(seine_masks.frame_mask(mask_type, cfg.window))
+                blends.append(ramp if wmode == "interpolation" else np.zeros_like(ramp))
+            per_call = count if windows_per_call is None else max(1, min(windows_per_call, count))
+            outs = []
+            for lo in range(0, len(active), per_call):
+                part = slice(lo, lo + per_call)
+                rows = active[part]
+                pad = per_call - len(rows)  # pad: repeat the call's first window
+                outs.append(_windows(
+                    self.graphdef, self.vae_graphdef, static, self.state, self.vae_state, self.scheduler,
+                    jnp.stack(videos[part] + videos[lo:lo + 1] * pad),
+                    jnp.asarray(np.stack(masks[part] + masks[lo:lo + 1] * pad)),
+                    jnp.asarray(np.stack(blends[part] + blends[lo:lo + 1] * pad)),
+                    texts[jnp.asarray(rows + rows[:1] * pad)], jnp.asarray(null_text, jnp.float32),
+                    jnp.float32(cfg.cfg_scale),
+                    jax.vmap(lambda k: jax.random.fold_in(k, index))(keys[jnp.asarray(rows + rows[:1] * pad)]))
+                    [: len(rows)])
+            out = jnp.concatenate(outs)
+            for row, c in enumerate(active):
+                kept = out[row, plans[c][index][1]]
+                pieces[c].append(kept if index == 0 else kept[1:])
+                starts[c] = kept[-1:]
+        return [self.finish(jnp.concatenate(p, axis=0)[None, :n])[0] for p, n in zip(pieces, num_frames)]
 
     def finish(self, video: jax.Array) -> jax.Array:
         """Apply the output frame rate and resolution."""

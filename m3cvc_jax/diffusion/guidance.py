@@ -50,3 +50,13 @@ def guided(model_fn: ModelFn, *, batched: bool = True, guided_channels: int | No
         return combine(out_c, out_u, cond.scale, guided_channels)
 
     return guided_fn
+
+
+def unguided(model_fn: ModelFn) -> ModelFn:
+    """A model_fn taking a `CFGCond` that runs only the conditional branch: what guidance at scale 1
+    computes (uncond + 1 (cond - uncond)), for half the work. For callers that know the scale statically."""
+
+    def cond_fn(params, x: jax.Array, t: jax.Array, cond: CFGCond) -> jax.Array:
+        return model_fn(params, x, t, cond.cond)
+
+    return cond_fn

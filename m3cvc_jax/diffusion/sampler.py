@@ -1,8 +1,10 @@
 """The sampling loop: one pure function whose steps run in `lax.scan` (no Python loop per step).
 
 `model_fn(params, x, t, cond) -> output` is a pure function; `t` is an int32 `(B,)` array of training
-timesteps. The scheduler (`DDPMScheduler`, `DDIMScheduler`) is a pytree of per-step tables, so a sampler
-jitted once serves every scheduler, guidance scale and eta with the same number of steps and shapes.
+timesteps. The scheduler (`DDPMScheduler`, `DDIMScheduler`, `DPMSolverMultistepScheduler`) is a pytree of
+per-step tables, so a sampler jitted once serves every scheduler of a kind, guidance scale and eta with the
+same number of steps and shapes. A multistep scheduler (`multistep = True`) also gets the previous step's
+x_0 prediction, which the scan carries.
 This module never jits; the caller does, with `model_fn` (and `known`, if a callable) static:
 
     from flax import nnx
@@ -92,9 +94,12 @@ def sample(
         x_T = known(x_T, scheduler.level[0], jax.random.fold_in(known_key, num_steps))
 
     batch = x_T.shape[0]
+    multistep = getattr(scheduler, "multistep", False)
+    # Carry: x, plus the last x_0 when it is returned or the scheduler needs it (one slot serves both).
+    keep_x0 = return_x0 or multistep
 
     def body(carry, inputs):
-        x = carry[0] if return_x0 else carry
+        x, last_x0 = carry if keep_x0 else (carry, None)
         i, given_noise = inputs
         t = jnp.broadcast_to(scheduler.timesteps[i], (batch,))
         out = model_fn(params, x, t, cond)
@@ -104,12 +109,16 @@ def sample(
             noise = jax.random.normal(jax.random.fold_in(step_key, i), x.shape, jnp.float32)
         else:
             noise = None
-        prev, x0 = scheduler.step(i, x.astype(jnp.float32), out.astype(jnp.float32), noise)
+        if multistep:
+            prev, x0 = scheduler.step(i, x.astype(jnp.float32), out.astype(jnp.float32), noise,
+                                      last_x0.astype(jnp.float32))
+        else:
+            prev, x0 = scheduler.step(i, x.astype(jnp.float32), out.astype(jnp.float32), noise)
         if known is not None:
             prev = known(prev, scheduler.prev_level[i], jax.random.fold_in(known_key, i))
         prev = prev.astype(x.dtype)
-        return ((prev, x0.astype(x.dtype)) if return_x0 else prev), None
+        return ((prev, x0.astype(x.dtype)) if keep_x0 else prev), None
 
-    init = (x_T, jnp.zeros_like(x_T)) if return_x0 else x_T
+    init = (x_T, jnp.zeros_like(x_T)) if keep_x0 else x_T
     final, _ = jax.lax.scan(body, init, (jnp.arange(num_steps), noises), unroll=unroll)
-    return final
+    return final if return_x0 or not multistep else final[0]

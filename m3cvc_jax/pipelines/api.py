@@ -82,7 +82,7 @@ def empty_text(params) -> jax.Array:
 
 def _decode_keyframe(params, indices, text_emb, key, null_text_emb, decoding: KeyframeDecoding):
     codec = params["codec"]
-    scheduler = kd.make_scheduler(decoding.steps)
+    scheduler = kd.make_scheduler(decoding.steps, decoding.sampler)
     out = kd.decode_keyframe(codec, indices[None], text_emb[None], key, null_text_emb=null_text_emb[None],
                              scheduler=scheduler, guidance_scale=decoding.guidance_scale)
     return out[0]

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
+from m3cvc_jax.codec.index_prior import IndexPrior
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
 from m3cvc_jax.errors import BitstreamError, ConfigError
@@ -108,8 +109,9 @@ def to_uint8(frames) -> np.ndarray:
     return np.asarray(jnp.round((jnp.clip(frames, -1.0, 1.0) + 1.0) * 127.5)).astype(np.uint8)
 
 
-def index_model(config, models: Models) -> IndexModel:
-    kind = config.coding.entropy_model
+def index_model(config, models: Models, kind: str | None = None) -> IndexModel:
+    """The index model `kind` (default: the config's) with the tables the weights store for it."""
+    kind = config.coding.entropy_model if kind is None else kind
     size = models.codec_config.post_encoder.codebook_size
     counts = None
     if kind == "static":
@@ -119,7 +121,22 @@ def index_model(config, models: Models) -> IndexModel:
             raise ConfigError("coding.entropy_model=static needs the word histogram train.vq_pretrain stores "
                               "with the post-encoder weights; these weights have none (use adaptive)")
         counts = tuple(int(c) for c in counts)
+    if kind == "learned":
+        tables = models.meta("post-encoder").get("tables", {}) if models.root is not None else {}
+        return IndexModel(kind, size, prior=IndexPrior.from_tables(tables))
     return IndexModel(kind, size, counts)
+
+
+def encode_maps(maps, imodel: IndexModel) -> tuple[bytes, ...]:
+    """Each keyframe's map coded given the previous keyframe's (the learned model's temporal context)."""
+    return tuple(encode_indices(m, imodel, maps[i - 1] if i else None) for i, m in enumerate(maps))
+
+
+def decode_maps(blobs, grid: tuple[int, int], imodel: IndexModel) -> list[np.ndarray]:
+    maps: list[np.ndarray] = []
+    for blob in blobs:
+        maps.append(decode_indices(blob, grid, imodel, maps[-1] if maps else None))
+    return maps
 
 
 @dataclasses.dataclass
@@ -228,7 +245,8 @@ class Codec:
         """The decoding settings of the config, static arguments of the API functions."""
         c, cc = self.config, self.models.codec_config
         return api.Spec(width=c.video.width, height=c.video.height,
-                        keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale)),
+                        keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale),
+                                                  c.keyframe_codec.sampler),
                         clip=settings_lib.reconstruction_config(c, latent_scale=cc.vae.scaling_factor),
                         grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
 
@@ -241,8 +259,8 @@ class Codec:
 
     # -- encode
 
-    def index_model(self) -> IndexModel:
-        return index_model(self.config, self.models)
+    def index_model(self, kind: str | None = None) -> IndexModel:
+        return index_model(self.config, self.models, kind)
 
     def encode(self, video: Video, timings: Timings | None = None, report: Report | None = None):
         """(Bitstream, keyframe Decision) of preprocessed frames at the config's frame size;
@@ -283,7 +301,7 @@ class Codec:
                     progress(keyframes, "encode keyframes", report=report)]
 
         with timings.stage("entropy + text coding"):
-            index_data = tuple(encode_indices(m, imodel) for m in maps)
+            index_data = encode_maps(maps, imodel)
             header = bs.Header(
                 width=w, height=h, fps=video.fps, num_frames=t, keyframes=tuple(keyframes), mode=self.mode.name,
                 preset=config.preset, weights_fingerprint=fingerprint, seed=int(config.seed),
@@ -294,7 +312,7 @@ class Codec:
             if overrides:
                 extras = (bs.ExtraSection(TAG_DECODER_SETTINGS, "\n".join(overrides).encode("utf-8")),)
             stream = bs.Bitstream(header, tuple(kf_texts), tuple(clip_texts), index_data, extras)
-            bs.pack(stream)  # validate before anything is written
+            bs.pack(stream, bs.WRITE_VERSION)  # validate before anything is written
         return stream, decision
 
     def encode_file(self, input_path: str, output_path: str) -> EncodeResult:
@@ -336,8 +354,7 @@ class Codec:
             self.check_stream(stream)
             params, spec = self.params, self.spec
         with timings.stage("entropy + text decoding"):
-            imodel = IndexModel(h.entropy_model, h.codebook_size, self.index_model().counts)
-            maps = [decode_indices(blob, tuple(h.index_grid), imodel) for blob in stream.index_data]
+            maps = decode_maps(stream.index_data, tuple(h.index_grid), self.index_model(h.entropy_model))
             segments = clip_segments(h.keyframes, h.num_frames)
             if len(stream.clip_texts) != len(segments):
                 raise BitstreamError(f"corrupt bitstream: {len(stream.clip_texts)} clip texts for {len(segments)} clips")

@@ -85,17 +85,18 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
 
     c.coding = ml_collections.ConfigDict()
     c.coding.text_codec = "zstd-dict"  # lzw | zlib | brotli | zstd | zstd-dict (benchmarks/text_coding.py)
-    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static (needs a histogram with the weights)
+    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static | learned (static, learned: tables stored with the weights)
 
     c.keyframe_codec = ml_collections.ConfigDict()
     c.keyframe_codec.preset = "paper"  # m3cvc_jax/nn/keyframe_codec.py preset (random weights only)
     c.keyframe_codec.pixels_per_index = 16  # 16: 32x20 indices at 512x320 (0.031 bpp); 8: 64x40
-    c.keyframe_codec.steps = _KEYFRAME_DECODING.steps  # DDIM steps
+    c.keyframe_codec.sampler = _KEYFRAME_DECODING.sampler  # ddim | ddpm | dpmpp2m (DPM-Solver++ 2M: fewer steps)
+    c.keyframe_codec.steps = _KEYFRAME_DECODING.steps  # sampler steps
     c.keyframe_codec.guidance_scale = _KEYFRAME_DECODING.guidance_scale
 
     c.video_model = ml_collections.ConfigDict()
     c.video_model.preset = "seine"  # nn/video_unet.py preset (random weights only)
-    c.video_model.sampler = "ddpm"  # ddpm (respaced) | ddim
+    c.video_model.sampler = "ddpm"  # ddpm (respaced) | ddim | dpmpp2m
     c.video_model.steps = 250
     c.video_model.guidance_scale = 8.0
     c.video_model.window = 16
@@ -135,6 +136,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.dialogue.describer = "none"
         c.keyframe_codec.pixels_per_index = 8
         c.keyframe_codec.guidance_scale = 1.0  # the empty prompt on both sides: guidance would do nothing
+        # The index prior trained on the demo weights' maps (train.index_prior, shipped with them).
+        c.coding.entropy_model = "learned"
         c.video_model.sampler = "ddim"
         c.video_model.steps = 25
         c.video_model.guidance_scale = 1.0

@@ -11,6 +11,8 @@ import ml_collections
 
 from m3cvc_jax.codec.bitstream import MAX_FPS_TERM, MAX_FRAMES
 from m3cvc_jax.codec.keyframe_config import KeyframeConfig
+from m3cvc_jax.decoders.keyframe_decoding import SAMPLERS as KEYFRAME_SAMPLERS
+from m3cvc_jax.decoders.video import SAMPLERS as VIDEO_SAMPLERS
 from m3cvc_jax.decoders.video import VideoReconstructionConfig
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io.video import as_fraction
@@ -90,8 +92,9 @@ CHOICES = {
     "keyframes.flow_model": ("raft_small", "raft_large", "tiny", "classical"),
     "dialogue.describer": ("qwen2-vl", "fixed", "none"),
     "coding.text_codec": ("lzw", "zlib", "brotli", "zstd", "zstd-dict"),
-    "coding.entropy_model": ("uniform", "static", "adaptive"),
-    "video_model.sampler": ("ddpm", "ddim"),
+    "coding.entropy_model": ("uniform", "static", "adaptive", "learned"),
+    "keyframe_codec.sampler": KEYFRAME_SAMPLERS,
+    "video_model.sampler": VIDEO_SAMPLERS,
     "decode.mode": tuple(MODES),
 }
 
