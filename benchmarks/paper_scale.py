@@ -19,8 +19,8 @@ Stages (each in its own subprocess, one at a time, so one model is resident at o
 
 `--seine-frames N` (< 16) runs SEINE on N frames and scales its time by 16/N for the projection (a quick
 run; SEINE is per-frame apart from its temporal attention, a small share at 40x64). A stage whose
-estimated peak (4 bytes per parameter, x2.5 for the build and the program) exceeds MemAvailable is
-skipped with the reason printed.
+estimated peak (`PEAK_PER_WEIGHT_BYTE` x its float32 weights, + 2 GB left to the machine) exceeds
+MemAvailable is skipped with the reason printed.
 
 Memory per stage, two figures: `xla` is the compiled program's own buffer plan
 (`compiled.memory_analysis()`: arguments (weights + inputs) + outputs + temporaries, as this CPU backend
@@ -336,13 +336,20 @@ def print_row(stage: str, dtype: str, r: dict) -> None:
     sys.stdout.flush()
 
 
+# Peak RSS / float32 weight bytes measured here for the SD UNet and SEINE workers (1.2-1.3 in float32; 2.2
+# in bfloat16, where this CPU backend also holds bf16 copies of the weights and float32 temporaries), plus
+# room left for the machine's other processes.
+PEAK_PER_WEIGHT_BYTE = {"float32": 1.4, "bfloat16": 2.3}
+HEADROOM_MB = 2048
+
+
 def measure(stages, dtypes, seine_frames: int) -> dict[str, dict[str, dict]]:
     """{dtype: {stage: worker result}}, one subprocess per (stage, dtype), rows printed as they come."""
     results: dict[str, dict[str, dict]] = {d: {} for d in dtypes}
     for stage in stages:
-        need = param_count(stage) * 4 * 2.5 / 2**20
+        weights_mb = param_count(stage) * 4 / 2**20
         for dtype in dtypes:
-            have = available_mb()
+            need, have = weights_mb * PEAK_PER_WEIGHT_BYTE[dtype] + HEADROOM_MB, available_mb()
             if need > have:
                 print(f"{stage:14} skipped ({dtype}): needs about {need / 1024:.1f} GB, {have / 1024:.1f} GB available")
                 continue
