@@ -319,10 +319,21 @@ DECODE_STAGES = ("vae", "post_encoder", "keyframe_unet", "clip", "seine")
 
 def device_memory_gb(results: dict, stages) -> float:
     """What one device holds for a command: every model it loads stays resident (the codec keeps them), so
-    all their float32 weights, plus the largest program's temporaries (NaN if one is missing)."""
+    all their float32 weights, plus the largest program's temporaries (NaN if one is missing). SEINE's
+    activations are scaled from the frames measured to 16; in bfloat16 the temporaries also hold a bf16
+    copy of the weights (2 bytes a parameter), which does not grow with frames."""
+
+    def scratch(stage: str, part: dict, dtype: str, params: int) -> float:
+        total = part.get("temp_mb", 0.0) * 2**20
+        if stage != "seine":
+            return total
+        copies = min(total, 2 * params) if dtype == "bfloat16" else 0
+        return copies + (total - copies) * SEINE_WINDOW / part["frames"]
+
     try:
         weights = sum(results[s]["params"] * 4 for s in stages)
-        temp = max(p.get("temp_mb", 0.0) * 2**20 for s in stages for p in results[s]["parts"].values())
+        temp = max(scratch(s, p, results[s]["dtype"], results[s]["params"]) for s in stages
+                   for p in results[s]["parts"].values())
     except KeyError:
         return float("nan")
     return (weights + temp) / 2**30
