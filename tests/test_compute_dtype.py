@@ -1,4 +1,5 @@
-"""`dtype=bfloat16` (`--set dtype=...`): every network the codec runs computes in bf16 with float32
+"""`dtype=bfloat16` (`--set dtype=...`): every network the codec runs (the M3-CVC modes' and CMVC TT2V's
+AnimateDiff) computes in bf16 with float32
 parameters, float32 norms and softmax; and a bf16 decode stays close to the float32 one.
 
 The dtype checks read the traced programs (`jax.make_jaxpr`, nothing compiled): every matmul and
@@ -57,6 +58,7 @@ def networks(models: Models) -> dict:
     """name -> zero-argument forward of each network the codec runs, on tiny-preset shapes."""
     # Built here, not inside a trace: a module first built under `make_jaxpr` would keep its tracers.
     codec, cc, clip, raft, seine = models.codec, models.codec_config, models.clip, models.raft, models.seine
+    t2v_unet, t2v_vae = models.t2v_unet, models.vae  # CMVC's TT2V decoder (AnimateDiff)
     h, w = cc.height, cc.width
     latent = jnp.zeros((1, h // 8, w // 8, cc.vae.latent_channels))
     text = jnp.zeros((1, 77, cc.text.hidden_size))
@@ -70,6 +72,7 @@ def networks(models: Models) -> dict:
     positions, _ = get_rope_index(ids, q, image_grid_thw=grid)
     pixels = jnp.zeros((16, 3 * q.vision.temporal_patch_size * q.vision.patch_size ** 2))
     frames = jnp.zeros((1, 128, 128, 3))
+    t2v_in = jnp.zeros((1, 3, h // 8, w // 8, t2v_unet.config.in_channels))
     return {
         "sd_vae_encode": lambda: codec.vae.encode(jnp.zeros((1, h, w, 3))),
         "sd_vae_decode": lambda: codec.vae.decode(latent),
@@ -79,6 +82,8 @@ def networks(models: Models) -> dict:
         "clip_text": lambda: api.encode_text({"clip": clip}, api.tokenize(["a"])),
         "raft": lambda: raft(frames, frames, num_flow_updates=2),
         "seine": lambda: seine(seine_in, jnp.ones((1,)), text),
+        "animatediff": lambda: t2v_unet(t2v_in, jnp.ones((1,)), text),
+        "t2v_sd_vae_decode": lambda: t2v_vae.decode(latent),
         "qwen2_vl": lambda: qwen(jnp.asarray(ids), jnp.asarray(positions), pixel_values=pixels,
                                  image_grid_thw=grid)[0],
     }
@@ -90,7 +95,7 @@ def bf16_models():
 
 
 NAMES = ("sd_vae_encode", "sd_vae_decode", "post_encoder", "sd_unet", "clip_image", "clip_text", "raft", "seine",
-         "qwen2_vl")
+         "qwen2_vl", "animatediff", "t2v_sd_vae_decode")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -112,7 +117,7 @@ def test_bf16_compute_fp32_norms_and_softmax(bf16_models, name):
 
 def test_every_module_of_the_codec_is_bf16_with_fp32_params(bf16_models):
     modules = {"codec": bf16_models.codec, "clip": bf16_models.clip, "raft": bf16_models.raft,
-               "seine": bf16_models.seine,
+               "seine": bf16_models.seine, "animatediff": bf16_models.t2v_unet, "t2v_vae": bf16_models.vae,
                "qwen2_vl": nnx.merge(*(lambda g: (g.graphdef, g.state))(bf16_models.describer().chat.generator))}
     for top, module in modules.items():
         checked = 0

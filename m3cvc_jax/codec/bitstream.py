@@ -25,6 +25,8 @@ WRITE_VERSION = 2  # what `write_bitstream` writes (`m3cvc encode`)
 # The header's mode code: position in this tuple. One entry per `pipelines/modes.MODES` entry (a test checks
 # it); append new modes at the end (codes are the format: never reorder). CMVC's modes have their codes.
 MODES = ("interpolation", "prediction", "it2v", "tt2v")
+# Modes whose streams carry no keyframe images: every index map is empty (texts are the whole content).
+TEXT_ONLY_MODES = ("tt2v",)
 
 TAG_TEXTS = 1
 TAG_INDICES = 2
@@ -198,6 +200,8 @@ def check_stream_content(stream: Bitstream, required_tags=frozenset()) -> None:
         )
     if len(stream.clip_texts) > MAX_TEXTS:
         raise BitstreamError(f"cannot pack: more than {MAX_TEXTS} clip texts")
+    if h.mode in TEXT_ONLY_MODES and any(stream.index_data):
+        raise BitstreamError(f"cannot pack: a {h.mode} stream carries no index maps")
     for e in stream.extras:
         if not 3 <= e.tag <= 127:
             raise BitstreamError(f"cannot pack: extra section tag {e.tag} outside 3..127")
@@ -393,6 +397,8 @@ def _read_indices(payload: bytes, header: Header) -> tuple[bytes, ...]:
         r.fail(f"{n} index maps for {len(header.keyframes)} keyframes")
     blobs = tuple(r.take(r.varint(len(payload), "index map length")) for _ in range(n))
     r.done()
+    if header.mode in TEXT_ONLY_MODES and any(blobs):
+        r.fail(f"index map data in a {header.mode} stream")
     return blobs
 
 

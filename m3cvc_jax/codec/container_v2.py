@@ -147,6 +147,8 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
     blobs = []
     for _ in keyframes:
         blobs.append(r.take(4 * r.varint(r.remaining() // 4, "index map length")))
+    if header.mode in bs.TEXT_ONLY_MODES and any(blobs):
+        r.fail(f"index map data in a {header.mode} stream")
     index_end = r.pos
     if flags & _TEXTS:
         kf_texts, clip_texts = bs.decode_texts(r.take(r.varint(r.remaining(), "texts length")), header.text_codec,

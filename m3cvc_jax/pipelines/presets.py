@@ -13,6 +13,10 @@ Presets:
   paper  converted checkpoints in `weights` (a folder with one sub-folder per component, see
          `m3cvc_jax/pipelines/models.py`), 512x320 at 8 fps, the paper's settings.
 
+Modes (`decode.mode`, `m3cvc encode --mode`): tiny and paper run all of them; demo refuses tt2v
+(`UNSUPPORTED_MODES`): its keyframe UNet is trained here on VQ index maps with the empty prompt, so it is
+no text-to-image model and a text-only stream would decode to video unrelated to the input.
+
 Defaults that belong to a component are read from its own dataclass, written once there: the keyframe
 decision's (`codec.keyframe_config.KeyframeConfig`) and the keyframe decoder's
 (`decoders.keyframe_decoding.KeyframeDecoding`).
@@ -38,6 +42,11 @@ _KEYFRAMES = KeyframeConfig()
 _KEYFRAME_DECODING = KeyframeDecoding()
 
 PRESETS = ("tiny", "paper", "demo")
+# mode -> the reason a preset cannot run it (docs/cmvc.md, "TT2V: presets").
+UNSUPPORTED_MODES = {
+    "demo": {"tt2v": "its keyframe UNet is trained on VQ index maps with the empty prompt, not a text-to-image "
+                      "model; use --preset paper (converted SD 1.5 + AnimateDiff weights) or tiny (random weights)"},
+}
 # What `m3cvc encode` and codec `ours` use when no preset is named: the one that decodes real pictures
 # on any machine without converted checkpoints.
 DEFAULT_PRESET = "demo"
@@ -105,7 +114,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.video_model.strength = 1.0  # 1: from pure noise (SEINE); < 1: from the blended keyframes (SDEdit)
 
     c.decode = ml_collections.ConfigDict()
-    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction (in the header)
+    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction | tt2v (in the header)
+
+    # CMVC's TT2V mode (decode.mode=tt2v): AnimateDiff generates every clip from its texts (decoders/t2v.py).
+    c.t2v = ml_collections.ConfigDict()
+    c.t2v.template = ""  # TT2V prompt template file; empty: m3cvc_jax/lmm/tt2v_prompt.json
+    c.t2v.steps = 25  # DDIM steps (AnimateDiff's inference config)
+    c.t2v.guidance_scale = 7.5  # classifier-free guidance against the template's negative prompt
+    c.t2v.window = 16  # frames generated per clip (AnimateDiff's training length), then resampled to the clip
 
     if preset == "tiny":
         c.video.width, c.video.height = 128, 80
@@ -123,6 +139,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.video_model.preset = "tiny"
         c.video_model.sampler = "ddim"
         c.video_model.steps = 2
+        c.t2v.steps = 2
     elif preset == "demo":
         # Small weights trained here (docs/demo.md, scripts/train_demo.sh), bundled in m3cvc_jax/assets/demo;
         # the architectures come from their config.json files, so the `*.preset` fields do not apply.

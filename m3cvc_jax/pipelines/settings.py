@@ -10,6 +10,7 @@ from typing import Iterable, Mapping
 import ml_collections
 
 from m3cvc_jax.codec.bitstream import MAX_FPS_TERM, MAX_FRAMES
+from m3cvc_jax.codec.decoder_settings import DECODER_PREFIXES
 from m3cvc_jax.codec.keyframe_config import KeyframeConfig
 from m3cvc_jax.decoders.keyframe_decoding import SAMPLERS as KEYFRAME_SAMPLERS
 from m3cvc_jax.decoders.video import SAMPLERS as VIDEO_SAMPLERS
@@ -78,8 +79,12 @@ def load_config(preset: str = "tiny", overrides: Iterable[str] | Mapping[str, ob
     if preset not in codec_configs.PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(codec_configs.PRESETS)}")
     config = codec_configs.get_config(preset)
-    for assignment in assignments(overrides):
+    overrides = assignments(overrides)
+    for assignment in overrides:
         apply_override(config, assignment)
+    method = MODES[config.decode.mode].keyframe_method if config.decode.mode in MODES else None
+    if method and not any(a.partition("=")[0].strip() == "keyframes.method" for a in overrides):
+        config.keyframes.method = method  # the mode's own keyframes unless the user chose a method
     validate(config)
     return ml_collections.FrozenConfigDict(config)
 
@@ -164,6 +169,11 @@ RANGES: dict[str, Range] = {
     "video_model.guidance_scale": Range(0),
     "video_model.window": Range(3),  # one given frame at each end and one generated
     "video_model.strength": Range(0, 1, low_open=True),
+    # AnimateDiff's DDIM uses "linspace" spacing over the 1000 training timesteps.
+    "t2v.steps": Range(1, 1000),
+    "t2v.guidance_scale": Range(0),
+    # Checked against the motion modules' positions (at most 32 in the released ones) when they load.
+    "t2v.window": Range(1, 1024),
 }
 
 
@@ -175,8 +185,6 @@ def check_fps_representable(key: str, fps) -> None:
                           f"<= {MAX_FPS_TERM}, e.g. 8, 29.97 or 0.5)")
 
 
-# Settings the decoder must share with the encoder: sent in the stream when they differ from the preset.
-DECODER_PREFIXES = ("keyframe_codec.", "video_model.")
 
 
 def get(config, key: str):
@@ -202,6 +210,9 @@ def validate(config) -> None:
                 raise ConfigError(f"{key}: a numeric setting without a declared range (settings.RANGES)")
             RANGES[key].check(key, value)
     check_fps_representable("video.fps", config.video.fps)
+    reason = codec_configs.UNSUPPORTED_MODES.get(config.preset, {}).get(config.decode.mode)
+    if reason:
+        raise ConfigError(f"preset {config.preset!r} cannot run mode {config.decode.mode}: {reason}")
 
 
 def decoder_overrides(config) -> list[str]:
