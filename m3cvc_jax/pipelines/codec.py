@@ -38,7 +38,7 @@ import json
 import sys
 import time
 from fractions import Fraction
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -214,7 +214,7 @@ def decoder_config(stream: bs.Bitstream, *, mode: str | None = None, weights: st
         raise ConfigError(f"--mode {mode}: this is a {h.mode} stream"
                           + (" (texts only, no keyframe images)" if h.mode in bs.TEXT_ONLY_MODES else "")
                           + "; it decodes only in its own mode")
-    extra = list(overrides) + ([f"decode.mode={mode}"] if mode else []) + ([f"weights={weights}"] if weights else [])
+    extra = settings_lib.assignments(overrides) + ([f"decode.mode={mode}"] if mode else []) + ([f"weights={weights}"] if weights else [])
     if extra:  # the caller's settings win; their errors are the caller's (ConfigError)
         config = settings_lib.load_config(h.preset, base + extra)
     return config
@@ -237,10 +237,11 @@ class Codec:
 
     @classmethod
     def load(cls, preset: str = codec_configs.DEFAULT_PRESET, *, weights: str | None = None,
-             overrides: Sequence[str] = (), store: ModelStore | None = None) -> "Codec":
-        """The codec of a preset with `--set`-style `KEY=VALUE` overrides and an optional weights folder."""
+             overrides: Sequence[str] | Mapping[str, object] = (), store: ModelStore | None = None) -> "Codec":
+        """The codec of a preset with `--set`-style `KEY=VALUE` overrides (or a mapping {KEY: VALUE}, e.g.
+        `{"dtype": "bfloat16"}`) and an optional weights folder."""
         extra = [f"weights={weights}"] if weights else []
-        return cls(settings_lib.load_config(preset, [*overrides, *extra]), store=store)
+        return cls(settings_lib.load_config(preset, [*settings_lib.assignments(overrides), *extra]), store=store)
 
     @classmethod
     def for_stream(cls, stream: bs.Bitstream, *, mode: str | None = None, weights: str | None = None,

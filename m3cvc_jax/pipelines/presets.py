@@ -57,6 +57,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.preset = preset
     c.weights = ""  # folder of converted checkpoints (paper); ignored by tiny
     c.seed = 0  # decoder sampling seed (written to the header); tiny: also the weights' seed
+    # Compute dtype of every network (float32 | bfloat16): parameters stay float32, norms and softmax run in
+    # float32 either way. A choice of each side, not part of the stream (docs/performance.md).
+    c.dtype = "float32"
 
     c.video = ml_collections.ConfigDict()
     c.video.width = 512
