@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from m3cvc_jax.codec import it2v_weights
+from m3cvc_jax.codec import it2v_weights, rate_target
 from m3cvc_jax.codec.bitstream import TAG_IT2V_WEIGHTS, TEXT_ONLY_MODES
 from m3cvc_jax.codec.decoder_settings import setting
 from m3cvc_jax.commands import stand_ins
@@ -52,6 +52,7 @@ def describe(stream, bits) -> dict:
         "bits": bits.as_dict(),
         "it2v_weights": it2v_summary(stream, bits),
         "bpp": bits.bpp(h),
+        "rate_target": _rate_target(stream, bits),
         "stand_ins": stand_ins.from_stream(stream),
         **({"t2v_prompts": t2v_prompts(stream)} if h.mode in TEXT_ONLY_MODES else {}),
     }
@@ -69,6 +70,16 @@ def it2v_summary(stream, bits) -> dict | None:
     return {"bits_per_weight": nbits, "section_bits": bits.weights, "code_bits": 2 * nbits * len(frames),
             "frames": [{"frame": f, "w_i": int(c[0]) / levels, "w_l": int(c[1]) / levels, "codes": [int(c[0]), int(c[1])]}
                        for f, c in zip(frames, codes)]}
+
+
+def _rate_target(stream, bits) -> dict | None:
+    """The target the encoder was given (`--target-bpp/--target-bytes`) and what the file achieved."""
+    target = rate_target.from_stream(stream)
+    if target is None:
+        return None
+    h = stream.header
+    return {"target": target.label, "target_bytes": target.max_bytes(h.width, h.height, h.num_frames),
+            "achieved_bytes": bits.total // 8, "achieved_bpp": bits.bpp(h)}
 
 
 def t2v_prompts(stream) -> dict:
@@ -99,6 +110,10 @@ def _human(info: dict) -> str:
         f"extra {b['extra']}, w {b['weights']}, total {b['total']}",
         f"bpp            {info['bpp']:.6g}",
     ]
+    r = info["rate_target"]
+    if r:
+        lines.append(f"rate target    {r['target']} (<= {r['target_bytes']} bytes), achieved {r['achieved_bytes']} "
+                     f"bytes = {r['achieved_bpp']:.6g} bpp")
     lines += [f"stand-in       {s}" for s in info["stand_ins"]]
     w = info["it2v_weights"]
     if w:
