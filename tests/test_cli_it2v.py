@@ -13,12 +13,11 @@ import pytest
 
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec import it2v_weights
-from m3cvc_jax.codec.entropy import IndexModel, decode_indices
 from m3cvc_jax.errors import BitstreamError
 from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import read_video
 from m3cvc_jax.pipelines import api, it2v
-from m3cvc_jax.pipelines.codec import Codec, read_input, to_model_range
+from m3cvc_jax.pipelines.codec import Codec, decode_maps, read_input, to_model_range
 from m3cvc_jax.pipelines.it2v_clips import it2v_key
 from tests.pipeline_fixtures import CLIP, run_cli, workdir  # noqa: F401
 
@@ -78,8 +77,7 @@ def test_encoder_and_decoder_loras_bit_identical(run):
     kf_key = jax.random.split(jax.random.key(h.seed))[0]
     n = len(h.keyframes)
     kf_e = enc.decode_keyframes(maps, emb_e[1:1 + n], emb_e[0], kf_key)
-    imodel = IndexModel(h.entropy_model, h.codebook_size, None)
-    kf_d = dec.decode_keyframes([decode_indices(b, tuple(h.index_grid), imodel) for b in stream.index_data],
+    kf_d = dec.decode_keyframes(decode_maps(stream.index_data, n, tuple(h.index_grid), dec.index_model(h.entropy_model)),
                                 emb_d[1:1 + n], emb_d[0], kf_key)
     for a, b in zip(kf_e, kf_d):
         np.testing.assert_array_equal(a, b)
@@ -118,7 +116,7 @@ def _pack_unchecked(stream, version=bs.WRITE_VERSION) -> bytes:
     """The bytes of `stream` with the writer's IT2V check off: what a faulty or hostile writer could make."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bs, "check_it2v_weights", lambda *a, **k: None)
-        return bs.pack(stream, version)
+        return bs.pack(stream, 2)
 
 
 def _with_weights(stream, payload):
@@ -148,24 +146,24 @@ def test_corrupt_weights_section_refused(run, tmp_path, corrupt, needle):
 
 
 def test_weights_section_only_in_it2v_streams(run):
-    """Writers refuse, and readers of both containers refuse, an it2v stream without its weights section
-    and a weights section in another mode; v1 carries the section too, with its bits counted."""
+    """Writers refuse, and the reader refuses, an it2v stream without its weights section and a weights
+    section in another mode; the section round-trips with its bits counted apart."""
     stream = bsf.read_bitstream(run["path"])
     assert stream.version == bs.WRITE_VERSION == 2
     without = dataclasses.replace(stream, extras=tuple(e for e in stream.extras if e.tag != bs.TAG_IT2V_WEIGHTS))
     interp = dataclasses.replace(stream, header=dataclasses.replace(stream.header, mode="interpolation"))
-    for version in (1, 2):
-        with pytest.raises(BitstreamError, match="needs one IT2V weights section"):
-            bs.pack(without, version)
-        with pytest.raises(BitstreamError, match="IT2V weights section in a interpolation stream"):
-            bs.pack(interp, version)
-        with pytest.raises(BitstreamError, match="corrupt bitstream: an it2v stream needs one IT2V weights"):
-            bs.unpack(_pack_unchecked(without, version))
-        with pytest.raises(BitstreamError, match="IT2V weights section in a interpolation stream"):
-            bs.unpack(_pack_unchecked(interp, version))
-        back, bits = bs.unpack_with_bits(bs.pack(stream, version))
-        assert back == stream and bits.weights > 0
-        assert bits.header + bits.text + bits.indices + bits.extra + bits.weights == bits.total
+    # (v1 stores one index payload per keyframe; tests/test_bitstream_v2.py packs an it2v stream in both)
+    with pytest.raises(BitstreamError, match="needs one IT2V weights section"):
+        bs.pack(without, 2)
+    with pytest.raises(BitstreamError, match="IT2V weights section in a interpolation stream"):
+        bs.pack(interp, 2)
+    with pytest.raises(BitstreamError, match="corrupt bitstream: an it2v stream needs one IT2V weights"):
+        bs.unpack(_pack_unchecked(without))
+    with pytest.raises(BitstreamError, match="IT2V weights section in a interpolation stream"):
+        bs.unpack(_pack_unchecked(interp))
+    back, bits = bs.unpack_with_bits(bs.pack(stream, 2))
+    assert back == stream and bits.weights > 0
+    assert bits.header + bits.text + bits.indices + bits.extra + bits.weights == bits.total
 
 
 def test_weight_codes_pack_round_trip():
