@@ -2,11 +2,12 @@
 
     python -m benchmarks.fuzz_bitstream [--cases 100000] [--seed 0]
 
-Mutators, over valid streams of every text codec: random bytes; random bytes after a valid magic;
+Mutators, over valid v1 and v2 streams of every text codec: random bytes; random bytes after a valid magic;
 truncations; bit flips; byte insertions; byte deletions; byte edits; splices (a prefix of one stream and
 a suffix of another); and CRC-recomputed forgeries of the header and of every section (texts, indices,
 extra), re-wrapped with correct lengths and CRCs so that the parsers behind the CRC checks are reached,
-plus dropped, duplicated and reordered sections.
+plus dropped, duplicated and reordered sections; for v2, random bytes after its magic and edits of
+everything before the file CRC with the CRC recomputed.
 
 Counts: crashes (any exception but BitstreamError, or a broken property of tests/bitstream_mutations.py:
 an accepted input whose header or index/extra sections do not re-encode byte for byte), hangs (an input
@@ -28,7 +29,7 @@ import traceback
 
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.text_coding import TEXT_CODECS
-from tests.bitstream_mutations import assemble, check_unpack, split
+from tests.bitstream_mutations import assemble, check_unpack, is_v2, resign_v2, split
 from tests.bitstream_sample import sample_stream
 
 HANG_SECONDS = 1.0
@@ -56,8 +57,9 @@ def _edit(rng: random.Random, blob: bytes) -> bytes:
 
 def mutators(valid: dict[str, bytes]) -> dict[str, callable]:
     """name -> f(rng, codec) returning a mutated input."""
-    parts = {codec: split(data) for codec, data in valid.items()}
+    parts = {codec: split(data) for codec, data in valid.items() if not is_v2(data)}
     codecs = sorted(valid)
+    v1 = sorted(parts)
 
     def random_bytes(rng, codec):
         return rng.randbytes(rng.randint(0, 4096))
@@ -91,12 +93,21 @@ def mutators(valid: dict[str, bytes]) -> dict[str, callable]:
         a, b = valid[codec], valid[rng.choice(codecs)]
         return a[: rng.randint(0, len(a))] + b[rng.randint(0, len(b)):]
 
+    def v2_magic_then_random(rng, codec):
+        return b"M3\x02" + rng.randbytes(rng.randint(0, 4096))
+
+    def v2_forged_behind_crc(rng, codec):
+        data = valid[codec] if is_v2(valid[codec]) else valid["v2-" + codec]
+        return resign_v2(_edit(rng, data[:-4]))
+
     def forged_header(rng, codec):
+        codec = codec if codec in parts else rng.choice(v1)
         body, sections = parts[codec]
         return assemble(_edit(rng, body), sections)
 
     def forged_section(i):
         def forge(rng, codec):
+            codec = codec if codec in parts else rng.choice(v1)
             body, sections = parts[codec]
             sections = list(sections)
             tag, payload = sections[i]
@@ -108,6 +119,7 @@ def mutators(valid: dict[str, bytes]) -> dict[str, callable]:
         return forge
 
     def forged_section_list(rng, codec):
+        codec = codec if codec in parts else rng.choice(v1)
         body, sections = parts[codec]
         sections = list(sections)
         op = rng.choice(("drop", "duplicate", "swap"))
@@ -121,7 +133,8 @@ def mutators(valid: dict[str, bytes]) -> dict[str, callable]:
         return assemble(body, sections)
 
     out = {f.__name__: f for f in (random_bytes, magic_then_random, truncation, bit_flips, insertion, deletion,
-                                   byte_edits, splice, forged_header, forged_section_list)}
+                                   byte_edits, splice, forged_header, forged_section_list, v2_magic_then_random,
+                                   v2_forged_behind_crc)}
     names = {bs.TAG_TEXTS: "texts", bs.TAG_INDICES: "indices"}
     for i, (tag, _) in enumerate(next(iter(parts.values()))[1]):
         out[f"forged_section_{names.get(tag, f'extra{tag & 0x7F}')}"] = forged_section(i)
@@ -140,6 +153,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     extras = (bs.ExtraSection(7, b"extra payload"),)
     valid = {codec: bs.pack(sample_stream(codec, extras)) for codec in TEXT_CODECS}
+    valid.update({f"v2-{codec}": bs.pack(sample_stream(codec, extras), 2) for codec in TEXT_CODECS})
     muts = mutators(valid)
     names, codecs = sorted(muts), sorted(valid)
 

@@ -4,7 +4,11 @@ SRC: a diffusers `MotionAdapter` folder (`save_pretrained` layout, or a pipeline
 `motion_adapter/`), or an original AnimateDiff motion-module checkpoint (`mm_sd_v15_v2.ckpt`,
 `v3_sd15_mm.ckpt`, ...: names under `temporal_transformer`, `attention_blocks.N`, `norms.N`, `ff_norm`).
 The SD 1.5 UNet is converted separately (`python -m convert_weights sd-unet`); `nn.animatediff.merge_params`
-joins the two.
+joins the two. For the codec's TT2V mode (preset paper) they are the weights folder's `motion-module` and
+`sd-unet` sub-folders (docs/cmvc.md, "TT2V"):
+
+    python -m convert_weights sd-unet     SD15_DIR/unet      weights/sd-unet
+    python -m convert_weights animatediff mm_sd_v15_v2.ckpt  weights/motion-module
 
 Config: `--config` (preset `tiny`/`v1`/`v2`/`v3` or a MotionAdapter config.json), else the folder's
 config.json, else (original checkpoints) inferred from the shapes with AnimateDiff's conventions: 8 heads

@@ -141,7 +141,7 @@ def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], p
         if tables:
             meta["tables"] = {k: [int(x) for x in np.asarray(v).ravel()] for k, v in tables.items()}
         with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True, default=_json_default)
+            f.write(_config_json(meta))
         check_checkpoint_destination(directory, overwrite=overwrite)
         try:
             move_directory_into_place(tmp, directory, is_checkpoint_folder if overwrite else lambda _: False)
@@ -151,6 +151,17 @@ def save_checkpoint(directory: str, *, family: str, config: Mapping[str, Any], p
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return fp
+
+
+def _config_json(meta: dict) -> str:
+    """config.json text: indented, but each table on one line (a prior's tables hold ~10**5 numbers)."""
+    tables = meta.get("tables")
+    if not tables:
+        return json.dumps(meta, indent=2, sort_keys=True, default=_json_default)
+    placeholder = "\x00tables\x00"
+    text = json.dumps({**meta, "tables": placeholder}, indent=2, sort_keys=True, default=_json_default)
+    rows = ",\n".join(f"    {json.dumps(k)}: {json.dumps(tables[k], separators=(',', ':'))}" for k in sorted(tables))
+    return text.replace(json.dumps(placeholder), "{\n" + rows + "\n  }")
 
 
 def read_config(directory: str) -> dict[str, Any]:

@@ -5,8 +5,12 @@
 One checkpoint per component in the layout of `m3cvc_jax/pipelines/models.py` COMPONENTS. float16 halves
 the committed size (about 17 MB instead of 34); the models still run in float32 (weights are cast on
 load), and the fingerprints are those of the stored float16 arrays, so a stream names exactly these bytes.
-The folder is built under a temporary name and renamed into place; an existing one is replaced only with
---force and only if it holds nothing but component checkpoints (as this script writes them).
+Then the learned index prior (`coding.entropy_model=learned`, the demo default) is trained on the packed
+post-encoder's maps of the bundled clips (configs/index_prior.py, a fresh run: a prior fits one codebook
+only) and its tables are added to `post-encoder/config.json`, so repacking new weights always ships a
+matching prior. The folder is built under a temporary name and renamed into place; an existing one is
+replaced only with --force and only if it holds nothing but component checkpoints (as this script writes
+them).
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import tempfile
 
 import numpy as np
 
-from m3cvc_jax.errors import M3CVCError
-from m3cvc_jax.io.atomic import move_directory_into_place
-from m3cvc_jax.weights import is_checkpoint_folder, load_checkpoint, save_checkpoint
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs, train
+
+from configs.index_prior import get_config as index_prior_config  # noqa: E402
+from m3cvc_jax.errors import M3CVCError  # noqa: E402
+from m3cvc_jax.io.atomic import move_directory_into_place  # noqa: E402
+from m3cvc_jax.weights import is_checkpoint_folder, load_checkpoint, save_checkpoint  # noqa: E402
+from train import index_prior  # noqa: E402
 
 # component folder -> the recipe's export (relative to the runs directory)
 EXPORTS = {"sd-vae": "vae/export", "post-encoder": "vq/export", "keyframe-unet": "unet/export",
@@ -47,10 +55,23 @@ def main(runs: str, dst: str, force: bool = False) -> None:
             fp = save_checkpoint(os.path.join(tmp, name), family=meta["family"], config=meta["config"],
                                  params=half, tables=meta.get("tables"))
             print(f"{name:14s} {sum(v.size for v in half.values()):>10,} parameters  fingerprint {fp}")
+        add_index_prior(tmp)
         move_directory_into_place(tmp, dst, is_packed_demo if force else lambda _: False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def add_index_prior(packed: str) -> None:
+    """Train the index prior on the maps of the weights packed in `packed`; add its tables to them."""
+    config = index_prior_config("demo")
+    config.weights_root = packed
+    config.progress = False
+    with tempfile.TemporaryDirectory() as workdir:
+        prior, _ = index_prior.train(config, workdir)
+    pe_dir = os.path.join(packed, "post-encoder")
+    fp = save_checkpoint(pe_dir, overwrite=True, **index_prior.export_checkpoint(prior, pe_dir, None))
+    print(f"index prior    {prior.num_clusters} clusters, boosts {prior.boosts}; post-encoder fingerprint {fp}")
 
 
 if __name__ == "__main__":

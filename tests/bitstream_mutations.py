@@ -1,4 +1,4 @@
-"""Structure-aware mutation of v1 streams, shared by the fuzz tests and benchmarks/fuzz_bitstream.py.
+"""Structure-aware mutation of v1 and v2 streams, shared by the fuzz tests and benchmarks/fuzz_bitstream.py.
 
 Random bit flips mostly die at a CRC check; to exercise the parsers behind the CRCs, these helpers split a
 valid stream into header body and section payloads and re-assemble mutated parts with correct lengths
@@ -45,6 +45,31 @@ def assemble(body: bytes, sections: list[tuple[int, bytes]], version: int = bs.V
     return out
 
 
+def mutate(blob: bytes, edits) -> bytes:
+    """Apply (position, value, "set" | "insert" | "delete") edits; positions wrap around the blob."""
+    out = bytearray(blob)
+    for pos, value, mode in edits:
+        if not out and mode != "insert":
+            continue
+        i = pos % (len(out) + 1 if mode == "insert" else len(out))
+        if mode == "set":
+            out[i] = value
+        elif mode == "insert":
+            out.insert(i, value)
+        else:
+            del out[i]
+    return bytes(out)
+
+
+def resign_v2(body: bytes) -> bytes:
+    """A v2 stream from everything before its CRC32: the CRC recomputed, so mutations reach the parser."""
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def is_v2(data: bytes) -> bool:
+    return data[:3] == b"M3\x02"
+
+
 def check_unpack(data: bytes) -> str:
     """The property: unpack either raises BitstreamError (one line) or returns a stream whose re-encoding
     comes back byte for byte (`repack_differs`). Returns "rejected", "accepted" or "accepted-different"
@@ -65,10 +90,15 @@ def repack_differs(data: bytes, stream: bs.Bitstream) -> bool:
     texts (a forged one that still decompresses is a valid stream with other texts): there the bytes may
     differ, but the re-encoded stream must read back equal.
     """
-    packed = bs.pack(stream)
+    packed = bs.pack(stream, 2 if is_v2(data) else 1)
     if packed == data:
         return False
     assert bs.unpack(packed) == stream
+    if is_v2(data):  # only a compressed texts field may re-encode differently
+        bits = bs.unpack_with_bits(data)[1]
+        before_texts = (bits.header + bits.indices) // 8 - 4  # the header's CRC is at the end of the file
+        assert data[3] & 2 and data[:before_texts] == packed[:before_texts], "v2 header re-encodes differently"
+        return True
     body, sections = split(data)
     body2, sections2 = split(packed)
     assert body == body2, "header re-encodes differently"

@@ -36,7 +36,7 @@ def test_bits_add_up_to_the_file_size(tmp_path):
     size = os.path.getsize(path)
     assert bits.total == 8 * size
     assert bits.header + bits.text + bits.indices + bits.extra == bits.total
-    assert bits.extra == 8 * (1 + 1 + 100 + 4)  # tag, length varint, payload, CRC
+    assert bits.extra == 8 * (1 + 1 + 1 + 100)  # written as v2: extra count, tag, length varint, payload
     assert bits.bpp(s.header) == 8 * size / (512 * 320 * 40)
     s2, bits2 = bsf.read_bitstream_with_bits(path)
     assert s2 == s and bits2 == bits
@@ -46,7 +46,7 @@ def test_unknown_skippable_section_is_kept_and_required_one_refused():
     data = bs.pack(sample_stream())
     # Append a section of an unknown required type by hand (bumping the header's section count).
     s = bs.unpack(data)
-    with pytest.raises(BitstreamError, match="unknown to v1 readers"):
+    with pytest.raises(BitstreamError, match="unknown to its readers"):
         bs.pack(dataclasses.replace(s, extras=(bs.ExtraSection(50, b"zz", skippable=False),)))
     with_extra = bs.pack(dataclasses.replace(s, extras=(bs.ExtraSection(50, b"zz"),)))
     assert bs.unpack(with_extra).extras == (bs.ExtraSection(50, b"zz", True),)

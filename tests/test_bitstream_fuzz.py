@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.text_coding import TEXT_CODECS
-from tests.bitstream_mutations import assemble, check_unpack, split
+from tests.bitstream_mutations import assemble, check_unpack, mutate, split
 from tests.bitstream_sample import sample_bytes, sample_stream
 
 VALID = sample_bytes()
@@ -72,21 +72,6 @@ def test_bit_flips(positions):
     check_unpack(bytes(data))
 
 
-def _mutate(blob: bytes, edits) -> bytes:
-    out = bytearray(blob)
-    for pos, value, mode in edits:
-        if not out and mode != "insert":
-            continue
-        i = pos % (len(out) + 1 if mode == "insert" else len(out))
-        if mode == "set":
-            out[i] = value
-        elif mode == "insert":
-            out.insert(i, value)
-        else:
-            del out[i]
-    return bytes(out)
-
-
 EDITS = st.lists(
     st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(["set", "insert", "delete"])),
     min_size=1,
@@ -97,7 +82,7 @@ EDITS = st.lists(
 @FUZZ
 @given(EDITS)
 def test_header_body_mutations_behind_a_valid_crc(edits):
-    check_unpack(assemble(_mutate(BODY, edits), SECTIONS))
+    check_unpack(assemble(mutate(BODY, edits), SECTIONS))
 
 
 @FUZZ
@@ -105,7 +90,7 @@ def test_header_body_mutations_behind_a_valid_crc(edits):
 def test_section_mutations_behind_a_valid_crc(which, edits, tag):
     sections = list(SECTIONS)
     t, payload = sections[which]
-    sections[which] = (tag if edits[0][2] == "set" and edits[0][1] < 16 else t, _mutate(payload, edits))
+    sections[which] = (tag if edits[0][2] == "set" and edits[0][1] < 16 else t, mutate(payload, edits))
     check_unpack(assemble(BODY, sections))
 
 
@@ -119,7 +104,7 @@ def test_text_payload_mutations_for_every_codec(codec):
     for _ in range(150):
         edits = [(rng.randrange(10_000), rng.randrange(256), rng.choice(["set", "insert", "delete"]))
                  for _ in range(rng.randint(1, 4))]
-        check_unpack(assemble(body, [(tag, _mutate(payload, edits))] + sections[1:]))
+        check_unpack(assemble(body, [(tag, mutate(payload, edits))] + sections[1:]))
 
 
 @pytest.mark.parametrize("field", ["header", "section"])

@@ -35,7 +35,8 @@ def test_inspect_json(capsys, stream_file):
     s = sample_stream()
     for key in ("version", "width", "height", "fps", "num_frames", "keyframes", "texts", "bits", "bpp"):
         assert key in info
-    assert (info["version"], info["width"], info["height"], info["fps"], info["num_frames"]) == (1, 512, 320, 8.0, 40)
+    # write_bitstream writes container v2
+    assert (info["version"], info["width"], info["height"], info["fps"], info["num_frames"]) == (2, 512, 320, 8.0, 40)
     assert info["keyframes"] == [0, 13, 39]
     assert info["texts"] == {"keyframe": list(s.keyframe_texts), "clip": list(s.clip_texts)}
     total = 8 * stream_file.stat().st_size

@@ -24,6 +24,9 @@ from tests.pipeline_fixtures import CLIP, run_cli, workdir  # noqa: F401  (workd
 
 FRAMES = 16  # keyframes 0 and 15 and the clip between them: one window of the video model
 PSNR_FLOOR = 14.0  # measured 15.5 dB when the weights were trained; a diverging video model gave 10.9
+# Bytes of the 16-frame stream (2 keyframes): measured 280 with the learned index prior (the demo default)
+# in container v2; 323 in v1, 392 in v1 with the adaptive model. Catches a regression of prior or container.
+MAX_STREAM_BYTES = 295
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +63,8 @@ def test_main_job_default_preset_round_trips_a_short_clip(workdir, tmp_path):  #
     assert "stand-in" in out and "docs/demo.md" in out  # the demo says what it replaced
     header = bsf.read_bitstream(stream).header
     assert header.preset == "demo" and list(header.keyframes) == [0, FRAMES - 1]
+    assert header.entropy_model == "learned"
+    assert os.path.getsize(stream) <= MAX_STREAM_BYTES
     code, _, err = run_cli(["decode", stream, "-o", str(tmp_path / "out")])
     assert code == 0, err
     original = pipeline.read_input(CLIP, load_config("demo", [f"video.max_frames={FRAMES}"])).frames

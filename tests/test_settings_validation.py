@@ -23,6 +23,7 @@ BAD = [
     "keyframes.threshold=-1", "keyframes.threshold=nan", "keyframes.lambda1=nan", "keyframes.lambda2=-0.5",
     "video.fps=inf", "video.fps=nan", "video.fps=0", "video.fps=1e-7", "video.start_time=inf",
     "video.width=130", "video.width=1024", "dialogue.temperature=nan", "seed=18446744073709551616",
+    "t2v.steps=0", "t2v.steps=5000", "t2v.guidance_scale=nan", "t2v.guidance_scale=-1", "t2v.window=0",
 ]
 
 

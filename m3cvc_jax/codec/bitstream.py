@@ -1,4 +1,5 @@
-"""Bitstream container v1: pure bytes <-> frozen dataclasses (files: `io/bitstream_file.py`).
+"""Bitstream container v1 (and the dispatch to v2, `container_v2`): pure bytes <-> frozen dataclasses
+(files: `io/bitstream_file.py`).
 
 The exact byte layout is specified in docs/bitstream.md; keep the two in step. The reader trusts nothing:
 every length is checked against the bytes actually present before use, every count against a fixed bound,
@@ -19,8 +20,13 @@ from m3cvc_jax.codec.entropy import ENTROPY_MODEL_NAMES, ENTROPY_MODELS
 from m3cvc_jax.errors import BitstreamError, ConfigError
 
 MAGIC = b"M3CV"
-VERSION = 1
-MODES = ("interpolation", "prediction")
+VERSION = 1  # the layout this module writes and reads itself; container_v2 holds version 2
+WRITE_VERSION = 2  # what `write_bitstream` writes (`m3cvc encode`)
+# The header's mode code: position in this tuple. One entry per `pipelines/modes.MODES` entry (a test checks
+# it); append new modes at the end (codes are the format: never reorder). CMVC's modes have their codes.
+MODES = ("interpolation", "prediction", "it2v", "tt2v")
+# Modes whose streams carry no keyframe images: every index map is empty (texts are the whole content).
+TEXT_ONLY_MODES = ("tt2v",)
 
 TAG_TEXTS = 1
 TAG_INDICES = 2
@@ -77,6 +83,7 @@ class Bitstream:
     clip_texts: tuple[str, ...]  # motion descriptions D_C
     index_data: tuple[bytes, ...]  # one entropy-coded index map per keyframe (see codec/entropy.py)
     extras: tuple[ExtraSection, ...] = ()
+    version: int = dataclasses.field(default=VERSION, compare=False)  # the container it was read from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +188,9 @@ def encode_texts(keyframe_texts, clip_texts, codec: str) -> bytes:
     return text_coding.compress(bytes(plain), codec)
 
 
-def pack(stream: Bitstream) -> bytes:
-    """The v1 bytes of `stream` (validated first: invalid content raises BitstreamError)."""
+def check_stream_content(stream: Bitstream, required_tags=frozenset()) -> None:
+    """Raise BitstreamError if `stream` cannot be written (what `pack` of either version refuses);
+    `required_tags`: the non-skippable extras the container's readers know (none for v1)."""
     h = stream.header
     _check_header(h)
     if len(stream.keyframe_texts) != len(h.keyframes) or len(stream.index_data) != len(h.keyframes):
@@ -192,14 +200,27 @@ def pack(stream: Bitstream) -> bytes:
         )
     if len(stream.clip_texts) > MAX_TEXTS:
         raise BitstreamError(f"cannot pack: more than {MAX_TEXTS} clip texts")
+    if h.mode in TEXT_ONLY_MODES and any(stream.index_data):
+        raise BitstreamError(f"cannot pack: a {h.mode} stream carries no index maps")
     for e in stream.extras:
         if not 3 <= e.tag <= 127:
             raise BitstreamError(f"cannot pack: extra section tag {e.tag} outside 3..127")
-        if not e.skippable:
-            raise BitstreamError(f"cannot pack: required extra section {e.tag} unknown to v1 readers")
+        if not e.skippable and e.tag not in required_tags:
+            raise BitstreamError(f"cannot pack: required extra section {e.tag} unknown to its readers")
     if 2 + len(stream.extras) > MAX_SECTIONS:
         raise BitstreamError(f"cannot pack: more than {MAX_SECTIONS} sections")
 
+
+def pack(stream: Bitstream, version: int = VERSION) -> bytes:
+    """The bytes of `stream` in container `version` (1, or 2: the lean layout of `container_v2`)."""
+    if version == 2:
+        from m3cvc_jax.codec import container_v2
+
+        return container_v2.pack(stream)
+    if version != 1:
+        raise BitstreamError(f"cannot pack: unknown bitstream version {version}")
+    check_stream_content(stream)
+    h = stream.header
     fps = _fps(h.fps)
     body = bytearray()
     for v in (h.width, h.height, fps.numerator, fps.denominator, h.num_frames, len(h.keyframes)):
@@ -376,6 +397,8 @@ def _read_indices(payload: bytes, header: Header) -> tuple[bytes, ...]:
         r.fail(f"{n} index maps for {len(header.keyframes)} keyframes")
     blobs = tuple(r.take(r.varint(len(payload), "index map length")) for _ in range(n))
     r.done()
+    if header.mode in TEXT_ONLY_MODES and any(blobs):
+        r.fail(f"index map data in a {header.mode} stream")
     return blobs
 
 
@@ -384,6 +407,12 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError("bitstream must be bytes")
     data = bytes(data)
+    if data[:2] == b"M3" and data[2:3] not in (b"", MAGIC[2:3]):  # "M3" then a version byte: v2 and later
+        from m3cvc_jax.codec import container_v2
+
+        if data[2] != container_v2.VERSION:
+            raise BitstreamError(f"unsupported bitstream version {data[2]} (this reader handles 1 and 2)")
+        return container_v2.unpack_with_bits(data)
     r = _Reader(data, "header")
     if r.remaining() < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise BitstreamError("not an m3cvc bitstream (bad magic)")

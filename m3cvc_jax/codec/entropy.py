@@ -1,18 +1,16 @@
 """Entropy coding of VQ index maps with constriction's range coder under integer-quantised models.
 
-Bit-exactness across platforms: every probability is an integer frequency computed here with integer
-arithmetic, each >= 1, summing to exactly 2**PRECISION (constriction's default 24-bit precision). They are
-handed to `constriction.stream.model.Categorical(perfect=False)` as the float64 values `freq - 1`, which
-sum to `2**24 - n`: constriction's fast quantiser then scales by exactly 1.0 and adds one per symbol, so
-its fixed-point table equals our integers with no rounding anywhere (all values are integers below 2**53,
-and IEEE-754 addition of such integers is exact on every platform). A test checks the round trip and that
-the code length matches the ideal under these integers.
+Bit-exactness across platforms: every model yields integer frequency tables (`codec/frequencies.py`,
+whose hand-off to constriction is exact). A test checks the round trip and that the code length matches
+the ideal under these integers.
 
 Models (their ids are part of bitstream v1):
 - `uniform`: every word equally likely.
 - `static`: a histogram of word counts stored with the weights (`fit_histogram` builds it).
 - `adaptive`: Krichevsky-Trofimov counts in raster order (start at 1, +2 per occurrence), re-quantised
   before every symbol, so a map codes well with no side information.
+- `learned`: the trained context model of `codec/index_prior.py` (spatial neighbours and the previous
+  keyframe's map), its tables stored with the weights.
 
 Decoding costs time linear in the grid size the caller passes: pipelines take the grid from their model
 configuration and refuse a stream whose header disagrees, so a forged header cannot ask for a huge map.
@@ -24,11 +22,12 @@ import dataclasses
 
 import numpy as np
 
+from m3cvc_jax.codec import index_prior
+from m3cvc_jax.codec.frequencies import _TOTAL, PRECISION, categorical, quantize_frequencies  # noqa: F401
+from m3cvc_jax.codec.index_prior import IndexPrior
 from m3cvc_jax.errors import BitstreamError, ConfigError
 
-PRECISION = 24
-_TOTAL = 1 << PRECISION
-ENTROPY_MODELS: dict[str, int] = {"uniform": 0, "static": 1, "adaptive": 2}
+ENTROPY_MODELS: dict[str, int] = {"uniform": 0, "static": 1, "adaptive": 2, "learned": 3}
 ENTROPY_MODEL_NAMES: dict[int, str] = {v: k for k, v in ENTROPY_MODELS.items()}
 _KT_INIT = 1
 _KT_STEP = 2
@@ -41,6 +40,7 @@ class IndexModel:
     kind: str
     codebook_size: int
     counts: tuple[int, ...] | None = None
+    prior: IndexPrior | None = None  # the `learned` model's tables
 
     def __post_init__(self):
         if self.kind not in ENTROPY_MODELS:
@@ -52,6 +52,8 @@ class IndexModel:
                 raise ConfigError("a static entropy model needs one count per codebook word")
             if any(c < 0 for c in self.counts):
                 raise ConfigError("histogram counts must be non-negative")
+        if self.kind == "learned" and (self.prior is None or self.prior.codebook_size != self.codebook_size):
+            raise ConfigError("a learned entropy model needs an index prior for this codebook size")
 
 
 def fit_histogram(index_maps, codebook_size: int) -> tuple[int, ...]:
@@ -63,43 +65,6 @@ def fit_histogram(index_maps, codebook_size: int) -> tuple[int, ...]:
             raise ConfigError(f"index outside [0, {codebook_size})")
         counts += np.bincount(m, minlength=codebook_size)
     return tuple(int(c) for c in counts)
-
-
-def quantize_frequencies(counts) -> np.ndarray:
-    """Integer frequencies >= 1 summing to 2**PRECISION, proportional to `counts` (rows of a 2-D array).
-
-    Each symbol gets 1 plus floor(free * c / C) of the remaining `free = 2**24 - n`; the (< n) units lost
-    to flooring go to the symbol with the largest count (ties: the lower index). A row that already is
-    such a table is returned unchanged. Integer arithmetic only.
-    """
-    c = np.asarray(counts, dtype=np.int64)
-    squeeze = c.ndim == 1
-    c = np.atleast_2d(c)
-    n = c.shape[1]
-    if n < 2 or n >= _TOTAL // 2:
-        raise ConfigError(f"alphabet size {n} unsupported")
-    if c.min() < 0:
-        raise ConfigError("counts must be non-negative")
-    total = c.sum(axis=1)
-    exact = (total == _TOTAL) & (c.min(axis=1) >= 1)
-    if total.min() == 0:  # no counts at all: uniform
-        c = np.where(total[:, None] == 0, 1, c)
-        total = c.sum(axis=1)
-    while total.max() > 1 << 38:  # keeps free * c below 2**62
-        c = np.where(total[:, None] > 1 << 38, (c + 1) // 2, c)
-        total = c.sum(axis=1)
-    free = _TOTAL - n
-    freq = 1 + (free * c) // total[:, None]
-    freq[np.arange(len(c)), np.argmax(c, axis=1)] += _TOTAL - freq.sum(axis=1)
-    if exact.any():
-        freq = np.where(exact[:, None], c, freq)
-    return freq[0] if squeeze else freq
-
-
-def _categorical(freq: np.ndarray):
-    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
-
-    return constriction.stream.model.Categorical((freq - 1).astype(np.float64), perfect=False)
 
 
 _CHUNK = 4096
@@ -132,10 +97,15 @@ def _check(indices: np.ndarray, n: int) -> np.ndarray:
     return flat.astype(np.int32)
 
 
-def encode_indices(indices, model: IndexModel) -> bytes:
-    """Range-code an index map (raster order) under `model`; the shape travels in the bitstream header."""
+def encode_indices(indices, model: IndexModel, previous=None) -> bytes:
+    """Range-code an index map (raster order) under `model`; the shape travels in the bitstream header.
+
+    previous: the previous keyframe's map of the stream (None for the first), used by `learned` only.
+    """
     import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
+    if model.kind == "learned":
+        return index_prior.encode(indices, previous, model.prior)
     flat = _check(indices, model.codebook_size)
     coder = constriction.stream.queue.RangeEncoder()
     if model.kind == "adaptive":
@@ -143,14 +113,16 @@ def encode_indices(indices, model: IndexModel) -> bytes:
         for chunk, rows in _adaptive_rows(flat, model.codebook_size):
             coder.encode(chunk, family, (rows - 1).astype(np.float64))
     else:
-        coder.encode(flat, _categorical(_static_freq(model)))
+        coder.encode(flat, categorical(_static_freq(model)))
     return coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel) -> np.ndarray:
+def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel, previous=None) -> np.ndarray:
     """Invert `encode_indices`; raises BitstreamError on data that cannot come from it."""
     import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
+    if model.kind == "learned":
+        return index_prior.decode(data, tuple(shape), previous, model.prior)
     count = int(np.prod(shape))
     if count <= 0 or len(data) % 4:
         raise BitstreamError("corrupt index data (length is not a whole number of 32-bit words)")
@@ -160,7 +132,7 @@ def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel) -> np
         if model.kind == "adaptive":
             out = _decode_adaptive(decoder, count, model.codebook_size)
         else:
-            out = decoder.decode(_categorical(_static_freq(model)), count)
+            out = decoder.decode(categorical(_static_freq(model)), count)
     except BitstreamError:
         raise
     except Exception as e:  # constriction reports invalid data with assorted exception types
@@ -198,8 +170,10 @@ def _decode_adaptive(decoder, count: int, n: int) -> np.ndarray:
     return out
 
 
-def ideal_bits(indices, model: IndexModel) -> float:
+def ideal_bits(indices, model: IndexModel, previous=None) -> float:
     """-log2 of the probability of the map under the integer model: what a perfect coder would spend."""
+    if model.kind == "learned":
+        return index_prior.ideal_bits(indices, previous, model.prior)
     flat = _check(indices, model.codebook_size)
     if model.kind == "adaptive":
         p = np.concatenate([rows[np.arange(len(c)), c] for c, rows in _adaptive_rows(flat, model.codebook_size)])

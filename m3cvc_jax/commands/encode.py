@@ -7,12 +7,14 @@ import sys
 
 from m3cvc_jax.commands import runtime, stand_ins
 from m3cvc_jax.errors import VideoError
+from m3cvc_jax.pipelines.modes import MODES
 from m3cvc_jax.pipelines.presets import DEFAULT_PRESET, PRESETS
 
 DESCRIPTION = (
     "Compress a video into an m3cvc bitstream: keyframes chosen by CLIP + optical flow, described by a "
     "multimodal LLM (texts), coded as VQ indices; clips between keyframes are left to the decoder's video "
-    "model. Every setting of m3cvc_jax/pipelines/presets.py can be changed with --set KEY=VALUE."
+    "model. --mode tt2v (CMVC) sends the texts only. Every setting of m3cvc_jax/pipelines/presets.py can be "
+    "changed with --set KEY=VALUE."
 )
 
 
@@ -22,6 +24,10 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="bitstream to write (atomically)")
     p.add_argument("--preset", default=DEFAULT_PRESET, help=f"{' | '.join(PRESETS)} (default {DEFAULT_PRESET})")
     p.add_argument("--weights", metavar="DIR", help="folder of converted checkpoints (paper)")
+    p.add_argument("--mode", choices=tuple(MODES),
+                   help="how the decoder rebuilds clips, recorded in the stream: interpolation | prediction (SEINE "
+                        "from coded keyframes) | tt2v (CMVC: texts only, AnimateDiff; CMVC keyframes unless "
+                        "keyframes.method is set). Default: the preset's decode.mode")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. keyframes.threshold=0.3 (repeatable)")
     p.set_defaults(func=run)
@@ -38,13 +44,14 @@ def run(args) -> int:
     runtime.setup()
     from m3cvc_jax.pipelines.codec import Codec  # JAX: loaded by the commands that compute only
 
-    codec = Codec.load(args.preset, weights=args.weights, overrides=args.set)
+    overrides = list(args.set) + ([f"decode.mode={args.mode}"] if args.mode else [])
+    codec = Codec.load(args.preset, weights=args.weights, overrides=overrides)
     config = codec.config
     result = codec.encode_file(args.input, args.output)
     h, b = result.stream.header, result.bits
     print(f"{args.input} -> {args.output}: {h.width}x{h.height}, {h.num_frames} frames at {float(h.fps):g} fps, "
           f"preset {h.preset}, weights {h.weights_fingerprint}")
-    print(f"keyframes  {list(h.keyframes)} ({len(h.keyframes)})")
+    print(f"keyframes  {list(h.keyframes)} ({len(h.keyframes)}, {h.keyframe_method}); mode {h.mode}")
     print(f"bits       header {b.header}, text {b.text}, indices {b.indices}, extra {b.extra}, total {b.total} "
           f"({b.total // 8} bytes)")
     print(f"bpp        {b.bpp(h):.6g}")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
+from m3cvc_jax.codec.bitstream import TEXT_ONLY_MODES
+from m3cvc_jax.codec.decoder_settings import setting
 from m3cvc_jax.commands import stand_ins
+from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io.bitstream_file import read_bitstream_with_bits
+from m3cvc_jax.lmm import tt2v_prompt
 
 DESCRIPTION = (
     "Show a bitstream's header, keyframe positions, texts, bits per part and bpp "
@@ -25,7 +29,7 @@ def describe(stream, bits) -> dict:
     """The JSON-able summary `inspect --json` prints."""
     h = stream.header
     return {
-        "version": 1,
+        "version": stream.version,
         "width": h.width,
         "height": h.height,
         "fps": float(h.fps),
@@ -47,7 +51,20 @@ def describe(stream, bits) -> dict:
         "bits": bits.as_dict(),
         "bpp": bits.bpp(h),
         "stand_ins": stand_ins.from_stream(stream),
+        **({"t2v_prompts": t2v_prompts(stream)} if h.mode in TEXT_ONLY_MODES else {}),
     }
+
+
+def t2v_prompts(stream) -> dict:
+    """What a tt2v decoder conditions each clip on: the template the stream names (default: the bundled
+    one) applied to its texts; an unreadable template is reported, not fatal."""
+    path = setting(stream, "t2v.template") or tt2v_prompt.DEFAULT_TEMPLATE
+    try:
+        template = tt2v_prompt.load_template(path)
+        clips = tt2v_prompt.clip_prompts(template, stream.keyframe_texts, stream.clip_texts)
+    except ConfigError as e:
+        return {"template": path, "error": str(e)}
+    return {"template": path, "negative": template.negative_prompt, "clip": clips}
 
 
 def _human(info: dict) -> str:
@@ -58,8 +75,10 @@ def _human(info: dict) -> str:
         f"keyframes      {info['keyframes']}",
         f"mode           {info['mode']}   keyframe method {info['keyframe_method']}   seed {info['seed']}",
         f"preset         {info['preset']}   weights {info['weights_fingerprint'] or '<none>'}",
-        f"coding         text {info['text_codec']}; indices {info['index_grid'][0]}x{info['index_grid'][1]} "
-        f"of {info['codebook_size']} words, {info['entropy_model']} model",
+        f"coding         text {info['text_codec']}; " + (
+            "no indices (texts only)" if "t2v_prompts" in info else
+            f"indices {info['index_grid'][0]}x{info['index_grid'][1]} of {info['codebook_size']} words, "
+            f"{info['entropy_model']} model"),
         f"bits           header {b['header']}, text {b['text']}, indices {b['indices']}, "
         f"extra {b['extra']}, total {b['total']}",
         f"bpp            {info['bpp']:.6g}",
@@ -69,6 +88,14 @@ def _human(info: dict) -> str:
         lines.append(f"keyframe {i} (frame {k}): {t}")
     for i, t in enumerate(info["texts"]["clip"]):
         lines.append(f"clip {i}: {t}")
+    prompts = info.get("t2v_prompts")
+    if prompts is not None:
+        lines.append(f"t2v template   {prompts['template']}")
+        if "error" in prompts:
+            lines.append(f"t2v prompts    not composed: {prompts['error']}")
+        else:
+            lines.append(f"t2v negative   {prompts['negative']!r}")
+            lines += [f"t2v prompt {i}: {p}" for i, p in enumerate(prompts["clip"])]
     return "\n".join(printable(line) for line in lines)
 
 

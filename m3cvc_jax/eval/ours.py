@@ -6,7 +6,9 @@ A rate point is a string of `-`-separated knobs, each a `--set` override applied
     t<X>   keyframes.threshold = X               (D_th: lower -> more keyframes -> more bits)
     i<N>   keyframes.interval = N                (keyframes.method=fixed: one keyframe every N frames)
 
-e.g. `g16-t0.25`, `g8-t0.125`, `g16-i4`. The default ladder is the thresholds 2·D, D, D/2 around the
+e.g. `g16-t0.25`, `g8-t0.125`, `g16-i4`. CMVC's text-only mode (`--set decode.mode=tt2v`) has no index
+grid: its rate points are `i<N>` alone (`i8`, the CMVC keyframes' interval; `g` is refused), by default
+the interval N, N/2, N/4. The default ladder is the thresholds 2·D, D, D/2 around the
 config's D_th at grids 16 and 8 for random-weight presets (tiny), and at the config's own grid for a
 weights folder (its post-encoder fixes the grid; asking for another raises WeightsError). `--rate-points
 ours=g16-t0.25,g8-t0.25` picks others. The frame size and rate are the evaluation's preprocessing
@@ -28,6 +30,7 @@ import numpy as np
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import Video, as_fraction
+from m3cvc_jax.pipelines import modes
 from m3cvc_jax.pipelines.codec import Codec, decoder_config
 from m3cvc_jax.pipelines.models import ModelStore
 from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
@@ -59,10 +62,12 @@ def rate_point_overrides(rate_point) -> list[str]:
 
 def default_rate_points(config, random_weights: bool) -> tuple[str, ...]:
     grids = RANDOM_GRIDS if random_weights else (int(config.keyframe_codec.pixels_per_index),)
+    n = int(config.keyframes.interval)
+    intervals = sorted({n, -(-n // 2), -(-n // 4)}, reverse=True)
+    if not modes.mode(config.decode.mode).keyframe_images:
+        return tuple(f"i{i}" for i in intervals)  # texts only: more keyframes, more descriptions
     if config.keyframes.method == "fixed":
         # No threshold to move (the demo preset): the keyframe interval N, N/2 and N/4 set the rate.
-        n = int(config.keyframes.interval)
-        intervals = sorted({n, -(-n // 2), -(-n // 4)}, reverse=True)
         return tuple(f"g{g}-i{i}" for g in grids for i in intervals)
     d = float(config.keyframes.threshold)
     return tuple(f"g{g}-t{t:g}" for g in grids for t in (2 * d, d, d / 2))
@@ -90,8 +95,13 @@ class M3CVCCodec:
         base = Codec(load_config(self.preset, self.overrides), store=self._store)
         random_weights = base.models.root is None  # also fails now if a weights folder is missing
         points = tuple(rate_points) if rate_points else default_rate_points(base.config, random_weights)
+        text_only = not modes.mode(base.config.decode.mode).keyframe_images
         for rp in points:  # every rate point's config is checked before the first encode
-            load_config(self.preset, self.overrides + tuple(rate_point_overrides(rp)))
+            sets = rate_point_overrides(rp)
+            if text_only and any(o.startswith("keyframe_codec.pixels_per_index=") for o in sets):
+                raise ConfigError(f"rate point {rp!r} of codec ours: g<N> (the index grid) has no effect in mode "
+                                  f"{base.config.decode.mode}, whose streams carry texts only; use i<N>")
+            load_config(self.preset, self.overrides + tuple(sets))
         self.rate_points = points
         self._codecs: dict[str, Codec] = {}
 

@@ -1,4 +1,5 @@
-"""Bitstream files: a v1 container (`codec/bitstream.py`) written atomically and read back with checks.
+"""Bitstream files: a container (`codec/bitstream.py`, version `WRITE_VERSION`) written atomically and read
+back with checks.
 
 A file larger than any valid stream is refused before it is read; read errors and corrupt contents are
 `BitstreamError`s naming the file.
@@ -8,14 +9,14 @@ from __future__ import annotations
 
 import os
 
-from m3cvc_jax.codec.bitstream import MAX_FILE_BYTES, Bits, Bitstream, pack, unpack_with_bits
+from m3cvc_jax.codec.bitstream import MAX_FILE_BYTES, WRITE_VERSION, Bits, Bitstream, pack, unpack_with_bits
 from m3cvc_jax.errors import BitstreamError
 from m3cvc_jax.io.atomic import atomic_write_bytes
 
 
 def write_bitstream(path: str | os.PathLike, stream: Bitstream) -> Bits:
     """Pack and write atomically; returns the bits per part of the file written."""
-    data = pack(stream)
+    data = pack(stream, WRITE_VERSION)
     atomic_write_bytes(path, data)
     return unpack_with_bits(data)[1]
 

@@ -21,6 +21,10 @@ last frame; a keyframe on the last frame has no clip. Each clip has one descript
 keyframes are placed at their positions as decoded by SD (SEINE's copy of a given frame went through one
 more VAE round trip). Interpolation needs a keyframe at both ends, so the final clip is predicted.
 
+CMVC's TT2V mode (`decode.mode=tt2v`) sends texts only: encode stops after the dialogue (the index maps
+are empty), decode composes each clip's prompt from D_F and D_C (`lmm/tt2v_prompt.py`) and lets AnimateDiff
+generate it (`decoders/t2v.py`); frames at keyframe positions are generated like the others.
+
 Modes (how clips are rebuilt) are the table of `modes.py`. Every jitted function has static shapes per
 stream (frame size, window, grid), so each compiles once and serves every keyframe and window. Timings are wall-clock seconds per stage, compilation included.
 """
@@ -41,18 +45,24 @@ import numpy as np
 from tqdm import tqdm
 
 from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.codec.decoder_settings import TAG_DECODER_SETTINGS, settings_section, stream_settings  # noqa: F401
 from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
+from m3cvc_jax.codec.index_prior import IndexPrior
+from m3cvc_jax.decoders import t2v
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
 from m3cvc_jax.errors import BitstreamError, ConfigError
 from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.destination import check_file_output, check_folder_output
 from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video, writes_folder
+from m3cvc_jax.lmm import tt2v_prompt
 from m3cvc_jax.pipelines import api, keyframe_stage, modes
 from m3cvc_jax.pipelines import presets as codec_configs
 from m3cvc_jax.pipelines import settings as settings_lib
+from m3cvc_jax.pipelines.models import T2V_DECODER_COMPONENTS as T2V_COMPONENTS
 from m3cvc_jax.pipelines.models import Models, ModelStore
 
-TAG_DECODER_SETTINGS = 16  # skippable extra section: decoder-side `--set` overrides the encoder was given
+# Index grid, codebook size and entropy model a text-only (tt2v) stream's header holds: unused, smallest.
+TEXT_ONLY_GRID = ((1, 1), 2, "uniform")
 
 
 class Timings(dict):
@@ -107,8 +117,9 @@ def to_uint8(frames) -> np.ndarray:
     return np.asarray(jnp.round((jnp.clip(frames, -1.0, 1.0) + 1.0) * 127.5)).astype(np.uint8)
 
 
-def index_model(config, models: Models) -> IndexModel:
-    kind = config.coding.entropy_model
+def index_model(config, models: Models, kind: str | None = None) -> IndexModel:
+    """The index model `kind` (default: the config's) with the tables the weights store for it."""
+    kind = config.coding.entropy_model if kind is None else kind
     size = models.codec_config.post_encoder.codebook_size
     counts = None
     if kind == "static":
@@ -118,7 +129,22 @@ def index_model(config, models: Models) -> IndexModel:
             raise ConfigError("coding.entropy_model=static needs the word histogram train.vq_pretrain stores "
                               "with the post-encoder weights; these weights have none (use adaptive)")
         counts = tuple(int(c) for c in counts)
+    if kind == "learned":
+        tables = models.meta("post-encoder").get("tables", {}) if models.root is not None else {}
+        return IndexModel(kind, size, prior=IndexPrior.from_tables(tables))
     return IndexModel(kind, size, counts)
+
+
+def encode_maps(maps, imodel: IndexModel) -> tuple[bytes, ...]:
+    """Each keyframe's map coded given the previous keyframe's (the learned model's temporal context)."""
+    return tuple(encode_indices(m, imodel, maps[i - 1] if i else None) for i, m in enumerate(maps))
+
+
+def decode_maps(blobs, grid: tuple[int, int], imodel: IndexModel) -> list[np.ndarray]:
+    maps: list[np.ndarray] = []
+    for blob in blobs:
+        maps.append(decode_indices(blob, grid, imodel, maps[-1] if maps else None))
+    return maps
 
 
 @dataclasses.dataclass
@@ -142,21 +168,6 @@ def read_input(path: str, config) -> Video:
                                              max_frames=v.max_frames or None))
 
 
-def stream_settings(stream: bs.Bitstream) -> list[str]:
-    """The decoder-side overrides the encoder sent (empty if none)."""
-    for extra in stream.extras:
-        if extra.tag == TAG_DECODER_SETTINGS:
-            try:
-                text = extra.payload.decode("utf-8")
-            except UnicodeDecodeError:
-                raise BitstreamError("corrupt bitstream: decoder settings are not UTF-8") from None
-            lines = [line for line in text.split("\n") if line]
-            if not all(line.startswith(settings_lib.DECODER_PREFIXES) for line in lines):
-                raise BitstreamError("corrupt bitstream: decoder settings name an encoder-side field")
-            return lines
-    return []
-
-
 def decoder_config(stream: bs.Bitstream, *, mode: str | None = None, weights: str | None = None,
                    overrides: Sequence[str] = ()):
     """The config a stream decodes with: its preset, frame size, seed, mode and sent settings, then
@@ -171,6 +182,10 @@ def decoder_config(stream: bs.Bitstream, *, mode: str | None = None, weights: st
         config = settings_lib.load_config(h.preset, base)
     except ConfigError as e:
         raise BitstreamError(f"corrupt bitstream: {e}") from None
+    if mode and modes.mode(mode).keyframe_images != modes.mode(h.mode).keyframe_images:
+        raise ConfigError(f"--mode {mode}: this is a {h.mode} stream"
+                          + (" (texts only, no keyframe images)" if h.mode in bs.TEXT_ONLY_MODES else "")
+                          + "; it decodes only in its own mode")
     extra = list(overrides) + ([f"decode.mode={mode}"] if mode else []) + ([f"weights={weights}"] if weights else [])
     if extra:  # the caller's settings win; their errors are the caller's (ConfigError)
         config = settings_lib.load_config(h.preset, base + extra)
@@ -241,8 +256,8 @@ class Codec:
 
     # -- encode
 
-    def index_model(self) -> IndexModel:
-        return index_model(self.config, self.models)
+    def index_model(self, kind: str | None = None) -> IndexModel:
+        return index_model(self.config, self.models, kind)
 
     def encode(self, video: Video, timings: Timings | None = None, report: Report | None = None):
         """(Bitstream, keyframe Decision) of preprocessed frames at the config's frame size;
@@ -254,10 +269,14 @@ class Codec:
         if (w, h) != (config.video.width, config.video.height):
             raise ConfigError(f"frames are {w}x{h}, the config codes {config.video.width}x{config.video.height}")
         kcfg = settings_lib.keyframe_config(config)
+        images = self.mode.keyframe_images
         with timings.stage("models"):
             describer = ("qwen2-vl",) if config.dialogue.describer == "qwen2-vl" else ()
-            models.require(keyframe_stage.components(kcfg) + describer + ("sd-vae", "post-encoder"))
-            imodel = self.index_model()
+            coder = ("sd-vae", "post-encoder") if images else ()
+            models.require(keyframe_stage.components(kcfg) + describer + coder)
+            if not images:
+                _ = self.t2v_template  # a template the decoder would refuse fails the encode, not the decode
+            imodel = self.index_model() if images else None
             fingerprint = models.fingerprint()
 
         with timings.stage("keyframes"):
@@ -277,24 +296,30 @@ class Codec:
                                                   kf_texts[keyframes.index(s)])
                           for s, e in progress(segments, "describe clips", report=report)]
 
-        with timings.stage("keyframe codec"):
-            params = {"codec": models.codec}
-            maps = [np.asarray(api.encode_keyframe(params, to_model_range(frames[k]))) for k in
-                    progress(keyframes, "encode keyframes", report=report)]
+        if images:
+            with timings.stage("keyframe codec"):
+                params = {"codec": models.codec}
+                maps = [np.asarray(api.encode_keyframe(params, to_model_range(frames[k]))) for k in
+                        progress(keyframes, "encode keyframes", report=report)]
 
         with timings.stage("entropy + text coding"):
-            index_data = tuple(encode_indices(m, imodel) for m in maps)
+            if images:
+                index_data = encode_maps(maps, imodel)
+                grid, words, entropy = tuple(maps[0].shape), imodel.codebook_size, imodel.kind
+            else:  # text only: empty index maps; the grid fields hold their smallest values (docs/bitstream.md)
+                index_data = (b"",) * len(keyframes)
+                grid, words, entropy = TEXT_ONLY_GRID
             header = bs.Header(
                 width=w, height=h, fps=video.fps, num_frames=t, keyframes=tuple(keyframes), mode=self.mode.name,
                 preset=config.preset, weights_fingerprint=fingerprint, seed=int(config.seed),
                 keyframe_method=config.keyframes.method, text_codec=config.coding.text_codec,
-                index_grid=tuple(maps[0].shape), codebook_size=imodel.codebook_size, entropy_model=imodel.kind)
+                index_grid=grid, codebook_size=words, entropy_model=entropy)
             extras = ()
             overrides = settings_lib.decoder_overrides(config)
             if overrides:
-                extras = (bs.ExtraSection(TAG_DECODER_SETTINGS, "\n".join(overrides).encode("utf-8")),)
+                extras = (settings_section(overrides),)
             stream = bs.Bitstream(header, tuple(kf_texts), tuple(clip_texts), index_data, extras)
-            bs.pack(stream)  # validate before anything is written
+            bs.pack(stream, bs.WRITE_VERSION)  # validate before anything is written
         return stream, decision
 
     def encode_file(self, input_path: str, output_path: str) -> EncodeResult:
@@ -313,6 +338,8 @@ class Codec:
         """Refuse a stream these models cannot decode (other weights, grid or codebook)."""
         h = stream.header
         bs.check_fingerprint(h, self.models.fingerprint(), self.config.preset)
+        if not self.mode.keyframe_images:
+            return
         cc = self.models.codec_config
         if tuple(h.index_grid) != tuple(cc.grid):
             raise BitstreamError(f"bitstream index grid {h.index_grid[0]}x{h.index_grid[1]} does not fit "
@@ -330,14 +357,15 @@ class Codec:
         mode = self.mode.name
         if fps is not None:
             check_output_rate(h, fps)
+        if not self.mode.keyframe_images:
+            return self._decode_text_only(stream, seed=seed, fps=fps, timings=timings, report=report)
         models = self.models
         with timings.stage("models"):
             models.require(("sd-vae", "post-encoder", "keyframe-unet", "clip", "seine"))
             self.check_stream(stream)
             params, spec = self.params, self.spec
         with timings.stage("entropy + text decoding"):
-            imodel = IndexModel(h.entropy_model, h.codebook_size, self.index_model().counts)
-            maps = [decode_indices(blob, tuple(h.index_grid), imodel) for blob in stream.index_data]
+            maps = decode_maps(stream.index_data, tuple(h.index_grid), self.index_model(h.entropy_model))
             segments = clip_segments(h.keyframes, h.num_frames)
             if len(stream.clip_texts) != len(segments):
                 raise BitstreamError(f"corrupt bitstream: {len(stream.clip_texts)} clip texts for {len(segments)} clips")
@@ -384,11 +412,48 @@ class Codec:
             out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
             out[list(h.keyframes)] = keyframes
 
-        video = Video(out, h.fps)
-        if fps is not None:
-            idx = retime(h.num_frames, float(h.fps), float(fps))
-            video = Video(out[idx], Fraction(repr(float(fps))) if isinstance(fps, float) else Fraction(fps))
-        return DecodeResult(video, timings, keyframes)
+        return DecodeResult(retimed(out, h, fps), timings, keyframes)
+
+    # -- CMVC TT2V (texts only)
+
+    @functools.cached_property
+    def t2v_template(self) -> tt2v_prompt.PromptTemplate:
+        return tt2v_prompt.load_template(self.config.t2v.template)
+
+    def _decode_text_only(self, stream: bs.Bitstream, *, seed, fps, timings: Timings, report) -> DecodeResult:
+        """CMVC TT2V: every clip generated by AnimateDiff from its composed prompt, then concatenated; the
+        frames at keyframe positions are the generated ones (nothing else was sent)."""
+        h, models, c = stream.header, self.models, self.config.t2v
+        with timings.stage("models"):
+            models.require(T2V_COMPONENTS)
+            template = self.t2v_template  # a bad template file fails before any model is built
+            self.check_stream(stream)
+            if c.window > models.t2v_config[1].motion_max_seq_length:
+                raise ConfigError(f"t2v.window={c.window}: the motion modules know "
+                                  f"{models.t2v_config[1].motion_max_seq_length} frame positions")
+            params = {"clip": models.clip}
+            unet, vae = models.t2v_unet, models.vae
+        segments = clip_segments(h.keyframes, h.num_frames)
+        if len(stream.clip_texts) != len(segments):
+            raise BitstreamError(f"corrupt bitstream: {len(stream.clip_texts)} clip texts for {len(segments)} clips")
+        prompts = tt2v_prompt.clip_prompts(template, stream.keyframe_texts, stream.clip_texts)
+        key = jax.random.key(h.seed if seed is None else seed)
+
+        with timings.stage("text encoding"):
+            texts = [template.negative_prompt] + prompts
+            emb = np.concatenate([np.asarray(api.encode_text(params, api.tokenize(texts[i:i + 1])))
+                                  for i in range(len(texts))])
+
+        scheduler = t2v.make_scheduler(int(c.steps))
+        out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
+        with timings.stage("clips (AnimateDiff)"):
+            for j, (s, e) in enumerate(progress(segments, "clips (tt2v)", report=report)):
+                window = _t2v_window(unet, vae, emb[1 + j], emb[0], jax.random.fold_in(key, j), scheduler,
+                                     float(c.guidance_scale), window=int(c.window), height=h.height, width=h.width)
+                out[s:e + 1] = to_uint8(t2v.retime_clip(np.asarray(window), e - s + 1))
+            out[: h.keyframes[0]] = out[h.keyframes[0]]  # a stream may start after frame 0: hold its first frame
+        keyframes = out[list(h.keyframes)].copy()
+        return DecodeResult(retimed(out, h, fps), timings, keyframes)
 
     def _seine_clips(self, firsts, lasts, text_embs, keys, lengths: list[int], null_text_emb) -> list[jax.Array]:
         """M3-CVC's clip decoder (II-D): SEINE interpolating (`last` given) or predicting from `first`, for
@@ -397,6 +462,20 @@ class Codec:
         modes_ = ["prediction" if last is None else "interpolation" for last in lasts]
         return recon.clips(firsts, lasts, lengths, modes_, text_embs, jnp.asarray(null_text_emb)[None], keys,
                            self.spec.clip_decoding, self.windows_per_call)
+
+
+@functools.partial(jax.jit, static_argnames=("window", "height", "width"))
+def _t2v_window(unet, vae, text_emb, null_text_emb, key, scheduler, guidance_scale, *, window, height, width):
+    return t2v.generate_clip(unet, vae, text_emb, null_text_emb, key, scheduler=scheduler,
+                             guidance_scale=guidance_scale, window=window, height=height, width=width)
+
+
+def retimed(frames: np.ndarray, header: bs.Header, fps: float | None) -> Video:
+    """The decoded frames at the coded rate, or retimed (nearest earlier frame) to `fps`."""
+    if fps is None:
+        return Video(frames, header.fps)
+    idx = retime(header.num_frames, float(header.fps), float(fps))
+    return Video(frames[idx], Fraction(repr(float(fps))) if isinstance(fps, float) else Fraction(fps))
 
 
 def check_output_rate(header: bs.Header, fps: float) -> None:

@@ -7,7 +7,8 @@ Weight sources are one entry per preset in `WEIGHT_SOURCES`:
   folder   `--weights DIR` (or a bundled folder: a `demo` preset is `"demo": FolderSource(BUNDLED)`)
            holding one converted checkpoint per component in the sub-folders of `COMPONENTS`.
 
-The combined fingerprint covers the components decoding depends on (`DECODER_COMPONENTS`): a stream
+The combined fingerprint covers the components decoding depends on (`DECODER_COMPONENTS`; a text-only
+tt2v stream: `T2V_DECODER_COMPONENTS`, AnimateDiff = `sd-unet` + `motion-module`): a stream
 decodes the same whatever CLIP image tower, RAFT or Qwen2-VL chose its keyframes and wrote its texts, but
 not with another VAE, VQ codebook, UNet, text encoder or SEINE. Components load lazily: the encoder never
 touches SEINE's weights, the decoder never touches Qwen2-VL's.
@@ -26,6 +27,7 @@ import numpy as np
 from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.lmm.describers import make_describer
 from m3cvc_jax.lmm.generate import SamplingConfig
+from m3cvc_jax.nn.animatediff import MotionAdapterConfig, UNetMotionModel, check_compatible, merge_params
 from m3cvc_jax.nn.clip import PRESETS as CLIP_PRESETS
 from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
 from m3cvc_jax.nn.keyframe_codec import KeyframeCodec, KeyframeCodecConfig, extend_conv_in
@@ -33,7 +35,7 @@ from m3cvc_jax.nn.post_encoder import PostEncoderConfig
 from m3cvc_jax.nn.raft import PRESETS as RAFT_PRESETS
 from m3cvc_jax.nn.raft import RAFT, RAFTConfig
 from m3cvc_jax.nn.unet import UNetConfig
-from m3cvc_jax.nn.vae import VAEConfig
+from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
 from m3cvc_jax.nn.video_unet import PRESETS as VIDEO_UNET_PRESETS
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
 from m3cvc_jax.random_weights import fill_random, random_module
@@ -62,8 +64,16 @@ COMPONENTS: dict[str, Component] = {
     "seine": Component("seine", "SEINE", "python -m convert_weights seine seine.pt {dst}"),
     "qwen2-vl": Component("qwen2-vl", "Qwen2-VL (the describer)",
                           "python -m convert_weights qwen2-vl QWEN2_VL_2B_DIR {dst}"),
+    # CMVC TT2V (decode.mode=tt2v): AnimateDiff = the plain SD 1.5 UNet + motion modules.
+    "sd-unet": Component("sd-unet", "the Stable Diffusion 1.5 UNet (AnimateDiff's spatial layers, TT2V)",
+                         "python -m convert_weights sd-unet SD15_DIR/unet {dst}"),
+    "motion-module": Component("animatediff", "AnimateDiff's motion modules (TT2V)",
+                               "python -m convert_weights animatediff mm_sd_v15_v2.ckpt {dst}"),
 }
 DECODER_COMPONENTS = ("sd-vae", "post-encoder", "keyframe-unet", "clip", "seine")
+# What a text-only (tt2v) stream decodes with: no keyframe codec, no SEINE.
+T2V_DECODER_COMPONENTS = ("sd-vae", "sd-unet", "motion-module", "clip")
+MOTION_KEY = "motion_modules"  # UNetMotionModel parameters under this path part are the motion module's
 FLOW_PRESETS = {"raft_small": "small", "raft_large": "large", "tiny": "tiny"}
 
 
@@ -269,6 +279,34 @@ class Models:
         return cfg
 
     @functools.cached_property
+    def vae_config(self) -> VAEConfig:
+        if self.root is None:
+            return self.codec_config.vae
+        return self._model_config("sd-vae", VAEConfig.from_dict)
+
+    @functools.cached_property
+    def t2v_config(self) -> tuple[UNetConfig, MotionAdapterConfig]:
+        """(SD UNet, motion adapter) configs of AnimateDiff (random weights: the tiny ones)."""
+        if self.root is None:
+            unet, motion = UNetConfig.preset("tiny"), MotionAdapterConfig.preset("tiny")
+        else:
+            unet = self._model_config("sd-unet", UNetConfig.from_dict)
+            motion = self._model_config("motion-module", MotionAdapterConfig.from_dict)
+            if unet.extra_in_channels or unet.in_channels != self.vae_config.latent_channels:
+                raise WeightsError(f"{self.component_dir('sd-unet')}: AnimateDiff needs a plain SD UNet on "
+                                   f"{self.vae_config.latent_channels} latent channels (convert without "
+                                   f"--extra-in-channels)")
+        text = self.clip_config.text.hidden_size
+        if unet.cross_attention_dim != text:
+            raise ConfigError(f"the TT2V UNet attends to {unet.cross_attention_dim}-d text but the CLIP text tower "
+                              f"is {text}-d")
+        try:
+            check_compatible(unet, motion)
+        except ConfigError as e:
+            raise WeightsError(f"the motion module does not fit the SD UNet: {e}") from None
+        return unet, motion
+
+    @functools.cached_property
     def raft_config(self):
         name = self.config.keyframes.flow_model
         if name not in FLOW_PRESETS:
@@ -312,6 +350,28 @@ class Models:
         return self._module("seine", self.seine_config, lambda rngs: VideoUNet(self.seine_config, rngs=rngs))
 
     @functools.cached_property
+    def vae(self):
+        """The SD VAE alone (TT2V); random weights are the keyframe codec's (same stream, same keys)."""
+        return self._module("sd-vae", self.vae_config, lambda rngs: AutoencoderKL(self.vae_config, rngs=rngs))
+
+    @functools.cached_property
+    def t2v_unet(self):
+        """AnimateDiff's `UNetMotionModel`: the `sd-unet` and `motion-module` checkpoints joined."""
+        unet_cfg, motion_cfg = self.t2v_config
+        build = lambda rngs: UNetMotionModel(unet_cfg, motion_cfg, rngs=rngs)  # noqa: E731
+
+        def make():
+            if self.root is None:
+                return random_module(build, self.config.seed, "t2v-unet")
+            model = abstract_module(build)
+            params = merge_params(self._load("sd-unet"), self._load("motion-module"))
+            source = f"{self.component_dir('sd-unet')} + {self.component_dir('motion-module')}"
+            assign_params(model, params, source=source)
+            return model
+
+        return self._get("t2v-unet", self.t2v_config, make)
+
+    @functools.cached_property
     def codec(self):
         """KeyframeCodec (VAE, post-encoder, codebook, UNet); random weights per sub-module name."""
         return self._get("codec", self.codec_config, self._build_codec)
@@ -348,15 +408,33 @@ class Models:
 
     # -- identity
 
+    @property
+    def text_only(self) -> bool:
+        return self.config.decode.mode == "tt2v"
+
+    def decoder_components(self) -> tuple[str, ...]:
+        """What this config's streams decode with (the mode decides)."""
+        return T2V_DECODER_COMPONENTS if self.text_only else DECODER_COMPONENTS
+
     def fingerprint(self) -> str:
-        """Combined fingerprint of `DECODER_COMPONENTS` (16 hex digits)."""
+        """Combined fingerprint of `decoder_components()` (16 hex digits)."""
         return combine_fingerprints(self.fingerprints())
 
     def fingerprints(self) -> dict[str, str]:
         if self.root is not None:
-            return {name: str(self.meta(name).get("fingerprint", "")) for name in DECODER_COMPONENTS}
+            return {name: str(self.meta(name).get("fingerprint", "")) for name in self.decoder_components()}
+        if self.text_only:
+            key = (self.vae_config, self.clip_config, self.t2v_config)
+            return self._get("t2v-fingerprints", key, self._random_t2v_fingerprints)
         key = (self.codec_config, self.clip_config, self.seine_config)
         return self._get("fingerprints", key, self._random_fingerprints)
+
+    def _random_t2v_fingerprints(self) -> dict[str, str]:
+        params = flat_params(self.t2v_unet)
+        motion = {k: v for k, v in params.items() if MOTION_KEY in k.split(".")}
+        spatial = {k: v for k, v in params.items() if k not in motion}
+        return {"sd-vae": module_fingerprint(self.vae), "sd-unet": fingerprint(spatial),
+                "motion-module": fingerprint(motion), "clip": module_fingerprint(self.clip)}
 
     def _random_fingerprints(self) -> dict[str, str]:
         codec = self.codec

@@ -13,6 +13,10 @@ Presets:
   paper  converted checkpoints in `weights` (a folder with one sub-folder per component, see
          `m3cvc_jax/pipelines/models.py`), 512x320 at 8 fps, the paper's settings.
 
+Modes (`decode.mode`, `m3cvc encode --mode`): tiny and paper run all of them; demo refuses tt2v
+(`UNSUPPORTED_MODES`): its keyframe UNet is trained here on VQ index maps with the empty prompt, so it is
+no text-to-image model and a text-only stream would decode to video unrelated to the input.
+
 Defaults that belong to a component are read from its own dataclass, written once there: the keyframe
 decision's (`codec.keyframe_config.KeyframeConfig`) and the keyframe decoder's
 (`decoders.keyframe_decoding.KeyframeDecoding`) and the video decoder's (`decoders.video_decoding.VideoDecoding`).
@@ -41,6 +45,11 @@ _KEYFRAME_DECODING = KeyframeDecoding()
 _VIDEO_DECODING = VideoDecoding()
 
 PRESETS = ("tiny", "paper", "demo")
+# mode -> the reason a preset cannot run it (docs/cmvc.md, "TT2V: presets").
+UNSUPPORTED_MODES = {
+    "demo": {"tt2v": "its keyframe UNet is trained on VQ index maps with the empty prompt, not a text-to-image "
+                      "model; use --preset paper (converted SD 1.5 + AnimateDiff weights) or tiny (random weights)"},
+}
 # What `m3cvc encode` and codec `ours` use when no preset is named: the one that decodes real pictures
 # on any machine without converted checkpoints.
 DEFAULT_PRESET = "demo"
@@ -85,7 +94,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
 
     c.coding = ml_collections.ConfigDict()
     c.coding.text_codec = "zstd-dict"  # lzw | zlib | brotli | zstd | zstd-dict (benchmarks/text_coding.py)
-    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static (needs a histogram with the weights)
+    c.coding.entropy_model = "adaptive"  # uniform | adaptive | static | learned (static, learned: tables stored with the weights)
 
     c.keyframe_codec = ml_collections.ConfigDict()
     c.keyframe_codec.preset = "paper"  # m3cvc_jax/nn/keyframe_codec.py preset (random weights only)
@@ -105,7 +114,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.video_model.strength = _VIDEO_DECODING.strength  # 1: from pure noise (SEINE); < 1: from the blended keyframes
 
     c.decode = ml_collections.ConfigDict()
-    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction (in the header)
+    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction | tt2v (in the header)
+
+    # CMVC's TT2V mode (decode.mode=tt2v): AnimateDiff generates every clip from its texts (decoders/t2v.py).
+    c.t2v = ml_collections.ConfigDict()
+    c.t2v.template = ""  # TT2V prompt template file; empty: m3cvc_jax/lmm/tt2v_prompt.json
+    c.t2v.steps = 25  # DDIM steps (AnimateDiff's inference config)
+    c.t2v.guidance_scale = 7.5  # classifier-free guidance against the template's negative prompt
+    c.t2v.window = 16  # frames generated per clip (AnimateDiff's training length), then resampled to the clip
 
     if preset == "tiny":
         c.video.width, c.video.height = 128, 80
@@ -123,6 +139,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.video_model.preset = "tiny"
         c.video_model.sampler = "ddim"
         c.video_model.steps = 2
+        c.t2v.steps = 2
     elif preset == "demo":
         # Small weights trained here (docs/demo.md, scripts/train_demo.sh), bundled in m3cvc_jax/assets/demo;
         # the architectures come from their config.json files, so the `*.preset` fields do not apply.
@@ -136,6 +153,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.dialogue.describer = "none"
         c.keyframe_codec.pixels_per_index = 8
         c.keyframe_codec.guidance_scale = 1.0  # the empty prompt on both sides: guidance would do nothing
+        # The index prior trained on the demo weights' maps (train.index_prior, shipped with them).
+        c.coding.entropy_model = "learned"
         c.video_model.sampler = "ddim"
         # 8 DDIM steps, of which strength 0.5 runs 4: +0.15 dB over 25 on the README's main job, a third of
         # the SEINE time (benchmarks/end_to_end.py, docs/performance.md).

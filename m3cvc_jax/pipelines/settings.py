@@ -10,6 +10,7 @@ from typing import Iterable
 import ml_collections
 
 from m3cvc_jax.codec.bitstream import MAX_FPS_TERM, MAX_FRAMES
+from m3cvc_jax.codec.decoder_settings import DECODER_PREFIXES
 from m3cvc_jax.codec.keyframe_config import KeyframeConfig
 from m3cvc_jax.decoders.keyframe_decoding import SAMPLERS as KEYFRAME_SAMPLERS
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
@@ -72,8 +73,12 @@ def load_config(preset: str = "tiny", overrides: Iterable[str] = ()) -> ml_colle
     if preset not in codec_configs.PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(codec_configs.PRESETS)}")
     config = codec_configs.get_config(preset)
+    overrides = list(overrides)
     for assignment in overrides:
         apply_override(config, assignment)
+    method = MODES[config.decode.mode].keyframe_method if config.decode.mode in MODES else None
+    if method and not any(a.partition("=")[0].strip() == "keyframes.method" for a in overrides):
+        config.keyframes.method = method  # the mode's own keyframes unless the user chose a method
     validate(config)
     return ml_collections.FrozenConfigDict(config)
 
@@ -84,7 +89,7 @@ CHOICES = {
     "keyframes.flow_model": ("raft_small", "raft_large", "tiny", "classical"),
     "dialogue.describer": ("qwen2-vl", "fixed", "none"),
     "coding.text_codec": ("lzw", "zlib", "brotli", "zstd", "zstd-dict"),
-    "coding.entropy_model": ("uniform", "static", "adaptive"),
+    "coding.entropy_model": ("uniform", "static", "adaptive", "learned"),
     "keyframe_codec.sampler": KEYFRAME_SAMPLERS,
     "video_model.sampler": VIDEO_SAMPLERS,
     "decode.mode": tuple(MODES),
@@ -156,6 +161,11 @@ RANGES: dict[str, Range] = {
     "video_model.guidance_scale": Range(0),
     "video_model.window": Range(3),  # one given frame at each end and one generated
     "video_model.strength": Range(0, 1, low_open=True),
+    # AnimateDiff's DDIM uses "linspace" spacing over the 1000 training timesteps.
+    "t2v.steps": Range(1, 1000),
+    "t2v.guidance_scale": Range(0),
+    # Checked against the motion modules' positions (at most 32 in the released ones) when they load.
+    "t2v.window": Range(1, 1024),
 }
 
 
@@ -167,8 +177,6 @@ def check_fps_representable(key: str, fps) -> None:
                           f"<= {MAX_FPS_TERM}, e.g. 8, 29.97 or 0.5)")
 
 
-# Settings the decoder must share with the encoder: sent in the stream when they differ from the preset.
-DECODER_PREFIXES = ("keyframe_codec.", "video_model.")
 
 
 def get(config, key: str):
@@ -196,6 +204,9 @@ def validate(config) -> None:
     check_fps_representable("video.fps", config.video.fps)
     # Combinations of fields the decoders refuse (e.g. a sampler's step limit), refused at encode time too.
     video_decoding(config)
+    reason = codec_configs.UNSUPPORTED_MODES.get(config.preset, {}).get(config.decode.mode)
+    if reason:
+        raise ConfigError(f"preset {config.preset!r} cannot run mode {config.decode.mode}: {reason}")
 
 
 def decoder_overrides(config) -> list[str]:
