@@ -29,7 +29,7 @@ import traceback
 
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.text_coding import TEXT_CODECS
-from tests.bitstream_mutations import assemble, check_unpack, is_v2, resign_v2, split
+from tests.bitstream_mutations import V2_START, assemble, check_unpack, is_v2, resign_v2, split
 from tests.bitstream_sample import sample_stream
 
 HANG_SECONDS = 1.0
@@ -94,7 +94,7 @@ def mutators(valid: dict[str, bytes]) -> dict[str, callable]:
         return a[: rng.randint(0, len(a))] + b[rng.randint(0, len(b)):]
 
     def v2_magic_then_random(rng, codec):
-        return b"M3\x02" + rng.randbytes(rng.randint(0, 4096))
+        return V2_START + rng.randbytes(rng.randint(0, 4096))
 
     def v2_forged_behind_crc(rng, codec):
         data = valid[codec] if is_v2(valid[codec]) else valid["v2-" + codec]

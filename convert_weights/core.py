@@ -131,9 +131,22 @@ def abstract_shapes(build: Callable[[], Any]) -> dict[str, tuple[int, ...]]:
     """Flat key -> shape of an NNX model's parameters, without allocating them."""
     from flax import nnx
 
+    return param_shapes(nnx.eval_shape(build))
+
+
+def abstract_shapes_rngs(build: Callable[[Any], Any]) -> dict[str, tuple[int, ...]]:
+    """`abstract_shapes` for `build(rngs)`: traced with stand-in keys instead of a real `nnx.Rngs`, whose
+    counter updates make tracing a multi-GB model take seconds (7 s for SD 1.5's UNet)."""
+    from m3cvc_jax.weights import abstract_module
+
+    return param_shapes(abstract_module(build))
+
+
+def param_shapes(model) -> dict[str, tuple[int, ...]]:
+    from flax import nnx
+
     from m3cvc_jax.weights import path_key
 
-    model = nnx.eval_shape(build)
     return {path_key(p): tuple(v.get_value().shape) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 

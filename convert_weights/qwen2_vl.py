@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from convert_weights.core import abstract_shapes, iter_safetensors, map_onto, read_json, to_device_arrays
+from convert_weights.core import abstract_shapes_rngs, iter_safetensors, map_onto, read_json, to_device_arrays
 from m3cvc_jax.errors import ConfigError, WeightsError
 
 FAMILY = "qwen2-vl"
@@ -96,7 +96,7 @@ def convert(src: str, dst: str, *, dtype: str = "float32", overwrite: bool = Fal
     if not os.path.isdir(src):
         raise WeightsError(f"{src}: expected a transformers Qwen2-VL folder (config.json + safetensors)")
     cfg = Qwen2VLConfig.from_hf(read_json(os.path.join(src, "config.json")))
-    shapes = abstract_shapes(lambda: _build(cfg))
+    shapes = abstract_shapes_rngs(lambda rngs: _build(cfg, rngs))
     params = map_onto(
         shapes, _Stream(safetensors_files(src), dtype),
         rename=lambda k: rename(k, tied=cfg.tie_word_embeddings), source=src,
@@ -112,12 +112,10 @@ def convert(src: str, dst: str, *, dtype: str = "float32", overwrite: bool = Fal
     return fp
 
 
-def _build(cfg):
-    from flax import nnx
-
+def _build(cfg, rngs):
     from m3cvc_jax.nn.qwen2_vl import Qwen2VLForConditionalGeneration
 
-    return Qwen2VLForConditionalGeneration(cfg, rngs=nnx.Rngs(0))
+    return Qwen2VLForConditionalGeneration(cfg, rngs=rngs)
 
 
 def hf_config_dict(cfg) -> dict:

@@ -18,9 +18,8 @@ import re
 from typing import Callable, Mapping
 
 import numpy as np
-from flax import nnx
 
-from convert_weights.core import abstract_shapes, map_onto, to_device_arrays
+from convert_weights.core import abstract_shapes_rngs, map_onto, to_device_arrays
 from convert_weights.lazy import LazyStateDict
 from convert_weights.ldm_names import UNET_PREFIX, renamer, unet_table
 from convert_weights.sd_source import check_inferred_groups, read_component, resolve_config
@@ -103,7 +102,7 @@ def pad_conv_in(cfg: UNetConfig, sd: Mapping[str, np.ndarray], rename: Callable)
 
 
 def convert_params(cfg: UNetConfig, sd, rename, *, source: str = "checkpoint") -> dict[str, np.ndarray]:
-    shapes = abstract_shapes(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(0)))
+    shapes = abstract_shapes_rngs(lambda rngs: UNet2DConditionModel(cfg, rngs=rngs))
     return map_onto(shapes, pad_conv_in(cfg, sd, rename), rename=rename, source=source)
 
 

@@ -29,12 +29,12 @@ JOBS = {  # name: encode arguments after INPUT -o OUT
 # re-recorded for issue 21: keyframes decoded in one batch and SEINE windows sampled in batched programs
 # (tiny: rounding), and the demo preset's 8 SEINE steps instead of 25 (demo, main); the streams did not change.
 REFERENCE = {
-    "tiny.m3cvc": "a0add0bbfc5f1d574e617c51edc592f2e50bb26e3f5b78378e18c5515446c796",
-    "tiny.y4m": "ef609db7488acd5366d8ae1f7445dce1ae1dbec8574963b045e37ecd85459134",
-    "demo.m3cvc": "d72019774fb9db3d8247f7532209fb292baaaaf275929dd3070951b7cf4a8ec5",
-    "demo.y4m": "7bebd5d38cc25c05f7cad42ae5f3db7a146450f6fb392e9eacbc0addacc75901",
-    "main.m3cvc": "8bba6edb95e08c0816014f4081b60a10703a301d28812775903a46f9a078459b",
-    "main.y4m": "5fcaa7d1517bb6743694bdd50f45c9d33941acf9d446cf6ab157e9e91f063061",
+    "tiny.m3cvc": "e7fd6a2723db06fc82a91f4143281f265f380810fdfe42c439e65cbc1af53a17",
+    "tiny.y4m": "6d678e781b09bca5366e5743cd171afcab4cc3e7af5addf66ef12ca33fc8f47d",
+    "demo.m3cvc": "9a25123eba6e1225208a056690a5971b0831cc0a3b6f5310561d811b480fc2fe",
+    "demo.y4m": "921ff92bed53dc27945c3113bc4b8fcaa35f19cada9d21ebcc82e9486add9cb7",
+    "main.m3cvc": "5bb4a7a4e316329dd5cfac2432fab8681b9981095a2398033d9bd45e9eb23b4f",
+    "main.y4m": "c61c9817c561713147a53d4f349c1ad4923ed6db8bf5528e3439e0bd41d64393",
 }
 
 

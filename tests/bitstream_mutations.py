@@ -66,8 +66,11 @@ def resign_v2(body: bytes) -> bytes:
     return body + zlib.crc32(body).to_bytes(4, "little")
 
 
+V2_START = b"\xb2"  # container v2: the byte 0xB0 | version
+
+
 def is_v2(data: bytes) -> bool:
-    return data[:3] == b"M3\x02"
+    return data[:1] == V2_START
 
 
 def check_unpack(data: bytes) -> str:
@@ -96,8 +99,11 @@ def repack_differs(data: bytes, stream: bs.Bitstream) -> bool:
     assert bs.unpack(packed) == stream
     if is_v2(data):  # only a compressed texts field may re-encode differently
         bits = bs.unpack_with_bits(data)[1]
-        before_texts = (bits.header + bits.indices) // 8 - 4  # the header's CRC is at the end of the file
-        assert data[3] & 2 and data[:before_texts] == packed[:before_texts], "v2 header re-encodes differently"
+        before_texts = bits.header // 8 - 4  # the CRC, counted with the header, is at the end of the file
+        after_texts = len(data) - (bits.extra + bits.indices) // 8 - 4
+        assert data[1] & 8, "v2 re-encodes differently without texts"
+        assert data[:before_texts] == packed[:before_texts], "v2 header re-encodes differently"
+        assert data[after_texts:-4] == packed[len(packed) - (len(data) - after_texts):-4], "v2 extras/maps differ"
         return True
     body, sections = split(data)
     body2, sections2 = split(packed)

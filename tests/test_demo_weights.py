@@ -24,9 +24,12 @@ from tests.pipeline_fixtures import CLIP, run_cli, workdir  # noqa: F401  (workd
 
 FRAMES = 16  # keyframes 0 and 15 and the clip between them: one window of the video model
 PSNR_FLOOR = 14.0  # measured 15.5 dB when the weights were trained; a diverging video model gave 10.9
-# Bytes of the 16-frame stream (2 keyframes): measured 280 with the learned index prior (the demo default)
-# in container v2; 323 in v1, 392 in v1 with the adaptive model. Catches a regression of prior or container.
-MAX_STREAM_BYTES = 295
+# Ceiling on the bytes of the 16-frame stream (2 keyframes) below: catches a regression of prior or container.
+# Measured 262 with the bundled weights (learned prior, container v2; 323 in v1, 392 in v1 with the adaptive
+# model), plus ~5% for a retrain. New demo weights (scripts/pack_demo.py retrains the prior on them) move it:
+# re-measure with `m3cvc encode assets/clips/bikes_4s.mp4 -o /tmp/a.m3cvc --set video.max_frames=16` and set
+# this to the printed size + 5%.
+MAX_STREAM_BYTES = 275
 
 
 @pytest.fixture(scope="module")

@@ -45,9 +45,13 @@ def random_prior(seed: int, k: int = 64, c: int = 6) -> ip.IndexPrior:
                          int(rng.integers(1, 9)), tuple(int(b) for b in rng.integers(0, 17, 3)))
 
 
+def learned(prior: ip.IndexPrior) -> ent.IndexModel:
+    return ent.IndexModel("learned", prior.codebook_size, prior=prior)
+
+
 def _round_trip(m, prev, prior):
-    data = ip.encode(m, prev, prior)
-    np.testing.assert_array_equal(ip.decode(data, m.shape, prev, prior), m)
+    data = ent.encode_indices(m, learned(prior), prev)
+    np.testing.assert_array_equal(ent.decode_indices(data, m.shape, learned(prior), prev), m)
     ideal = ip.ideal_bits(m, prev, prior)
     assert ideal <= 8 * len(data) <= 1.01 * ideal + 64, (8 * len(data), ideal)
     return data
@@ -117,18 +121,18 @@ def test_entropy_model_dispatch_and_previous_map():
 def test_corrupt_data_raises_bitstream_error():
     prior = demo_prior()
     m = real_maps()[0][0]
-    data = bytearray(ip.encode(m, None, prior))
+    data = bytearray(ent.encode_indices(m, learned(prior), None))
     rng = np.random.default_rng(0)
     for _ in range(30):
         bad = bytearray(data)
         bad[int(rng.integers(len(bad)))] ^= 1 << int(rng.integers(8))
         try:
-            out = ip.decode(bytes(bad), m.shape, None, prior)
+            out = ent.decode_indices(bytes(bad), m.shape, learned(prior), None)
             assert out.min() >= 0 and out.max() < 256
         except BitstreamError:
             pass
     with pytest.raises(BitstreamError):
-        ip.decode(bytes(data[:-1]), m.shape, None, prior)
+        ent.decode_indices(bytes(data[:-1]), m.shape, learned(prior), None)
 
 
 def test_tables_round_trip_and_are_fingerprinted():
@@ -146,17 +150,18 @@ _PROBE = """
 import hashlib, json, sys
 import jax
 import numpy as np
-from tests.test_index_prior import demo_prior, real_maps
+from tests.test_index_prior import demo_prior, learned, real_maps
+from m3cvc_jax.codec import entropy as ent
 from m3cvc_jax.codec import index_prior as ip
 prior = demo_prior()
 h = hashlib.sha256()
 for maps in real_maps():
     for i, m in enumerate(maps):
-        prev = maps[i - 1] if i else None
-        h.update(ip.frequency_digest(m, prev, prior).encode())
-        data = ip.encode(m, prev, prior)
-        assert np.array_equal(ip.decode(data, m.shape, prev, prior), m)
-        h.update(data)
+        h.update(ip.frequency_digest(m, maps[i - 1] if i else None, prior).encode())
+    data = ent.encode_index_maps(maps, learned(prior))  # one coder for a clip's maps, as the codec does
+    back = ent.decode_index_maps(data, len(maps), maps[0].shape, learned(prior))
+    assert all(np.array_equal(a, b) for a, b in zip(back, maps))
+    h.update(data)
 print(json.dumps({"devices": jax.device_count(), "x64": bool(jax.config.jax_enable_x64),
                   "jit_disabled": bool(jax.config.jax_disable_jit), "digest": h.hexdigest()}))
 """
@@ -180,7 +185,7 @@ def test_frequencies_and_bytes_identical_across_jax_settings_and_device_counts()
 
 # SHA-256 over every frequency the coder sees for the fixture maps under the shipped demo prior and the
 # coded bytes: a change to the model's arithmetic or to the shipped tables changes it.
-GOLDEN_DIGEST = "c00944d05655ebeb8182a2b9bcb7fbd6531ddb596609fbd4987b7233cca28555"
+GOLDEN_DIGEST = "d785f50975557cf5a54ce21f0a9f2e8eded6ae270aaa17389e09219c1ed59c8e"
 
 
 def test_tiny_trainer_contract(tmp_path):
@@ -202,3 +207,18 @@ def test_tiny_trainer_contract(tmp_path):
     logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in logged] == [1, 2, 3]
     assert prior3.cluster_counts.sum() > prior.cluster_counts.sum()  # the resumed run counted one batch more
+
+
+def test_auto_keeps_the_shortest_coding_so_a_poor_prior_costs_nothing():
+    """`coding.entropy_model=auto` (the demo default): the shipped prior wins on the demo maps; a prior that
+    does not fit them (random tables) loses to a model without training."""
+    from m3cvc_jax.pipelines.codec import smallest_coding
+
+    maps = real_maps()[0]
+    plain = [ent.IndexModel("uniform", 256), ent.IndexModel("adaptive", 256)]
+    payload, chosen = smallest_coding(maps, [*plain, learned(demo_prior())])
+    assert chosen.kind == "learned"
+    assert len(payload[0]) == min(len(ent.encode_index_maps(maps, m)) for m in [*plain, learned(demo_prior())])
+    poor = random_prior(1, k=256, c=8)
+    assert len(ent.encode_index_maps(maps, learned(poor))) > len(ent.encode_index_maps(maps, plain[0]))
+    assert smallest_coding(maps, [*plain, learned(poor)])[1].kind != "learned"

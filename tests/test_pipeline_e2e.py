@@ -89,7 +89,7 @@ def test_decoder_settings_travel_in_the_stream(encoded):
     assert sent == ["keyframe_codec.guidance_scale=1.5", "video_model.steps=3"]
     extra = bs.ExtraSection(m3cvc.TAG_DECODER_SETTINGS, "\n".join(sent).encode())
     again = bs.unpack(bs.pack(bs.Bitstream(stream.header, stream.keyframe_texts, stream.clip_texts,
-                                           stream.index_data, (extra,))))
+                                           stream.index_data, (extra,)), bs.WRITE_VERSION))
     got = m3cvc.decoder_config(again, overrides=["video_model.guidance_scale=2.0"])
     assert (got.video_model.steps, got.keyframe_codec.guidance_scale) == (3, 1.5)
     assert got.video_model.guidance_scale == 2.0 and got.keyframes.threshold == 0.05  # encoder-side: default

@@ -15,6 +15,7 @@ from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.animatediff import MotionAdapterConfig, UNetMotionModel, merge_params
 from m3cvc_jax.nn.unet import UNetConfig
 from m3cvc_jax.random_weights import abstract_module
+from tests.train_configs import tiny_run_config
 from train import motion_pretrain
 from train.checkpointing import Checkpointer
 from train.metrics_log import MetricsLog
@@ -24,15 +25,8 @@ STEPS = 20
 HELD_OUT = 4  # batches far past the run (other windows' order, other noise) for the before/after loss
 
 
-def tiny_config(**kw):
-    c = get_config("tiny")
-    c.width, c.height = 64, 40
-    c.progress = False
-    c.log_every = 1
-    c.checkpoint_every = 10
-    for k, v in kw.items():
-        c[k] = v
-    return c
+def tiny_config(**overrides):
+    return tiny_run_config(get_config, 64, 40, **overrides)
 
 
 def held_out_loss(run, params) -> float:

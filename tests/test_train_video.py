@@ -11,6 +11,7 @@ from configs.video_pretrain import get_config
 from m3cvc_jax import weights
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.video_unet import VideoUNet, VideoUNetConfig
+from tests.train_configs import tiny_run_config
 from train import video_pretrain
 from train.checkpointing import Checkpointer
 from train.data.windows import LatentWindows
@@ -19,15 +20,8 @@ from train.metrics_log import MetricsLog
 STEPS = 30
 
 
-def tiny_config(**kw):
-    c = get_config("tiny")
-    c.width, c.height = 32, 32
-    c.progress = False
-    c.log_every = 1
-    c.checkpoint_every = 10
-    for k, v in kw.items():
-        c[k] = v
-    return c
+def tiny_config(**overrides):
+    return tiny_run_config(get_config, 32, 32, **overrides)
 
 
 @pytest.fixture(scope="module")

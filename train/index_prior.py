@@ -59,9 +59,10 @@ def training_maps(config) -> tuple[list[np.ndarray], np.ndarray, str]:
     models = Models(codec_cfg, FolderSource(config.weights_root) if config.weights_root else None)
     models.require(("sd-vae", "post-encoder"))
     params = {"codec": models.codec}
-    clips = sorted(f for f in os.listdir(config.clips_dir) if f.lower().endswith(VIDEO_SUFFIXES))
+    excluded = {name.strip() for name in config.get("exclude_clips", "").split(",") if name.strip()}
+    clips = sorted(f for f in os.listdir(config.clips_dir) if f.lower().endswith(VIDEO_SUFFIXES) and f not in excluded)
     if not clips:
-        raise ConfigError(f"no videos in {config.clips_dir}")
+        raise ConfigError(f"no videos in {config.clips_dir} (besides the excluded {', '.join(sorted(excluded))})")
     pre = PreprocessConfig(width=codec_cfg.video.width, height=codec_cfg.video.height, fps=config.fps,
                            max_frames=config.max_frames or None)
     maps = []

@@ -20,6 +20,7 @@ from m3cvc_jax.codec.entropy import ENTROPY_MODEL_NAMES, ENTROPY_MODELS
 from m3cvc_jax.errors import BitstreamError, ConfigError
 
 MAGIC = b"M3CV"
+LEAN_MAGIC_NIBBLE = 0xB  # versions >= 2 start with the byte 0xB0 | version (container_v2)
 VERSION = 1  # the layout this module writes and reads itself; container_v2 holds version 2
 WRITE_VERSION = 2  # what `write_bitstream` writes (`m3cvc encode`)
 # The header's mode code: position in this tuple. One entry per `pipelines/modes.MODES` entry (a test checks
@@ -81,7 +82,9 @@ class Bitstream:
     header: Header
     keyframe_texts: tuple[str, ...]  # one description D_F per keyframe
     clip_texts: tuple[str, ...]  # motion descriptions D_C
-    index_data: tuple[bytes, ...]  # one entropy-coded index map per keyframe (see codec/entropy.py)
+    # The entropy-coded index maps (codec/entropy.py): one payload per keyframe (`encode_indices`), or one
+    # payload holding every keyframe's map (`encode_index_maps`, v2 only; what `m3cvc encode` writes).
+    index_data: tuple[bytes, ...]
     extras: tuple[ExtraSection, ...] = ()
     version: int = dataclasses.field(default=VERSION, compare=False)  # the container it was read from
 
@@ -193,7 +196,7 @@ def check_stream_content(stream: Bitstream, required_tags=frozenset()) -> None:
     `required_tags`: the non-skippable extras the container's readers know (none for v1)."""
     h = stream.header
     _check_header(h)
-    if len(stream.keyframe_texts) != len(h.keyframes) or len(stream.index_data) != len(h.keyframes):
+    if len(stream.keyframe_texts) != len(h.keyframes) or len(stream.index_data) not in (1, len(h.keyframes)):
         raise BitstreamError(
             f"cannot pack: {len(h.keyframes)} keyframes but {len(stream.keyframe_texts)} keyframe texts "
             f"and {len(stream.index_data)} index maps"
@@ -221,6 +224,8 @@ def pack(stream: Bitstream, version: int = VERSION) -> bytes:
         raise BitstreamError(f"cannot pack: unknown bitstream version {version}")
     check_stream_content(stream)
     h = stream.header
+    if len(stream.index_data) != len(h.keyframes):
+        raise BitstreamError("cannot pack v1: it stores one index payload per keyframe, not one for all (v2)")
     fps = _fps(h.fps)
     body = bytearray()
     for v in (h.width, h.height, fps.numerator, fps.denominator, h.num_frames, len(h.keyframes)):
@@ -407,11 +412,11 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError("bitstream must be bytes")
     data = bytes(data)
-    if data[:2] == b"M3" and data[2:3] not in (b"", MAGIC[2:3]):  # "M3" then a version byte: v2 and later
+    if data[:1] and data[0] >> 4 == LEAN_MAGIC_NIBBLE:  # v2 and later: one byte 0xB0 | version
         from m3cvc_jax.codec import container_v2
 
-        if data[2] != container_v2.VERSION:
-            raise BitstreamError(f"unsupported bitstream version {data[2]} (this reader handles 1 and 2)")
+        if data[0] & 15 != container_v2.VERSION:
+            raise BitstreamError(f"unsupported bitstream version {data[0] & 15} (this reader handles 1 and 2)")
         return container_v2.unpack_with_bits(data)
     r = _Reader(data, "header")
     if r.remaining() < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
@@ -470,7 +475,8 @@ def unpack(data: bytes) -> Bitstream:
 
 def check_fingerprint(header: Header, fingerprint: str, preset: str | None = None) -> None:
     """Refuse a stream made with other weights than the decoder holds, naming both fingerprints."""
-    if header.weights_fingerprint.lower() != fingerprint.lower():
+    # v2 streams carry a prefix of the fingerprint (2 bytes); v1 streams all of it.
+    if not header.weights_fingerprint or not fingerprint.lower().startswith(header.weights_fingerprint.lower()):
         have = f"{fingerprint}" + (f" (preset {preset!r})" if preset else "")
         raise BitstreamError(
             f"bitstream was made with weights {header.weights_fingerprint or '<none>'} "

@@ -97,38 +97,28 @@ def _check(indices: np.ndarray, n: int) -> np.ndarray:
     return flat.astype(np.int32)
 
 
-def encode_indices(indices, model: IndexModel, previous=None) -> bytes:
-    """Range-code an index map (raster order) under `model`; the shape travels in the bitstream header.
-
-    previous: the previous keyframe's map of the stream (None for the first), used by `learned` only.
-    """
+def _encode_into(coder, indices, model: IndexModel, previous) -> None:
+    if model.kind == "learned":
+        index_prior.encode_into(coder, indices, previous, model.prior)
+        return
     import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
 
-    if model.kind == "learned":
-        return index_prior.encode(indices, previous, model.prior)
     flat = _check(indices, model.codebook_size)
-    coder = constriction.stream.queue.RangeEncoder()
     if model.kind == "adaptive":
         family = constriction.stream.model.Categorical(perfect=False)
         for chunk, rows in _adaptive_rows(flat, model.codebook_size):
             coder.encode(chunk, family, (rows - 1).astype(np.float64))
     else:
         coder.encode(flat, categorical(_static_freq(model)))
-    return coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel, previous=None) -> np.ndarray:
-    """Invert `encode_indices`; raises BitstreamError on data that cannot come from it."""
-    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
-
+def _decode_from(decoder, shape: tuple[int, ...], model: IndexModel, previous) -> np.ndarray:
     if model.kind == "learned":
-        return index_prior.decode(data, tuple(shape), previous, model.prior)
+        return index_prior.decode_from(decoder, tuple(shape), previous, model.prior)
     count = int(np.prod(shape))
-    if count <= 0 or len(data) % 4:
-        raise BitstreamError("corrupt index data (length is not a whole number of 32-bit words)")
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    if count <= 0:
+        raise BitstreamError("corrupt index data (empty map)")
     try:
-        decoder = constriction.stream.queue.RangeDecoder(words)
         if model.kind == "adaptive":
             out = _decode_adaptive(decoder, count, model.codebook_size)
         else:
@@ -141,6 +131,55 @@ def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel, previ
     if out.min() < 0 or out.max() >= model.codebook_size:
         raise BitstreamError("corrupt index data (index outside the codebook)")
     return out.reshape(shape)
+
+
+def _decoder(data: bytes):
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
+
+    if len(data) % 4:
+        raise BitstreamError("corrupt index data (length is not a whole number of 32-bit words)")
+    try:
+        return constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    except Exception as e:  # constriction reports invalid data with assorted exception types
+        raise BitstreamError(f"corrupt index data: {e}") from None
+
+
+def encode_index_maps(maps, model: IndexModel) -> bytes:
+    """Range-code a stream's keyframe maps (raster order, one after the other) with ONE coder, each map given
+    the previous one (the `learned` model's temporal context; the others code each map on its own terms).
+    One coder for all maps: a single flush and no per-map lengths (container v2)."""
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
+
+    coder = constriction.stream.queue.RangeEncoder()
+    for i, m in enumerate(maps):
+        _encode_into(coder, m, model, maps[i - 1] if i else None)
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_index_maps(data: bytes, count: int, shape: tuple[int, ...], model: IndexModel) -> list[np.ndarray]:
+    """Invert `encode_index_maps` (`count` maps of `shape`); BitstreamError on data that cannot come from it."""
+    decoder = _decoder(data)
+    maps: list[np.ndarray] = []
+    for _ in range(count):
+        maps.append(_decode_from(decoder, shape, model, maps[-1] if maps else None))
+    return maps
+
+
+def encode_indices(indices, model: IndexModel, previous=None) -> bytes:
+    """Range-code one index map (raster order) under `model`; the shape travels in the bitstream header.
+
+    previous: the previous keyframe's map of the stream (None for the first), used by `learned` only.
+    """
+    import constriction  # loaded on first coding: reading a stream (inspect) needs no coder
+
+    coder = constriction.stream.queue.RangeEncoder()
+    _encode_into(coder, indices, model, previous)
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_indices(data: bytes, shape: tuple[int, ...], model: IndexModel, previous=None) -> np.ndarray:
+    """Invert `encode_indices`; raises BitstreamError on data that cannot come from it."""
+    return _decode_from(_decoder(data), shape, model, previous)
 
 
 def _decode_adaptive(decoder, count: int, n: int) -> np.ndarray:

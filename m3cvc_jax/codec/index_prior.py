@@ -164,32 +164,26 @@ def check_maps(index_map, previous, prior: IndexPrior) -> tuple[np.ndarray, np.n
     return m.astype(np.int64), None if previous is None else previous.astype(np.int64)
 
 
-def encode(index_map, previous, prior: IndexPrior) -> bytes:
-    """Range-code `index_map` given the previous keyframe's map (None for a stream's first keyframe)."""
-    import constriction
-
+def encode_into(coder, index_map, previous, prior: IndexPrior) -> None:
+    """Append `index_map`, given the previous keyframe's map (None for a stream's first keyframe), to a
+    constriction RangeEncoder."""
     m, previous = check_maps(index_map, previous, prior)
-    coder = constriction.stream.queue.RangeEncoder()
     for j, cluster_freq, rank, within in symbol_tables(m, previous, prior):
         coder.encode(j, categorical(cluster_freq))
         if within is not None:
             coder.encode(rank, categorical(within))
-    return coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode(data: bytes, shape: tuple[int, int], previous, prior: IndexPrior) -> np.ndarray:
-    """Invert `encode`; BitstreamError on data that cannot come from it."""
-    import constriction
-
-    if len(shape) != 2 or len(data) % 4:
-        raise BitstreamError("corrupt index data (length is not a whole number of 32-bit words)")
+def decode_from(decoder, shape: tuple[int, int], previous, prior: IndexPrior) -> np.ndarray:
+    """Invert `encode_into` on a constriction RangeDecoder; BitstreamError on data that cannot come from it."""
+    if len(shape) != 2:
+        raise BitstreamError("corrupt index data (a map is 2-D)")
     h, w = shape
     out = np.zeros((h, w), np.int64)
     if previous is not None:
         previous = check_maps(np.zeros((h, w), np.int64), previous, prior)[1]
     _, _, members, _, _ = prior._derived()
     try:
-        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
         for r in range(h):
             for col in range(w):
                 cluster_freq, within = _position(prior, *context_words(out, previous, r, col))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from m3cvc_jax.codec import rate_target
 from m3cvc_jax.commands import runtime, stand_ins
 from m3cvc_jax.errors import VideoError
 from m3cvc_jax.pipelines.modes import MODES
@@ -30,6 +31,10 @@ def register(subparsers) -> None:
                         "keyframes.method is set). Default: the preset's decode.mode")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. keyframes.threshold=0.3 (repeatable)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-bpp", type=float, metavar="X",
+                        help="choose keyframes, index grid and dialogue turns for the largest stream <= X bpp")
+    target.add_argument("--target-bytes", type=int, metavar="N", help="as --target-bpp, for a file of <= N bytes")
     p.set_defaults(func=run)
 
 
@@ -41,13 +46,23 @@ def format_seconds(timings) -> str:
 def run(args) -> int:
     if not os.path.exists(args.input):
         raise VideoError(f"{args.input}: no such file")
+    target = None
+    if args.target_bpp is not None:
+        target = rate_target.bpp_target(args.target_bpp)
+    elif args.target_bytes is not None:
+        target = rate_target.bytes_target(args.target_bytes)
     runtime.setup()
-    from m3cvc_jax.pipelines.codec import Codec  # JAX: loaded by the commands that compute only
+    from m3cvc_jax.pipelines import rate_control  # JAX: loaded by the commands that compute only
+    from m3cvc_jax.pipelines.codec import Codec
 
     overrides = list(args.set) + ([f"decode.mode={args.mode}"] if args.mode else [])
     codec = Codec.load(args.preset, weights=args.weights, overrides=overrides)
     config = codec.config
-    result = codec.encode_file(args.input, args.output)
+    if target is None:
+        result = codec.encode_file(args.input, args.output)
+    else:
+        result, choice = rate_control.encode_file(codec, args.input, args.output, target)
+        config = rate_control.derive(config, choice.overrides)
     h, b = result.stream.header, result.bits
     print(f"{args.input} -> {args.output}: {h.width}x{h.height}, {h.num_frames} frames at {float(h.fps):g} fps, "
           f"preset {h.preset}, weights {h.weights_fingerprint}")
@@ -55,6 +70,9 @@ def run(args) -> int:
     print(f"bits       header {b.header}, text {b.text}, indices {b.indices}, extra {b.extra}, total {b.total} "
           f"({b.total // 8} bytes)")
     print(f"bpp        {b.bpp(h):.6g}")
+    if target is not None:
+        print(f"rate       target {target.label} (<= {choice.max_bytes} bytes here), achieved {b.total // 8} bytes "
+              f"= {b.bpp(h):.6g} bpp; chosen of {len(choice.sizes)}: --set {' --set '.join(choice.overrides)}")
     for line in stand_ins.from_config(config):
         print(f"stand-in   {line}")
     print(f"time       {format_seconds(result.timings)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from m3cvc_jax.codec import rate_target
 from m3cvc_jax.codec.bitstream import TEXT_ONLY_MODES
 from m3cvc_jax.codec.decoder_settings import setting
 from m3cvc_jax.commands import stand_ins
@@ -50,9 +51,20 @@ def describe(stream, bits) -> dict:
         "extra_sections": [{"tag": e.tag, "bytes": len(e.payload)} for e in stream.extras],
         "bits": bits.as_dict(),
         "bpp": bits.bpp(h),
+        "rate_target": _rate_target(stream, bits),
         "stand_ins": stand_ins.from_stream(stream),
         **({"t2v_prompts": t2v_prompts(stream)} if h.mode in TEXT_ONLY_MODES else {}),
     }
+
+
+def _rate_target(stream, bits) -> dict | None:
+    """The target the encoder was given (`--target-bpp/--target-bytes`) and what the file achieved."""
+    target = rate_target.from_stream(stream)
+    if target is None:
+        return None
+    h = stream.header
+    return {"target": target.label, "target_bytes": target.max_bytes(h.width, h.height, h.num_frames),
+            "achieved_bytes": bits.total // 8, "achieved_bpp": bits.bpp(h)}
 
 
 def t2v_prompts(stream) -> dict:
@@ -83,6 +95,10 @@ def _human(info: dict) -> str:
         f"extra {b['extra']}, total {b['total']}",
         f"bpp            {info['bpp']:.6g}",
     ]
+    r = info["rate_target"]
+    if r:
+        lines.append(f"rate target    {r['target']} (<= {r['target_bytes']} bytes), achieved {r['achieved_bytes']} "
+                     f"bytes = {r['achieved_bpp']:.6g} bpp")
     lines += [f"stand-in       {s}" for s in info["stand_ins"]]
     for i, (k, t) in enumerate(zip(info["keyframes"], info["texts"]["keyframe"])):
         lines.append(f"keyframe {i} (frame {k}): {t}")

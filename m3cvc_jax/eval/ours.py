@@ -8,7 +8,11 @@ A rate point is a string of `-`-separated knobs, each a `--set` override applied
 
 e.g. `g16-t0.25`, `g8-t0.125`, `g16-i4`. CMVC's text-only mode (`--set decode.mode=tt2v`) has no index
 grid: its rate points are `i<N>` alone (`i8`, the CMVC keyframes' interval; `g` is refused), by default
-the interval N, N/2, N/4. The default ladder is the thresholds 2·D, D, D/2 around the
+the interval N, N/2, N/4. A rate point may instead be a rate target, `bpp:X` or `bytes:N`
+(`--rate-points ours=bpp:0.01,bpp:0.02,bpp:0.04`): each sequence is then coded by rate control
+(`pipelines/rate_control.py`, as `m3cvc encode --target-bpp`), so RD curves sweep bitrate as with a
+classical codec; a target a sequence cannot reach fails that sequence with the smallest reachable size.
+The default ladder is the thresholds 2·D, D, D/2 around the
 config's D_th at grids 16 and 8 for random-weight presets (tiny), and at the config's own grid for a
 weights folder (its post-encoder fixes the grid; asking for another raises WeightsError). `--rate-points
 ours=g16-t0.25,g8-t0.25` picks others. The frame size and rate are the evaluation's preprocessing
@@ -27,10 +31,12 @@ from typing import Sequence
 
 import numpy as np
 
+from m3cvc_jax.codec import rate_target
+from m3cvc_jax.codec.rate_target import RateTarget
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.video import Video, as_fraction
-from m3cvc_jax.pipelines import modes
+from m3cvc_jax.pipelines import modes, rate_control
 from m3cvc_jax.pipelines.codec import Codec, decoder_config
 from m3cvc_jax.pipelines.models import ModelStore
 from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
@@ -41,8 +47,16 @@ KNOBS = {"g": ("keyframe_codec.pixels_per_index", int), "t": ("keyframes.thresho
 RANDOM_GRIDS = (16, 8)
 
 
+def rate_point_target(rate_point) -> RateTarget | None:
+    """The rate target of a rate point `bpp:X` / `bytes:N`, None for knob rate points."""
+    text = str(rate_point).strip()
+    return rate_target.parse(text) if ":" in text else None
+
+
 def rate_point_overrides(rate_point) -> list[str]:
-    """`--set` overrides of a rate point name such as `g16-t0.25`."""
+    """`--set` overrides of a rate point name such as `g16-t0.25` (none for a rate target)."""
+    if rate_point_target(rate_point) is not None:
+        return []
     text = str(rate_point).strip()
     out, seen = [], set()
     for part in text.split("-") if text else [""]:
@@ -120,7 +134,12 @@ class M3CVCCodec:
     def encode(self, frames: np.ndarray, fps, rate_point, workdir: str, progress=None) -> str:
         t, h, w, _ = frames.shape
         config = self.config(rate_point, w, h, fps)
-        stream, _ = self.codec(config).encode(Video(np.asarray(frames, np.uint8), as_fraction(fps)), report=progress)
+        video = Video(np.asarray(frames, np.uint8), as_fraction(fps))
+        target = rate_point_target(rate_point)
+        if target is None:
+            stream, _ = self.codec(config).encode(video, report=progress)
+        else:
+            stream = rate_control.search(self.codec(config), video, target).stream
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, f"{rate_point}.m3cvc")
         bsf.write_bitstream(path, stream)

@@ -15,6 +15,7 @@ import os
 from typing import Any, Mapping, Protocol, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from m3cvc_jax.errors import ConfigError, WeightsError
@@ -187,8 +188,10 @@ def make_describer(
     sampling: SamplingConfig | None = None,
     seed: int = 0,
     value_range=(0.0, 1.0),
+    dtype=jnp.float32,
 ) -> Describer:
-    """Build a backend by name. qwen2-vl: converted weights from `weights_dir`, else random `preset` weights."""
+    """Build a backend by name. qwen2-vl: converted weights from `weights_dir`, else random `preset` weights;
+    `dtype` is its compute dtype."""
     if backend == "none":
         return NoneDescriber()
     if backend == "fixed":
@@ -201,7 +204,7 @@ def make_describer(
                 f"{weights_dir}: no converted Qwen2-VL weights; make them with "
                 f"`python -m convert_weights qwen2-vl <transformers Qwen2-VL folder> {weights_dir}`"
             )
-        model = load_model(weights_dir) if weights_dir else random_model(preset, seed=seed)
+        model = load_model(weights_dir, dtype=dtype) if weights_dir else random_model(preset, seed=seed, dtype=dtype)
         chat = Qwen2VLChat(model, load_tokenizer(weights_dir), sampling=sampling, seed=seed, value_range=value_range)
         return DialogueDescriber(chat, dialogue.load_templates(templates, prompt_overrides),
                                  keyframe_turns=keyframe_turns, clip_turns=clip_turns)

@@ -34,10 +34,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import sys
 import time
 from fractions import Fraction
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 from m3cvc_jax.codec import bitstream as bs
 from m3cvc_jax.codec.decoder_settings import TAG_DECODER_SETTINGS, settings_section, stream_settings  # noqa: F401
-from m3cvc_jax.codec.entropy import IndexModel, decode_indices, encode_indices
+from m3cvc_jax.codec.entropy import ENTROPY_MODELS, IndexModel, decode_index_maps, decode_indices, encode_index_maps
 from m3cvc_jax.codec.index_prior import IndexPrior
 from m3cvc_jax.decoders import t2v
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
@@ -135,12 +136,38 @@ def index_model(config, models: Models, kind: str | None = None) -> IndexModel:
     return IndexModel(kind, size, counts)
 
 
+def index_models(config, models: Models) -> list[IndexModel]:
+    """The models an encode tries: the config's, or for `auto` every model these weights have tables for
+    (uniform, static, adaptive, learned)."""
+    if config.coding.entropy_model != "auto":
+        return [index_model(config, models)]
+    out = []
+    for kind in ENTROPY_MODELS:
+        try:
+            out.append(index_model(config, models, kind))
+        except ConfigError:  # no histogram / no prior with these weights
+            continue
+    return out
+
+
+def smallest_coding(maps, imodels: Sequence[IndexModel]) -> tuple[tuple[bytes, ...], IndexModel]:
+    """The maps coded under each model; the shortest payload and its model (ties: the earlier model).
+    A learned prior that does not fit this content (e.g. new weights' prior on unseen footage) then never
+    costs more than the models without training."""
+    coded = [(encode_maps(maps, m), m) for m in imodels]
+    return min(coded, key=lambda c: sum(len(b) for b in c[0]))
+
+
 def encode_maps(maps, imodel: IndexModel) -> tuple[bytes, ...]:
-    """Each keyframe's map coded given the previous keyframe's (the learned model's temporal context)."""
-    return tuple(encode_indices(m, imodel, maps[i - 1] if i else None) for i, m in enumerate(maps))
+    """All keyframe maps in one payload, each coded given the previous keyframe's (the learned model's
+    temporal context): one range-coder flush and no per-map lengths in the stream."""
+    return (encode_index_maps(maps, imodel),)
 
 
-def decode_maps(blobs, grid: tuple[int, int], imodel: IndexModel) -> list[np.ndarray]:
+def decode_maps(blobs, count: int, grid: tuple[int, int], imodel: IndexModel) -> list[np.ndarray]:
+    """`count` maps from one joint payload, or from one payload per keyframe (v1 streams)."""
+    if len(blobs) == 1:
+        return decode_index_maps(blobs[0], count, grid, imodel)
     maps: list[np.ndarray] = []
     for blob in blobs:
         maps.append(decode_indices(blob, grid, imodel, maps[-1] if maps else None))
@@ -186,7 +213,7 @@ def decoder_config(stream: bs.Bitstream, *, mode: str | None = None, weights: st
         raise ConfigError(f"--mode {mode}: this is a {h.mode} stream"
                           + (" (texts only, no keyframe images)" if h.mode in bs.TEXT_ONLY_MODES else "")
                           + "; it decodes only in its own mode")
-    extra = list(overrides) + ([f"decode.mode={mode}"] if mode else []) + ([f"weights={weights}"] if weights else [])
+    extra = settings_lib.assignments(overrides) + ([f"decode.mode={mode}"] if mode else []) + ([f"weights={weights}"] if weights else [])
     if extra:  # the caller's settings win; their errors are the caller's (ConfigError)
         config = settings_lib.load_config(h.preset, base + extra)
     return config
@@ -212,10 +239,11 @@ class Codec:
 
     @classmethod
     def load(cls, preset: str = codec_configs.DEFAULT_PRESET, *, weights: str | None = None,
-             overrides: Sequence[str] = (), store: ModelStore | None = None) -> "Codec":
-        """The codec of a preset with `--set`-style `KEY=VALUE` overrides and an optional weights folder."""
+             overrides: Sequence[str] | Mapping[str, object] = (), store: ModelStore | None = None) -> "Codec":
+        """The codec of a preset with `--set`-style `KEY=VALUE` overrides (or a mapping {KEY: VALUE}, e.g.
+        `{"dtype": "bfloat16"}`) and an optional weights folder."""
         extra = [f"weights={weights}"] if weights else []
-        return cls(settings_lib.load_config(preset, [*overrides, *extra]), store=store)
+        return cls(settings_lib.load_config(preset, [*settings_lib.assignments(overrides), *extra]), store=store)
 
     @classmethod
     def for_stream(cls, stream: bs.Bitstream, *, mode: str | None = None, weights: str | None = None,
@@ -259,9 +287,14 @@ class Codec:
     def index_model(self, kind: str | None = None) -> IndexModel:
         return index_model(self.config, self.models, kind)
 
-    def encode(self, video: Video, timings: Timings | None = None, report: Report | None = None):
+    def encode(self, video: Video, timings: Timings | None = None, report: Report | None = None,
+               cache: dict | None = None):
         """(Bitstream, keyframe Decision) of preprocessed frames at the config's frame size;
-        `report(stage, done, total)` follows the stages."""
+        `report(stage, done, total)` follows the stages.
+
+        cache: a dict kept across encodes of THE SAME frames with other settings (`pipelines/rate_control.py`):
+        keyframe decisions, texts and VQ maps already computed for equal settings are reused."""
+        cache = {} if cache is None else cache
         config, models = self.config, self.models
         timings = Timings() if timings is None else timings
         frames = video.frames
@@ -276,38 +309,39 @@ class Codec:
             models.require(keyframe_stage.components(kcfg) + describer + coder)
             if not images:
                 _ = self.t2v_template  # a template the decoder would refuse fails the encode, not the decode
-            imodel = self.index_model() if images else None
+            imodels = index_models(config, models) if images else []
             fingerprint = models.fingerprint()
 
         with timings.stage("keyframes"):
             if report:
                 report("keyframe selection", 0, t)
-            decision = keyframe_stage.select(frames, kcfg, models)
+            key = ("decision", kcfg)
+            if key not in cache:
+                cache[key] = keyframe_stage.select(frames, kcfg, models)
+            decision = cache[key]
             keyframes = [int(i) for i in np.flatnonzero(np.asarray(decision.is_keyframe))]
 
         with timings.stage("describe"):
-            describer = models.describer()
-            kf_texts, previous = [], None
-            for k in progress(keyframes, "describe keyframes", report=report):
-                previous = describer.describe_keyframe(frames[k], previous)
-                kf_texts.append(previous)
-            segments = clip_segments(keyframes, t)
-            clip_texts = [describer.describe_clip(frames[clip_sample(s, e, config.dialogue.clip_frames)],
-                                                  kf_texts[keyframes.index(s)])
-                          for s, e in progress(segments, "describe clips", report=report)]
+            key = ("texts", json.dumps(config.dialogue.to_dict(), sort_keys=True), tuple(keyframes))
+            if key not in cache:
+                cache[key] = self._describe(frames, keyframes, report)
+            kf_texts, clip_texts = cache[key]
 
         if images:
             with timings.stage("keyframe codec"):
                 params = {"codec": models.codec}
-                maps = [np.asarray(api.encode_keyframe(params, to_model_range(frames[k]))) for k in
-                        progress(keyframes, "encode keyframes", report=report)]
+                maps = []
+                for k in progress(keyframes, "encode keyframes", report=report):
+                    if ("map", fingerprint, k) not in cache:
+                        cache["map", fingerprint, k] = np.asarray(api.encode_keyframe(params, to_model_range(frames[k])))
+                    maps.append(cache["map", fingerprint, k])
 
         with timings.stage("entropy + text coding"):
             if images:
-                index_data = encode_maps(maps, imodel)
+                index_data, imodel = smallest_coding(maps, imodels)
                 grid, words, entropy = tuple(maps[0].shape), imodel.codebook_size, imodel.kind
-            else:  # text only: empty index maps; the grid fields hold their smallest values (docs/bitstream.md)
-                index_data = (b"",) * len(keyframes)
+            else:  # text only: no index maps (one empty payload); the grid fields hold their smallest values
+                index_data = (b"",)
                 grid, words, entropy = TEXT_ONLY_GRID
             header = bs.Header(
                 width=w, height=h, fps=video.fps, num_frames=t, keyframes=tuple(keyframes), mode=self.mode.name,
@@ -321,6 +355,19 @@ class Codec:
             stream = bs.Bitstream(header, tuple(kf_texts), tuple(clip_texts), index_data, extras)
             bs.pack(stream, bs.WRITE_VERSION)  # validate before anything is written
         return stream, decision
+
+    def _describe(self, frames, keyframes: list[int], report) -> tuple[list[str], list[str]]:
+        """Keyframe texts D_F (each given the previous) and clip texts D_C (M3-CVC II-B)."""
+        config, describer = self.config, self.models.describer()
+        kf_texts, previous = [], None
+        for k in progress(keyframes, "describe keyframes", report=report):
+            previous = describer.describe_keyframe(frames[k], previous)
+            kf_texts.append(previous)
+        segments = clip_segments(keyframes, len(frames))
+        clip_texts = [describer.describe_clip(frames[clip_sample(s, e, config.dialogue.clip_frames)],
+                                              kf_texts[keyframes.index(s)])
+                      for s, e in progress(segments, "describe clips", report=report)]
+        return kf_texts, clip_texts
 
     def encode_file(self, input_path: str, output_path: str) -> EncodeResult:
         check_file_output(output_path, input_path)  # before the long part, not after
@@ -365,7 +412,8 @@ class Codec:
             self.check_stream(stream)
             params, spec = self.params, self.spec
         with timings.stage("entropy + text decoding"):
-            maps = decode_maps(stream.index_data, tuple(h.index_grid), self.index_model(h.entropy_model))
+            maps = decode_maps(stream.index_data, len(h.keyframes), tuple(h.index_grid),
+                               self.index_model(h.entropy_model))
             segments = clip_segments(h.keyframes, h.num_frames)
             if len(stream.clip_texts) != len(segments):
                 raise BitstreamError(f"corrupt bitstream: {len(stream.clip_texts)} clip texts for {len(segments)} clips")

@@ -22,6 +22,7 @@ import hashlib
 import os
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import numpy as np
 
 from m3cvc_jax.errors import ConfigError, WeightsError
@@ -187,6 +188,9 @@ class Models:
                               f"applies to preset paper")
         self.source = source
         self.root = source.root(config) if source.kind == "folder" else None
+        # Compute dtype of every network built here; parameters stay float32 (their fingerprints and
+        # checkpoints do not depend on it).
+        self.dtype = jnp.dtype(config.dtype)
         self._meta: dict[str, dict] = {}
 
     # -- folders
@@ -320,9 +324,9 @@ class Models:
     # -- modules
 
     def _identity(self, name: str, model_config) -> tuple:
-        """What determines a component's weights: its source, seed (random) and model config."""
+        """What determines a built component: its source, seed (random), model config and compute dtype."""
         source = ("random", int(self.config.seed)) if self.root is None else ("folder", os.path.abspath(self.root))
-        return (name, source, model_config)
+        return (name, source, model_config, self.dtype.name)
 
     def _get(self, name: str, model_config, build: Callable[[], Any]):
         return self.store.get(name, self._identity(name, model_config), build)
@@ -339,26 +343,26 @@ class Models:
     @functools.cached_property
     def clip(self):
         """CLIPModel: image features for the keyframe decision, text hidden states for conditioning."""
-        return self._module("clip", self.clip_config, lambda rngs: CLIPModel(self.clip_config, rngs=rngs))
+        return self._module("clip", self.clip_config, lambda rngs: CLIPModel(self.clip_config, dtype=self.dtype, rngs=rngs))
 
     @functools.cached_property
     def raft(self):
-        return self._module("raft", self.raft_config, lambda rngs: RAFT(self.raft_config, rngs=rngs))
+        return self._module("raft", self.raft_config, lambda rngs: RAFT(self.raft_config, dtype=self.dtype, rngs=rngs))
 
     @functools.cached_property
     def seine(self):
-        return self._module("seine", self.seine_config, lambda rngs: VideoUNet(self.seine_config, rngs=rngs))
+        return self._module("seine", self.seine_config, lambda rngs: VideoUNet(self.seine_config, dtype=self.dtype, rngs=rngs))
 
     @functools.cached_property
     def vae(self):
         """The SD VAE alone (TT2V); random weights are the keyframe codec's (same stream, same keys)."""
-        return self._module("sd-vae", self.vae_config, lambda rngs: AutoencoderKL(self.vae_config, rngs=rngs))
+        return self._module("sd-vae", self.vae_config, lambda rngs: AutoencoderKL(self.vae_config, dtype=self.dtype, rngs=rngs))
 
     @functools.cached_property
     def t2v_unet(self):
         """AnimateDiff's `UNetMotionModel`: the `sd-unet` and `motion-module` checkpoints joined."""
         unet_cfg, motion_cfg = self.t2v_config
-        build = lambda rngs: UNetMotionModel(unet_cfg, motion_cfg, rngs=rngs)  # noqa: E731
+        build = lambda rngs: UNetMotionModel(unet_cfg, motion_cfg, dtype=self.dtype, rngs=rngs)  # noqa: E731
 
         def make():
             if self.root is None:
@@ -378,7 +382,7 @@ class Models:
 
     def _build_codec(self):
         cfg = self.codec_config
-        codec = abstract_module(lambda rngs: KeyframeCodec(cfg, rngs=rngs))
+        codec = abstract_module(lambda rngs: KeyframeCodec(cfg, dtype=self.dtype, rngs=rngs))
         if self.root is None:
             # One stream per component, under the keys its checkpoint would hold.
             seed = self.config.seed
@@ -403,7 +407,7 @@ class Models:
             d.describer, weights_dir=weights_dir, preset=d.model, fixed_texts=d.texts or None,
             templates=d.templates or None, keyframe_turns=d.turns, clip_turns=d.clip_turns,
             sampling=SamplingConfig(max_new_tokens=d.max_new_tokens, temperature=d.temperature),
-            seed=self.config.seed if seed is None else seed, value_range=(0.0, 255.0),
+            seed=self.config.seed if seed is None else seed, value_range=(0.0, 255.0), dtype=self.dtype,
         )
 
     # -- identity

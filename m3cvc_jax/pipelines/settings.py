@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import ml_collections
 
@@ -68,12 +68,20 @@ def apply_override(config: ml_collections.ConfigDict, assignment: str) -> None:
     node[leaf] = _parse(key, text, node[leaf])
 
 
-def load_config(preset: str = "tiny", overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
-    """The preset's config with overrides applied, then frozen (a typo later is an error, not a no-op)."""
+def assignments(overrides: Iterable[str] | Mapping[str, object]) -> list[str]:
+    """`KEY=VALUE` strings of `--set`-style overrides, given as such or as a mapping {KEY: VALUE}."""
+    if isinstance(overrides, Mapping):
+        return [f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}" for key, value in overrides.items()]
+    return list(overrides)
+
+
+def load_config(preset: str = "tiny", overrides: Iterable[str] | Mapping[str, object] = ()) -> ml_collections.ConfigDict:
+    """The preset's config with overrides (`KEY=VALUE` strings or a mapping) applied, then frozen (a typo
+    later is an error, not a no-op)."""
     if preset not in codec_configs.PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; one of {', '.join(codec_configs.PRESETS)}")
     config = codec_configs.get_config(preset)
-    overrides = list(overrides)
+    overrides = assignments(overrides)
     for assignment in overrides:
         apply_override(config, assignment)
     method = MODES[config.decode.mode].keyframe_method if config.decode.mode in MODES else None
@@ -85,11 +93,13 @@ def load_config(preset: str = "tiny", overrides: Iterable[str] = ()) -> ml_colle
 
 # Enumerated fields, checked when a config is loaded so a typo fails before any model is built.
 CHOICES = {
+    # float16 is left out: SD's VAE decoder overflows its range (diffusers keeps that VAE in float32).
+    "dtype": ("float32", "bfloat16"),
     "keyframes.method": ("m3cvc", "semantic", "cmvc", "fixed"),
     "keyframes.flow_model": ("raft_small", "raft_large", "tiny", "classical"),
     "dialogue.describer": ("qwen2-vl", "fixed", "none"),
     "coding.text_codec": ("lzw", "zlib", "brotli", "zstd", "zstd-dict"),
-    "coding.entropy_model": ("uniform", "static", "adaptive", "learned"),
+    "coding.entropy_model": ("uniform", "static", "adaptive", "learned", "auto"),
     "keyframe_codec.sampler": KEYFRAME_SAMPLERS,
     "video_model.sampler": VIDEO_SAMPLERS,
     "decode.mode": tuple(MODES),
