@@ -162,8 +162,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # winner), so a prior that fits unseen footage badly (new weights) never costs more than those.
         c.coding.entropy_model = "auto"
         c.video_model.sampler = "ddim"
-        # 8 DDIM steps, of which strength 0.5 runs 4: +0.15 dB over 25 on the README's main job, a third of
-        # the SEINE time (benchmarks/end_to_end.py, docs/performance.md).
+        # 8 DDIM steps, of which strength 0.1 runs 1 (25 ran 2): on the README's main job -0.03 dB and 3%
+        # less decode time with the retrained weights (with the earlier ones at strength 0.5: +0.15 dB and a
+        # third of the SEINE time); `python -m benchmarks.end_to_end --preset demo` rechecks it.
         c.video_model.steps = 8
         c.video_model.guidance_scale = 1.0
         # The small video model (900 steps on the corpus) does not converge from pure noise (docs/demo.md): it
