@@ -50,7 +50,6 @@ from m3cvc_jax.codec.decoder_settings import TAG_DECODER_SETTINGS, settings_sect
 from m3cvc_jax.codec.entropy import ENTROPY_MODELS, IndexModel, decode_index_maps, decode_indices, encode_index_maps
 from m3cvc_jax.codec.index_prior import IndexPrior
 from m3cvc_jax.decoders import t2v
-from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
 from m3cvc_jax.errors import BitstreamError, ConfigError
 from m3cvc_jax.io import bitstream_file as bsf
@@ -234,6 +233,9 @@ class Codec:
         self.models = Models(config, store=store)
         self.mode = modes.mode(config.decode.mode)
         self._reconstructors: dict = {}  # VideoReconstructionConfig -> VideoReconstructor
+        # SEINE windows per batched call (None: every clip's window k in one call); the frames agree to
+        # rounding whatever the value, so it is the caller's choice for its hardware, not a stream setting.
+        self.windows_per_call: int | None = None
 
     @classmethod
     def load(cls, preset: str = codec_configs.DEFAULT_PRESET, *, weights: str | None = None,
@@ -269,11 +271,9 @@ class Codec:
     def spec(self) -> api.Spec:
         """The decoding settings of the config, static arguments of the API functions."""
         c, cc = self.config, self.models.codec_config
-        return api.Spec(width=c.video.width, height=c.video.height,
-                        keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale),
-                                                  c.keyframe_codec.sampler),
-                        clip=settings_lib.reconstruction_config(c, latent_scale=cc.vae.scaling_factor),
-                        grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
+        return api.Spec(width=c.video.width, height=c.video.height, keyframe=settings_lib.keyframe_decoding(c),
+                        clip=settings_lib.reconstruction_config(c), grid=cc.grid,
+                        codebook_size=cc.post_encoder.codebook_size, clip_decoding=settings_lib.video_decoding(c))
 
     def reconstructor(self, clip_config) -> VideoReconstructor:
         """SEINE over this codec's weights for one `VideoReconstructionConfig` (kept for later clips)."""
@@ -432,25 +432,31 @@ class Codec:
             clip_emb = emb[1 + len(h.keyframes):]
 
         with timings.stage("keyframes (SD)"):
-            # Each keyframe is waited for, so the progress shown is the work done, not the work dispatched.
-            decoded = [jax.block_until_ready(api.decode_keyframe(params, jnp.asarray(m), kf_emb[i],
-                                                                 jax.random.fold_in(kf_key, i), spec.keyframe, null))
-                       for i, m in enumerate(progress(maps, "decode keyframes", report=report))]
+            # Every keyframe in one batched program (item i is the single decode with key i).
+            if report:
+                report("decode keyframes", 0, len(maps))
+            keys = jnp.stack([jax.random.fold_in(kf_key, i) for i in range(len(maps))])
+            decoded = jax.block_until_ready(api.decode_keyframe_batch(
+                params, jnp.asarray(np.stack(maps)), jnp.asarray(kf_emb), keys, spec.keyframe, jnp.asarray(null)))
+            if report:
+                report("decode keyframes", len(maps), len(maps))
 
         with timings.stage("clips (SEINE)"):
             if report:
                 report(f"SEINE frames ({mode})", 0, h.num_frames)
             out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
-            clip_decoder = {"seine": self._seine_clip}[self.mode.clip_decoder]
+            clip_decoder = {"seine": self._seine_clips}[self.mode.clip_decoder]
             index_of = {k: i for i, k in enumerate(h.keyframes)}
-            for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
-                last = decoded[index_of[e]] if self.mode.last_keyframe_given and e in index_of else None
-                clip = clip_decoder(decoded[index_of[s]], last, clip_emb[j], jax.random.fold_in(clip_key, j),
-                                    e - s + 1, null)
+            lasts = [index_of[e] if self.mode.last_keyframe_given and e in index_of else None for _, e in segments]
+            clips = clip_decoder(decoded[np.array([index_of[s] for s, _ in segments], int)],
+                                 [None if i is None else decoded[i] for i in lasts], jnp.asarray(clip_emb),
+                                 jnp.stack([jax.random.fold_in(clip_key, j) for j in range(len(segments))]),
+                                 [e - s + 1 for s, e in segments], null)
+            for (s, e), clip in zip(segments, clips):
                 out[s:e + 1] = to_uint8(clip)
-                if report:
-                    report(f"SEINE frames ({mode})", e + 1, h.num_frames)
-            keyframes = np.stack([to_uint8(d) for d in decoded])
+            if report:
+                report(f"SEINE frames ({mode})", h.num_frames, h.num_frames)
+            keyframes = to_uint8(decoded)
             out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
             out[list(h.keyframes)] = keyframes
 
@@ -497,12 +503,13 @@ class Codec:
         keyframes = out[list(h.keyframes)].copy()
         return DecodeResult(retimed(out, h, fps), timings, keyframes)
 
-    def _seine_clip(self, first, last, text_emb, key, num_frames: int, null_text_emb):
-        """M3-CVC's clip decoder (II-D): SEINE interpolating (`last` given) or predicting from `first`."""
+    def _seine_clips(self, firsts, lasts, text_embs, keys, lengths: list[int], null_text_emb) -> list[jax.Array]:
+        """M3-CVC's clip decoder (II-D): SEINE interpolating (`last` given) or predicting from `first`, for
+        every clip of the stream at once (window k of every clip in one batched program)."""
         recon = self.reconstructor(self.spec.clip)
-        video = recon.clip(first[None], None if last is None else last[None], num_frames,
-                           "prediction" if last is None else "interpolation", text_emb[None], null_text_emb[None], key)
-        return video[0]
+        modes_ = ["prediction" if last is None else "interpolation" for last in lasts]
+        return recon.clips(firsts, lasts, lengths, modes_, text_embs, jnp.asarray(null_text_emb)[None], keys,
+                           self.spec.clip_decoding, self.windows_per_call)
 
 
 @functools.partial(jax.jit, static_argnames=("window", "height", "width"))
