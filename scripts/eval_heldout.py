@@ -50,19 +50,12 @@ def sequences(corpus: str, limit: int) -> list[tuple[str, str]]:
     return [(os.path.splitext(os.path.basename(r["path"]))[0], os.path.join(corpus, r["path"])) for r in chosen]
 
 
-def colour_error(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest per-channel error of the frame-mean colour, averaged over frames, in 8-bit levels."""
-    ma = a.astype(np.float64).mean(axis=(1, 2))
-    mb = b.astype(np.float64).mean(axis=(1, 2))
-    return float(np.abs(ma - mb).mean(axis=0).max())
-
-
 def measure(original: np.ndarray, decoded: np.ndarray, fps, with_vmaf: bool) -> dict:
     w = np.asarray(metrics.MS_SSIM_WEIGHTS[:3])
     return dict(psnr_rgb=float(np.mean(metrics.psnr(original, decoded))),
                 ms_ssim3=float(np.mean(metrics.ms_ssim(original, decoded, weights=tuple(w / w.sum())))),
                 vmaf=float(vmaf(original, decoded).mean()) if with_vmaf else float("nan"),
-                colour_error=colour_error(original, decoded))
+                colour_error=metrics.mean_colour_error(original, decoded))
 
 
 def grid(original: np.ndarray, rows: list[tuple[str, np.ndarray]], columns: int = 6) -> Image.Image:

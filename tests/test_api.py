@@ -88,8 +88,9 @@ def test_reconstruct_clip_batch_equals_single_calls(loaded, frames):
     text = api.encode_text(params, api.tokenize(["cyclists"]))
     keys = jax.random.split(jax.random.key(5), 2)
     clips = api.reconstruct_clip_batch(params, frames, frames[::-1], jnp.concatenate([text, text]), keys,
-                                       spec.clip, "interpolation", 9)
+                                       spec.clip, "interpolation", 9, decoding=spec.clip_decoding)
     assert clips.shape == (2, 9, spec.height, spec.width, 3)
-    single = api.reconstruct_clip(params, frames[1], frames[0], text[0], keys[1], spec.clip, "interpolation", 9)
+    single = api.reconstruct_clip(params, frames[1], frames[0], text[0], keys[1], spec.clip, "interpolation", 9,
+                                  decoding=spec.clip_decoding)
     np.testing.assert_allclose(single, clips[1], atol=1e-4)
     assert not np.allclose(clips[0], clips[1])

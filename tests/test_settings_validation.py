@@ -62,6 +62,7 @@ def test_bounds_are_the_decoder_components_own():
     """Each edge of RANGES against the constructor that would refuse the value at decode time."""
     from m3cvc_jax.decoders.keyframe import make_scheduler
     from m3cvc_jax.decoders.video import VideoReconstructionConfig, seine_scheduler
+    from m3cvc_jax.decoders.video_decoding import VideoDecoding
 
     r = settings.RANGES
     make_scheduler(int(r["keyframe_codec.steps"].high))
@@ -69,12 +70,24 @@ def test_bounds_are_the_decoder_components_own():
         make_scheduler(int(r["keyframe_codec.steps"].high) + 1)
     for sampler in ("ddpm", "ddim"):
         seine_scheduler(sampler, int(r["video_model.steps"].high))
-    VideoReconstructionConfig(window=int(r["video_model.window"].low), num_steps=int(r["video_model.steps"].high),
-                              width=int(r["video.width"].high), height=int(r["video.height"].low), strength=1.0)
-    for bad in (dict(window=int(r["video_model.window"].low) - 1), dict(num_steps=int(r["video_model.steps"].high) + 1),
-                dict(width=int(r["video.width"].high) + 8), dict(height=12), dict(strength=1.5)):
+    # DPM-Solver's linspace spacing repeats a timestep at 1000 steps: refused by the settings, not NaN.
+    seine_scheduler("dpmpp2m", int(r["video_model.steps"].high) - 1)
+    with pytest.raises(ConfigError):
+        seine_scheduler("dpmpp2m", int(r["video_model.steps"].high))
+    with pytest.raises(ConfigError, match="dpmpp2m"):
+        settings.load_config("tiny", ["video_model.sampler=dpmpp2m", f"video_model.steps={int(r['video_model.steps'].high)}"])
+    VideoReconstructionConfig(window=int(r["video_model.window"].low), width=int(r["video.width"].high),
+                              height=int(r["video.height"].low))
+    VideoDecoding(steps=int(r["video_model.steps"].high), strength=r["video_model.strength"].high,
+                  guidance_scale=r["video_model.guidance_scale"].low)
+    for bad in (dict(window=int(r["video_model.window"].low) - 1), dict(width=int(r["video.width"].high) + 8),
+                dict(height=12)):
         with pytest.raises(ConfigError):
             VideoReconstructionConfig(**bad)
+    for bad in (dict(steps=int(r["video_model.steps"].high) + 1), dict(strength=1.5),
+                dict(guidance_scale=r["video_model.guidance_scale"].low - 1)):
+        with pytest.raises(ConfigError):
+            VideoDecoding(**bad)
 
 
 def test_range_messages():

@@ -13,19 +13,21 @@ from m3cvc_jax.decoders.video import (
     VideoReconstructionConfig,
     VideoReconstructor,
     retime,
+    seine_chain,
     seine_scheduler,
     subsample,
 )
+from m3cvc_jax.decoders.video_decoding import VideoDecoding
 
 H, W = 16, 24  # latent 2x3: the tiny UNet's skip sizes are not multiples of 2 (reference's forced size)
+DECODING = VideoDecoding(sampler="ddpm", steps=2)
 
 
 @pytest.fixture(scope="module")
 def rec():
     unet = random_module(lambda r: VideoUNet(VideoUNetConfig.tiny(), rngs=r), 0, "seine")
     vae = random_module(lambda r: AutoencoderKL(VAEConfig.preset("tiny"), rngs=r), 1, "sd-vae")
-    cfg = VideoReconstructionConfig(height=H, width=W, sampler="ddpm", num_steps=2, out_fps=4.0,
-                                    out_height=32, out_width=48)
+    cfg = VideoReconstructionConfig(height=H, width=W, out_fps=4.0, out_height=32, out_width=48)
     return VideoReconstructor(unet, vae, cfg)
 
 
@@ -51,17 +53,17 @@ def encoded(rec, first, last, mask_type, key):
 def test_window_shapes_keyframes_and_determinism(rec, inputs):
     first, last, text, null = inputs
     key = jax.random.key(7)
-    frames, lat = rec.window(first, None, "prediction", text, null, key)
+    frames, lat = rec.window(first, None, "prediction", text, null, key, DECODING)
     assert frames.shape == (1, 16, H, W, 3) and lat.shape == (1, 16, 2, 3, 4)
     assert np.isfinite(np.asarray(frames)).all() and np.abs(np.asarray(frames)).max() <= 1
     np.testing.assert_array_equal(np.asarray(lat[:, 0]), np.asarray(encoded(rec, first, None, "first1", key)[:, 0]))
-    frames2, lat2 = rec.window(first, None, "prediction", text, null, key)
+    frames2, lat2 = rec.window(first, None, "prediction", text, null, key, DECODING)
     np.testing.assert_array_equal(np.asarray(lat), np.asarray(lat2))
     np.testing.assert_array_equal(np.asarray(frames), np.asarray(frames2))
-    _, lat3 = rec.window(first, None, "prediction", text, null, jax.random.key(8))
+    _, lat3 = rec.window(first, None, "prediction", text, null, jax.random.key(8), DECODING)
     assert np.abs(np.asarray(lat3[:, 1:]) - np.asarray(lat[:, 1:])).max() > 1e-3
 
-    _, lat = rec.window(first, last, "interpolation", text, null, key)
+    _, lat = rec.window(first, last, "interpolation", text, null, key, DECODING)
     enc = np.asarray(encoded(rec, first, last, "onelast1", key))
     np.testing.assert_array_equal(np.asarray(lat[:, [0, 15]]), enc[:, [0, 15]])
     # The generated frames are the sampler's, not the conditioning latents.
@@ -72,15 +74,15 @@ def test_clip_chains_windows_then_retimes_and_resizes(rec, inputs):
     first, last, text, null = inputs
     key = jax.random.key(3)
     # 20 frames at 8 fps = two windows; shown at 4 fps -> 10 frames, resized to 32x48.
-    video = rec.clip(first, None, 20, "prediction", text, null, key)
+    video = rec.clip(first, None, 20, "prediction", text, null, key, DECODING)
     assert video.shape == (1, 10, 32, 48, 3)
     assert np.isfinite(np.asarray(video)).all()
-    again = rec.clip(first, None, 20, "prediction", text, null, key)
+    again = rec.clip(first, None, 20, "prediction", text, null, key, DECODING)
     np.testing.assert_array_equal(np.asarray(video), np.asarray(again))
-    video = rec.clip(first, last, 24, "interpolation", text, null, key)
+    video = rec.clip(first, last, 24, "interpolation", text, null, key, DECODING)
     assert video.shape == (1, 12, 32, 48, 3)
     with pytest.raises(ConfigError):
-        rec.clip(first, last, 1, "interpolation", text, null, key)
+        rec.clip(first, last, 1, "interpolation", text, null, key, DECODING)
 
 
 def test_frame_index_helpers():
@@ -96,7 +98,8 @@ def test_seine_scheduler_defaults():
     assert ddpm.num_steps == 250 and int(ddpm.timesteps[0]) == 999 and int(ddpm.timesteps[-1]) == 0
     ddim = seine_scheduler("ddim", 250)
     np.testing.assert_array_equal(np.asarray(ddim.timesteps), np.asarray(ddpm.timesteps))
-    assert VideoReconstructionConfig().cfg_scale == 8.0 and VideoReconstructionConfig().window == 16
+    assert VideoDecoding().guidance_scale == 8.0 and VideoDecoding().steps == 250
+    assert VideoReconstructionConfig().window == 16
 
 
 def test_strength_starts_late_in_the_chain_from_the_blended_keyframes(inputs):
@@ -104,11 +107,11 @@ def test_strength_starts_late_in_the_chain_from_the_blended_keyframes(inputs):
     across the window; with no denoising left to do, the start itself is what comes back."""
     unet = random_module(lambda r: VideoUNet(VideoUNetConfig.tiny(), rngs=r), 0, "seine")
     vae = random_module(lambda r: AutoencoderKL(VAEConfig.preset("tiny"), rngs=r), 1, "sd-vae")
-    cfg = VideoReconstructionConfig(height=H, width=W, sampler="ddim", num_steps=10, strength=0.3)
-    rec = VideoReconstructor(unet, vae, cfg)
+    rec = VideoReconstructor(unet, vae, VideoReconstructionConfig(height=H, width=W))
+    decoding = VideoDecoding(sampler="ddim", steps=10, strength=0.3)
     full = seine_scheduler("ddim", 10)
-    assert rec.scheduler.num_steps == 3
-    np.testing.assert_array_equal(np.asarray(rec.scheduler.timesteps), np.asarray(full.timesteps[7:]))
+    assert seine_chain(decoding).num_steps == 3
+    np.testing.assert_array_equal(np.asarray(seine_chain(decoding).timesteps), np.asarray(full.timesteps[7:]))
     masked = jax.random.normal(jax.random.key(1), (1, 16, 2, 3, 4))
     level = full.level[full.num_steps - 1]  # almost no noise: the start is the blend itself
     start = np.asarray(VideoReconstructor._start(masked, "interpolation", level, jax.random.key(2)))
@@ -118,12 +121,18 @@ def test_strength_starts_late_in_the_chain_from_the_blended_keyframes(inputs):
     held = np.asarray(VideoReconstructor._start(masked, "prediction", level, jax.random.key(2)))
     np.testing.assert_allclose(held, np.broadcast_to(np.asarray(masked[:, :1]), held.shape), atol=0.05)
     first, last, text, null = inputs
-    frames, _ = rec.window(first, last, "interpolation", text, null, jax.random.key(3))
+    frames, _ = rec.window(first, last, "interpolation", text, null, jax.random.key(3), decoding)
     assert frames.shape == (1, 16, H, W, 3) and np.isfinite(np.asarray(frames)).all()
 
 
-@pytest.mark.parametrize("kw", [dict(height=520), dict(width=100), dict(sampler="euler"), dict(out_width=600),
-                                dict(num_steps=0), dict(strength=0.0), dict(strength=1.5)])
+@pytest.mark.parametrize("kw", [dict(height=520), dict(width=100), dict(out_width=600), dict(window=2)])
 def test_config_errors(kw):
     with pytest.raises(ConfigError):
         VideoReconstructionConfig(**kw)
+
+
+@pytest.mark.parametrize("kw", [dict(sampler="euler"), dict(steps=0), dict(steps=1001), dict(strength=0.0),
+                                dict(strength=1.5), dict(guidance_scale=float("nan")), dict(guidance_scale=-1.0)])
+def test_decoding_errors(kw):
+    with pytest.raises(ConfigError):
+        VideoDecoding(**kw)

@@ -33,22 +33,24 @@ from m3cvc_jax.diffusion.ddim import DDIMScheduler
 from m3cvc_jax.diffusion.ddpm import DDPMScheduler
 from m3cvc_jax.diffusion.dpm_solver import DPMSolverMultistepScheduler
 from m3cvc_jax.diffusion.guidance import CFGCond, guided, unguided
+from m3cvc_jax.decoders.video_decoding import SAMPLERS, VideoDecoding
 from m3cvc_jax.diffusion.schedules import NoiseSchedule
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn.vae import sample_posterior
 from m3cvc_jax.nn.video_unet import VideoUNet
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
 MAX_SIDE = 512
+DECODE_MULTIPLE = 8  # VideoReconstructor.clips decodes its frames in batches of a multiple of this
 
 
 @dataclasses.dataclass(frozen=True)
 class VideoReconstructionConfig:
-    """window: frames per SEINE call. height/width: generation size (multiples of 8, at most 512);
-    out_height/out_width: output size (None: the generation size). source_fps: SEINE's frame rate;
-    out_fps: output rate (None: unchanged). sampler: 'ddpm' (SEINE's default) or 'ddim', both respaced
-    to `num_steps` with guided-diffusion's `space_timesteps`, or 'dpmpp2m' (DPM-Solver++ 2M, diffusers'
-    linspace spacing)."""
+    """The decoder's shape, fixed per stream: window: frames per SEINE call. height/width: generation size
+    (multiples of 8, at most 512); out_height/out_width: output size (None: the generation size).
+    source_fps: SEINE's frame rate; out_fps: output rate (None: unchanged). keep_keyframes: put the encoded
+    keyframes back into the sampled latents; sample_posterior: encode the masked window with a posterior
+    sample (SEINE) rather than the mean. How to sample (sampler, steps, guidance, strength) is a call
+    argument, `VideoDecoding`; the latent scale is the VAE's own `scaling_factor`."""
 
     window: int = 16
     height: int = 320
@@ -57,22 +59,10 @@ class VideoReconstructionConfig:
     out_width: int | None = None
     source_fps: float = 8.0
     out_fps: float | None = None
-    sampler: str = "ddpm"
-    num_steps: int = 250
-    cfg_scale: float = 8.0
     keep_keyframes: bool = True
     sample_posterior: bool = True
-    latent_scale: float = 0.18215
-    # 1: SEINE (sampling starts from pure noise). Below 1: start at that fraction of the chain from the
-    # keyframe latents blended across the window and noised to that level (SDEdit); for a small video
-    # model trained briefly (the demo's), whose samples from pure noise do not converge.
-    strength: float = 1.0
 
     def __post_init__(self):
-        if not 0.0 < self.strength <= 1.0:
-            raise ConfigError(f"strength must be in (0, 1], got {self.strength}")
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
         for name in ("height", "width"):
             v = getattr(self, name)
             if v % 8 or not 8 <= v <= MAX_SIDE:
@@ -83,8 +73,6 @@ class VideoReconstructionConfig:
                 raise ConfigError(f"{name} must be in [1, {MAX_SIDE}], got {v}")
         if self.window < 3:
             raise ConfigError(f"window must be at least 3 frames, got {self.window}")
-        if not 1 <= self.num_steps <= 1000:
-            raise ConfigError(f"num_steps must be in [1, 1000], got {self.num_steps}")
         if self.source_fps <= 0 or (self.out_fps is not None and self.out_fps <= 0):
             raise ConfigError("frame rates must be positive")
 
@@ -101,6 +89,14 @@ def seine_scheduler(sampler: str = "ddpm", num_steps: int = 250):
     if sampler == "dpmpp2m":
         return DPMSolverMultistepScheduler.create(schedule, num_steps)
     raise ConfigError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+
+
+@functools.lru_cache(maxsize=16)
+def seine_chain(decoding: VideoDecoding):
+    """The steps a `VideoDecoding` runs: `seine_scheduler`, cut to its last `run_steps` (strength < 1)."""
+    scheduler = seine_scheduler(decoding.sampler, decoding.steps)
+    skip = decoding.steps - decoding.run_steps
+    return jax.tree.map(lambda a: a[skip:], scheduler) if skip else scheduler
 
 
 @struct.dataclass
@@ -217,9 +213,11 @@ def _encode_distinct(vae, latent_scale: float, posterior_sample: bool, video: ja
 
 def _windows_impl(graphdef: nnx.GraphDef, vae_graphdef: nnx.GraphDef, static: tuple, state, vae_state, scheduler,
              video, mask, blend, text, null_text, cfg_scale, keys):
-    """`VideoReconstructor.window` for N independent windows in one program (vmapped, so window n with key n
-    equals `window` with that key): video (N, T, H, W, 3) before masking, mask (N, T), blend (N, T) (the
-    `strength` < 1 start: 0 holds the first frame, a ramp blends to the last), text (N, L, D), keys (N,).
+    """The latents `VideoReconstructor.window` samples, for N independent windows in one program (vmapped,
+    so window n with key n equals `window` with that key): video (N, T, H, W, 3) before masking, mask
+    (N, T), blend (N, T) (the `strength` < 1 start: 0 holds the first frame, a ramp blends to the last),
+    text (N, L, D), keys (N,) -> (N, T, h, w, 4). The VAE decode is left to the caller, which decodes only
+    the frames it keeps (`VideoReconstructor.clips`).
     static: (latent_scale, sample_posterior, keep_keyframes, from_blend, guide)."""
     latent_scale, posterior_sample, keep_keyframes, from_blend, guide = static
     vae = nnx.merge(vae_graphdef, vae_state)
@@ -241,8 +239,7 @@ def _windows_impl(graphdef: nnx.GraphDef, vae_graphdef: nnx.GraphDef, static: tu
                                 null_text, cfg_scale, key=sample_key, x_T=x_T)
         if keep_keyframes:
             latents = jnp.where(lat_mask == 0, masked, latents)
-        x = vae.decode(latents[0] / latent_scale)
-        return jnp.clip(x, -1.0, 1.0)
+        return latents[0]
 
     return jax.vmap(one)(video, mask, blend, text, keys)
 
@@ -258,18 +255,15 @@ class VideoReconstructor:
 
     def __init__(self, unet: VideoUNet, vae, config: VideoReconstructionConfig = VideoReconstructionConfig()):
         self.config = config
+        self.latent_scale = float(vae.config.scaling_factor)
         self.graphdef, self.state = nnx.split(unet)
         self.vae_graphdef, self.vae_state = nnx.split(vae)
-        scheduler = seine_scheduler(config.sampler, config.num_steps)
-        skip = config.num_steps - max(1, round(config.strength * config.num_steps))
-        self.scheduler = jax.tree.map(lambda a: a[skip:], scheduler) if skip else scheduler
 
     def _encode(self, vae_state, frames: jax.Array, key: jax.Array) -> jax.Array:
-        return _encode(self.vae_graphdef, self.config.latent_scale, self.config.sample_posterior, vae_state,
-                       frames, key)
+        return _encode(self.vae_graphdef, self.latent_scale, self.config.sample_posterior, vae_state, frames, key)
 
     def _decode(self, vae_state, latents: jax.Array) -> jax.Array:
-        return _decode(self.vae_graphdef, self.config.latent_scale, vae_state, latents)
+        return _decode(self.vae_graphdef, self.latent_scale, vae_state, latents)
 
     def _fit(self, image: jax.Array) -> jax.Array:
         """(B, H, W, 3) in [-1, 1] at the generation size (bilinear, as SEINE's ResizeVideo)."""
@@ -283,9 +277,11 @@ class VideoReconstructor:
                                 antialias=False)
 
     def window(self, first: jax.Array, last: jax.Array | None, mode: str, text: jax.Array,
-               null_text: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+               null_text: jax.Array, key: jax.Array, decoding: VideoDecoding = VideoDecoding()
+               ) -> tuple[jax.Array, jax.Array]:
         """One SEINE window: (frames (B, window, H, W, 3) in [-1, 1], latents (B, window, h, w, 4))."""
         cfg = self.config
+        scheduler = seine_chain(decoding)
         mask_type = seine_masks.mask_type_for(mode)
         mask = seine_masks.frame_mask(mask_type, cfg.window)
         first = self._fit(first)
@@ -298,11 +294,12 @@ class VideoReconstructor:
         text = jnp.broadcast_to(jnp.asarray(text, jnp.float32), (b, *text.shape[-2:]))
         cond = SeineCond(text, lat_mask, masked)
         x_T = None
-        if cfg.strength < 1.0:
+        if decoding.strength < 1.0:
             init_key, sample_key = jax.random.split(sample_key)
-            x_T = self._start(masked, mode, self.scheduler.level[0], init_key)
-        latents = _sample(self.graphdef, cfg.cfg_scale != 1.0, self.state, self.scheduler, cond, jnp.asarray(null_text, jnp.float32),
-                          jnp.float32(cfg.cfg_scale), key=sample_key, x_T=x_T)
+            x_T = self._start(masked, mode, scheduler.level[0], init_key)
+        latents = _sample(self.graphdef, decoding.guidance_scale != 1.0, self.state, scheduler, cond,
+                          jnp.asarray(null_text, jnp.float32), jnp.float32(decoding.guidance_scale), key=sample_key,
+                          x_T=x_T)
         if cfg.keep_keyframes:
             latents = jnp.where(lat_mask == 0, masked, latents)
         return self._decode(self.vae_state, latents), latents
@@ -317,13 +314,13 @@ class VideoReconstructor:
         return predictions.add_noise(init, jax.random.normal(key, masked.shape, masked.dtype), level)
 
     def clip(self, first: jax.Array, last: jax.Array | None, num_frames: int, mode: str, text: jax.Array,
-             null_text: jax.Array, key: jax.Array) -> jax.Array:
+             null_text: jax.Array, key: jax.Array, decoding: VideoDecoding = VideoDecoding()) -> jax.Array:
         """`num_frames` frames at SEINE's rate starting on `first` (and, in interpolation mode, ending on
         `last`), chained over windows; then retimed and resized per the config. Returns (B, N, H, W, 3)."""
         frames, start = [], self._fit(first)
         for index, (wmode, take) in enumerate(window_plan(num_frames, mode, self.config.window)):
             out, _ = self.window(start, last if wmode == "interpolation" else None, wmode, text, null_text,
-                                 jax.random.fold_in(key, index))
+                                 jax.random.fold_in(key, index), decoding)
             out = out[:, take]
             frames.append(out if index == 0 else out[:, 1:])
             start = out[:, -1]
@@ -331,13 +328,18 @@ class VideoReconstructor:
         return self.finish(video)
 
     def clips(self, firsts: jax.Array, lasts: list, num_frames: list[int], modes: list[str], texts: jax.Array,
-              null_text: jax.Array, keys: jax.Array, windows_per_call: int | None = None) -> list[jax.Array]:
+              null_text: jax.Array, keys: jax.Array, decoding: VideoDecoding = VideoDecoding(),
+              windows_per_call: int | None = None) -> list[jax.Array]:
         """Every clip of a stream at once: what `clip` gives for clip c with `keys[c]`, but window k of every
-        clip runs in ONE batched program (round k); a round with fewer windows than clips is padded to the
-        number of clips, so every round runs the same compiled program. `windows_per_call` caps the batch
-        (a round runs in calls of that many windows, padded): on a 2-core CPU one window per call is
-        fastest (a batch of 3 windows takes twice the time of 3 single ones: activations leave the cache);
-        accelerators want them all.
+        clip is sampled in ONE batched program (round k); a round with fewer windows than clips is padded
+        to the number of clips, so every round runs the same compiled program. `windows_per_call` caps the
+        batch (a round runs in calls of that many windows, padded); None: all windows of a round in one call.
+
+        Only the frames a clip keeps go through the VAE decoder (in one call per round, padded to a multiple
+        of `DECODE_MULTIPLE` frames): the frames a window drops (a short final window is sampled at the full
+        window and subsampled) are never decoded, and the frames given to SEINE (the first keyframe, and the
+        last in interpolation) are returned as given, not as their VAE round trip: at 128x80 the decoder
+        is 10x a SEINE step per frame, and the codec shows its own decoded keyframes there anyway.
 
         firsts: (C, H, W, 3); lasts: C frames (H, W, 3) or None (prediction); texts: (C, L, D);
         null_text: (1, L, D); keys: (C,). Returns C videos (N_c, H', W', 3), retimed and resized.
@@ -352,7 +354,9 @@ class VideoReconstructor:
         texts = jnp.asarray(texts, jnp.float32)
         pieces: list[list[jax.Array]] = [[] for _ in range(count)]
         ramp = np.linspace(0.0, 1.0, cfg.window, dtype=np.float32)
-        static = (cfg.latent_scale, cfg.sample_posterior, cfg.keep_keyframes, cfg.strength < 1.0, cfg.cfg_scale != 1.0)
+        scheduler = seine_chain(decoding)
+        static = (self.latent_scale, cfg.sample_posterior, cfg.keep_keyframes, decoding.strength < 1.0,
+                  decoding.guidance_scale != 1.0)
         for index in range(max(len(p) for p in plans)):
             active = [c for c in range(count) if index < len(plans[c])]
             videos, masks, blends = [], [], []
@@ -370,20 +374,43 @@ class VideoReconstructor:
                 rows = active[part]
                 pad = per_call - len(rows)  # pad: repeat the call's first window
                 outs.append(_windows(
-                    self.graphdef, self.vae_graphdef, static, self.state, self.vae_state, self.scheduler,
+                    self.graphdef, self.vae_graphdef, static, self.state, self.vae_state, scheduler,
                     jnp.stack(videos[part] + videos[lo:lo + 1] * pad),
                     jnp.asarray(np.stack(masks[part] + masks[lo:lo + 1] * pad)),
                     jnp.asarray(np.stack(blends[part] + blends[lo:lo + 1] * pad)),
                     texts[jnp.asarray(rows + rows[:1] * pad)], jnp.asarray(null_text, jnp.float32),
-                    jnp.float32(cfg.cfg_scale),
+                    jnp.float32(decoding.guidance_scale),
                     jax.vmap(lambda k: jax.random.fold_in(k, index))(keys[jnp.asarray(rows + rows[:1] * pad)]))
                     [: len(rows)])
-            out = jnp.concatenate(outs)
+            latents = jnp.concatenate(outs)
+            # Per window, the frames it adds to its clip: None for a given frame, else its row in `wanted`.
+            wanted, slots = [], []
             for row, c in enumerate(active):
-                kept = out[row, plans[c][index][1]]
-                pieces[c].append(kept if index == 0 else kept[1:])
-                starts[c] = kept[-1:]
+                wmode, take = plans[c][index]
+                keep = take if index == 0 else take[1:]
+                given = {0: starts[c][0]} if index == 0 else {}
+                if wmode == "interpolation":
+                    given[cfg.window - 1] = ends[c][0]
+                slots.append([(int(j), given.get(int(j))) for j in keep])
+                wanted += [(row, int(j)) for j in keep if int(j) not in given]
+            decoded = self._decode_wanted(latents, wanted)
+            position = {w: i for i, w in enumerate(wanted)}
+            for (row, c), window_slots in zip(enumerate(active), slots):
+                frames = [frame if frame is not None else decoded[position[row, j]] for j, frame in window_slots]
+                pieces[c].append(jnp.stack(frames))
+                starts[c] = frames[-1][None]
         return [self.finish(jnp.concatenate(p, axis=0)[None, :n])[0] for p, n in zip(pieces, num_frames)]
+
+    def _decode_wanted(self, latents: jax.Array, wanted: list[tuple[int, int]]) -> jax.Array:
+        """VAE-decode latents[row, frame] for every (row, frame) of `wanted` in one call, the frame count
+        padded to a multiple of DECODE_MULTIPLE so streams of similar lengths share one program."""
+        if not wanted:
+            return jnp.zeros((0,))
+        rows, frames = (np.array(v) for v in zip(*wanted))
+        picked = latents[rows, frames]
+        padded = -(-len(wanted) // DECODE_MULTIPLE) * DECODE_MULTIPLE
+        picked = jnp.concatenate([picked, jnp.broadcast_to(picked[:1], (padded - len(wanted), *picked.shape[1:]))])
+        return self._decode(self.vae_state, picked[None])[0, : len(wanted)]
 
     def finish(self, video: jax.Array) -> jax.Array:
         """Apply the output frame rate and resolution."""

@@ -125,6 +125,8 @@ class DPMSolverMultistepScheduler:
             ts = dpm_timesteps(n_train, num_inference_steps, timestep_spacing, steps_offset, last)
             if ts[0] >= n_train:
                 raise ConfigError(f"steps_offset {steps_offset} pushes timesteps past {n_train - 1}")
+            if np.any(np.diff(ts) == 0):  # e.g. 1000 linspace steps of a 1000-step chain: h = 0, NaN steps
+                raise ConfigError(f"DPM-Solver with {num_inference_steps} steps repeats timesteps; use fewer steps")
         # The reference's sigma table is float32 (its schedule's precision), interpolated at integer steps.
         sigmas_all = ((1 - ab_all) / ab_all) ** 0.5
         sigma_last = 0.0 if final_sigmas_type == "zero" else float(sigmas_all[0])

@@ -53,6 +53,14 @@ def psnr(a: jax.Array, b: jax.Array, *, max_db: float = 100.0) -> jax.Array:
     return jnp.minimum(10.0 * jnp.log10(255.0**2 / jnp.maximum(mse, 1e-12)), max_db)
 
 
+def mean_colour_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest per-channel error of the frame-mean colour, averaged over frames, in 8-bit levels (N, H, W, 3):
+    a picture coming back in the wrong colours (issue 22) shows here while PSNR only drops."""
+    ma = np.asarray(a, np.float64).mean(axis=(1, 2))
+    mb = np.asarray(b, np.float64).mean(axis=(1, 2))
+    return float(np.abs(ma - mb).mean(axis=0).max())
+
+
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(x**2) / (2 * sigma**2))

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 from m3cvc_jax.errors import ConfigError, VideoError
 from m3cvc_jax.nn.raft_corr import coords_grid, correlation_pyramid, lookup, upsample_bilinear, upsample_convex
@@ -114,6 +114,48 @@ class ConvGRU(nnx.Module):
         return (1 - z) * h + z * q
 
 
+def _conv_with(conv_module: nnx.Conv, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`conv_module`'s convolution (stride 1, its padding) with another kernel, without its bias."""
+    return jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), conv_module.padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@struct.dataclass
+class GRUPlan:
+    """A ConvGRU's weights for the refinement loop, where the leading channels of its input x (the context)
+    are the same at every update. A zero-padded convolution is a sum over its input channels, so the
+    context's share of the three gate convolutions (with their biases) is computed once per pair
+    (`zr_const`, `q_const`), and each update convolves only the hidden state and the motion features;
+    the z and r gates share one convolution of 2x the outputs."""
+
+    zr_kernel: jax.Array  # (kh, kw, hidden + motion, 2 * hidden)
+    q_kernel: jax.Array  # (kh, kw, hidden + motion, hidden)
+    zr_const: jax.Array  # (B, h, w, 2 * hidden)
+    q_const: jax.Array  # (B, h, w, hidden)
+
+
+def plan_gru(gru: "ConvGRU", hidden_size: int, context: jax.Array) -> GRUPlan:
+    lo, hi = hidden_size, hidden_size + context.shape[-1]
+
+    def varying(k):  # the kernel's input channels of the hidden state and the motion features
+        return jnp.concatenate([k[:, :, :lo], k[:, :, hi:]], axis=2)
+
+    kz, kr, kq = (c.kernel.value for c in (gru.convz, gru.convr, gru.convq))
+    zr_const = jnp.concatenate([_conv_with(gru.convz, context, kz[:, :, lo:hi]) + gru.convz.bias.value,
+                                _conv_with(gru.convr, context, kr[:, :, lo:hi]) + gru.convr.bias.value], axis=-1)
+    q_const = _conv_with(gru.convq, context, kq[:, :, lo:hi]) + gru.convq.bias.value
+    return GRUPlan(jnp.concatenate([varying(kz), varying(kr)], axis=-1), varying(kq), zr_const, q_const)
+
+
+def gru_step(gru: "ConvGRU", plan: GRUPlan, h: jax.Array, motion: jax.Array) -> jax.Array:
+    """`gru(h, concat([context, motion]))` from its plan."""
+    hidden = h.shape[-1]
+    zr = jax.nn.sigmoid(_conv_with(gru.convz, jnp.concatenate([h, motion], axis=-1), plan.zr_kernel) + plan.zr_const)
+    z, r = zr[..., :hidden], zr[..., hidden:]
+    q = jnp.tanh(_conv_with(gru.convq, jnp.concatenate([r * h, motion], axis=-1), plan.q_kernel) + plan.q_const)
+    return (1 - z) * h + z * q
+
+
 class RecurrentBlock(nnx.Module):
     def __init__(self, cfg: RAFTConfig, input_size: int, *, dtype, param_dtype, rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -125,6 +167,17 @@ class RecurrentBlock(nnx.Module):
     def __call__(self, h, x):
         h = self.convgru1(h, x)
         return self.convgru2(h, x) if self.convgru2 is not None else h
+
+    def plan(self, hidden_size: int, context: jax.Array) -> tuple[GRUPlan, ...]:
+        grus = (self.convgru1,) if self.convgru2 is None else (self.convgru1, self.convgru2)
+        return tuple(plan_gru(g, hidden_size, context) for g in grus)
+
+    def step(self, plans: tuple[GRUPlan, ...], h, motion):
+        """`self(h, concat([context, motion]))` with the context's share precomputed by `plan`."""
+        grus = (self.convgru1,) if self.convgru2 is None else (self.convgru1, self.convgru2)
+        for g, p in zip(grus, plans):
+            h = gru_step(g, p, h, motion)
+        return h
 
 
 class FlowHead(nnx.Module):
@@ -147,6 +200,12 @@ class UpdateBlock(nnx.Module):
     def __call__(self, hidden, context, corr_features, flow):
         motion = self.motion_encoder(flow, corr_features)
         hidden = self.recurrent_block(hidden, jnp.concatenate([context, motion], axis=-1))
+        return hidden, self.flow_head(hidden)
+
+    def step(self, plans, hidden, corr_features, flow):
+        """`self(hidden, context, ...)` with `plans = self.recurrent_block.plan(hidden size, context)`."""
+        motion = self.motion_encoder(flow, corr_features)
+        hidden = self.recurrent_block.step(plans, hidden, motion)
         return hidden, self.flow_head(hidden)
 
 
@@ -213,11 +272,13 @@ class RAFT(nnx.Module):
         coords0 = coords_grid(b, h8, w8)
 
         graphdef, state = nnx.split(self.update_block)
+        # The context is the same at every update: its share of the GRU convolutions is computed once.
+        plans = self.update_block.recurrent_block.plan(cfg.recurrent_block_hidden_state_size, context)
 
         def step(carry, _):
             hidden, coords1 = carry
             corr = lookup(pyramid, coords1, cfg.corr_block_radius)
-            hidden, delta = nnx.merge(graphdef, state)(hidden, context, corr, coords1 - coords0)
+            hidden, delta = nnx.merge(graphdef, state).step(plans, hidden, corr, coords1 - coords0)
             return (hidden, coords1 + delta.astype(F32)), None
 
         (hidden, coords1), _ = jax.lax.scan(step, (hidden, coords0), None, length=num_flow_updates)

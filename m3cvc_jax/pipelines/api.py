@@ -7,10 +7,11 @@
     idx = api.encode_keyframe(params, frame)              # (H, W, 3) in [-1, 1] -> (h, w) int32
     emb = api.encode_text(params, api.tokenize(["a red bike"]))[0]
     img = api.decode_keyframe(params, idx, emb, key, spec.keyframe)          # -> (H, W, 3)
-    vid = api.reconstruct_clip(params, img, img2, emb, key, spec.clip, "interpolation", 16)
+    vid = api.reconstruct_clip(params, img, img2, emb, key, spec.clip, "interpolation", 16,
+                               decoding=spec.clip_decoding)
 
-Every function is pure and runs compiled programs with its settings static (`spec.keyframe`, `spec.clip`
-are frozen and hashable; the schedulers inside are rebuilt from them), so calls with the same shapes and
+Every function is pure and runs compiled programs with its settings static (`spec.keyframe`, `spec.clip`,
+`spec.clip_decoding` are frozen and hashable; the schedulers inside are rebuilt from them), so calls with the same shapes and
 settings compile once; they also work inside the caller's own `jax.jit`. The `*_batch` forms map over a
 leading axis with `jax.vmap` (one key per item, so item i of a batch equals the single call with key i) and
 can be sharded like any jitted function. The `Codec` (`pipelines/codec.py`) loads the models these take and
@@ -30,13 +31,15 @@ import numpy as np
 from m3cvc_jax.decoders import keyframe as kd
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructionConfig, VideoReconstructor
+from m3cvc_jax.decoders.video_decoding import VideoDecoding
 from m3cvc_jax.nn import clip_tokenizer
 from m3cvc_jax.nn import keyframe_codec as kc
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """Static settings of a loaded model set: frame size, keyframe decoding, clip reconstruction."""
+    """Static settings of a loaded model set: frame size, keyframe decoding, clip reconstruction (the
+    decoder's shape `clip` and how it samples, `clip_decoding`)."""
 
     width: int
     height: int
@@ -44,6 +47,7 @@ class Spec:
     clip: VideoReconstructionConfig
     grid: tuple[int, int]
     codebook_size: int
+    clip_decoding: VideoDecoding = VideoDecoding()
 
 
 # ------------------------------------------------------------------------------------------- text
@@ -119,11 +123,13 @@ def decode_keyframe_batch(params, indices: jax.Array, text_emb: jax.Array, keys:
 
 def reconstruct_clip(params, first: jax.Array, last: jax.Array | None, text_emb: jax.Array, key: jax.Array,
                      config, mode: str = "interpolation", num_frames: int = 16,
-                     null_text_emb: jax.Array | None = None) -> jax.Array:
+                     null_text_emb: jax.Array | None = None, *,
+                     decoding: VideoDecoding = VideoDecoding()) -> jax.Array:
     """SEINE: `num_frames` frames `(N, H, W, 3)` in [-1, 1] from keyframe `first` (and `last` in
     interpolation mode; None in prediction mode), guided by the clip description `text_emb` `(77, D)`.
 
-    config: a `VideoReconstructionConfig` (`spec.clip`); clips longer than its window are chained over
+    config: a `VideoReconstructionConfig` (`spec.clip`); decoding: how SEINE samples (`spec.clip_decoding`;
+    the default is SEINE's 250 DDPM steps at guidance 8). Clips longer than the window are chained over
     windows, each one jitted program (VAE encode, guided sampling, VAE decode) compiled once per shape.
     Pure: the output depends only on the arguments; works under `jax.jit`, `jax.vmap` and `jax.grad`.
     """
@@ -131,18 +137,19 @@ def reconstruct_clip(params, first: jax.Array, last: jax.Array | None, text_emb:
     # Cheap to build: its jitted pieces are module-level, keyed on the networks' graphdefs and settings.
     recon = VideoReconstructor(params["seine"], params["codec"].vae, config)
     video = recon.clip(first[None], None if last is None else last[None], num_frames, mode, text_emb[None],
-                       null[None], key)
+                       null[None], key, decoding)
     return video[0]
 
 
 def reconstruct_clip_batch(params, first: jax.Array, last: jax.Array | None, text_emb: jax.Array, keys: jax.Array,
                            config, mode: str = "interpolation", num_frames: int = 16,
-                           null_text_emb: jax.Array | None = None) -> jax.Array:
+                           null_text_emb: jax.Array | None = None, *,
+                           decoding: VideoDecoding = VideoDecoding()) -> jax.Array:
     """`(B, H, W, 3)` keyframes (and `last`), `(B, 77, D)` texts, keys `(B,)` -> `(B, N, H, W, 3)`;
     item i = `reconstruct_clip(..., keys[i])`."""
     null = empty_text(params) if null_text_emb is None else null_text_emb
 
     def one(f, l, t, k):
-        return reconstruct_clip(params, f, l, t, k, config, mode, num_frames, null)
+        return reconstruct_clip(params, f, l, t, k, config, mode, num_frames, null, decoding=decoding)
 
     return jax.vmap(one, in_axes=(0, None if last is None else 0, 0, 0))(first, last, text_emb, keys)

@@ -51,7 +51,6 @@ from m3cvc_jax.codec.decoder_settings import TAG_DECODER_SETTINGS, settings_sect
 from m3cvc_jax.codec.entropy import ENTROPY_MODELS, IndexModel, decode_index_maps, decode_indices, encode_index_maps
 from m3cvc_jax.codec.index_prior import IndexPrior
 from m3cvc_jax.decoders import t2v
-from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructor, retime
 from m3cvc_jax.errors import BitstreamError, ConfigError
 from m3cvc_jax.io import bitstream_file as bsf
@@ -237,6 +236,9 @@ class Codec:
         self.mode = modes.mode(config.decode.mode)
         self._reconstructors: dict = {}  # VideoReconstructionConfig -> VideoReconstructor
         self._it2v: IT2VClips | None = None
+        # SEINE windows per batched call (None: every clip's window k in one call); the frames agree to
+        # rounding whatever the value, so it is the caller's choice for its hardware, not a stream setting.
+        self.windows_per_call: int | None = None
 
     @classmethod
     def load(cls, preset: str = codec_configs.DEFAULT_PRESET, *, weights: str | None = None,
@@ -275,11 +277,9 @@ class Codec:
     def spec(self) -> api.Spec:
         """The decoding settings of the config, static arguments of the API functions."""
         c, cc = self.config, self.models.codec_config
-        return api.Spec(width=c.video.width, height=c.video.height,
-                        keyframe=KeyframeDecoding(c.keyframe_codec.steps, float(c.keyframe_codec.guidance_scale),
-                                                  c.keyframe_codec.sampler),
-                        clip=settings_lib.reconstruction_config(c, latent_scale=cc.vae.scaling_factor),
-                        grid=cc.grid, codebook_size=cc.post_encoder.codebook_size)
+        return api.Spec(width=c.video.width, height=c.video.height, keyframe=settings_lib.keyframe_decoding(c),
+                        clip=settings_lib.reconstruction_config(c), grid=cc.grid,
+                        codebook_size=cc.post_encoder.codebook_size, clip_decoding=settings_lib.video_decoding(c))
 
     def reconstructor(self, clip_config) -> VideoReconstructor:
         """SEINE over this codec's weights for one `VideoReconstructionConfig` (kept for later clips)."""
@@ -301,14 +301,19 @@ class Codec:
         return np.concatenate([np.asarray(api.encode_text(params, api.tokenize(texts[i:i + 1])))
                                for i in range(len(texts))])
 
-    def decode_keyframes(self, maps, kf_emb, null, kf_key, report: Report | None = None) -> list:
-        """Keyframes `(H, W, 3)` in [-1, 1] from their index maps, as the decoder makes them (the IT2V
-        encoder trains its LoRAs on these)."""
+    def decode_keyframes(self, maps, kf_emb, null, kf_key, report: Report | None = None) -> jax.Array:
+        """Keyframes `(K, H, W, 3)` in [-1, 1] from their index maps, exactly as the decoder makes them (the
+        IT2V encoder trains its LoRAs on these): every keyframe in one batched program, item i the single
+        decode with key i."""
         params, spec = self.params, self.spec
-        # Each keyframe is waited for, so the progress shown is the work done, not the work dispatched.
-        return [jax.block_until_ready(api.decode_keyframe(params, jnp.asarray(m), kf_emb[i],
-                                                          jax.random.fold_in(kf_key, i), spec.keyframe, null))
-                for i, m in enumerate(progress(maps, "decode keyframes", report=report))]
+        if report:
+            report("decode keyframes", 0, len(maps))
+        keys = jnp.stack([jax.random.fold_in(kf_key, i) for i in range(len(maps))])
+        decoded = jax.block_until_ready(api.decode_keyframe_batch(
+            params, jnp.asarray(np.stack(maps)), jnp.asarray(kf_emb), keys, spec.keyframe, jnp.asarray(null)))
+        if report:
+            report("decode keyframes", len(maps), len(maps))
+        return decoded
 
     def _it2v_weights(self, frames, keyframes, maps, kf_texts, clip_texts, report) -> bs.ExtraSection:
         """Encoder side of IT2V: decode the keyframes as the decoder will, retrain the LoRAs from them,
@@ -494,20 +499,26 @@ class Codec:
                 report(f"{stage} frames ({mode})", 0, h.num_frames)
             out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
             index_of = {k: i for i, k in enumerate(h.keyframes)}
-            done = 0  # in-between frames whose weights are used so far
-            for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
-                last = decoded[index_of[e]] if self.mode.last_keyframe_given and e in index_of else None
-                if self.mode.clip_decoder == "it2v":
+            if self.mode.clip_decoder == "it2v":
+                done = 0  # in-between frames whose weights are used so far
+                for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
                     w = it2v.dequantize_weights(w_codes[done:done + e - s - 1], w_bits)
                     done += e - s - 1
-                    clip = self._it2v_clip(decoded[index_of[s]], last, clip_emb[j], it2v_key(h.seed, j), w)
-                else:
-                    clip = self._seine_clip(decoded[index_of[s]], last, clip_emb[j], jax.random.fold_in(clip_key, j),
-                                            e - s + 1, null)
-                out[s:e + 1] = to_uint8(clip)
+                    clip = self._it2v_clip(decoded[index_of[s]], decoded[index_of[e]], clip_emb[j], it2v_key(h.seed, j), w)
+                    out[s:e + 1] = to_uint8(clip)
+                    if report:
+                        report(f"{stage} frames ({mode})", e + 1, h.num_frames)
+            else:
+                lasts = [index_of[e] if self.mode.last_keyframe_given and e in index_of else None for _, e in segments]
+                clips = self._seine_clips(decoded[np.array([index_of[s] for s, _ in segments], int)],
+                                          [None if i is None else decoded[i] for i in lasts], jnp.asarray(clip_emb),
+                                          jnp.stack([jax.random.fold_in(clip_key, j) for j in range(len(segments))]),
+                                          [e - s + 1 for s, e in segments], null)
+                for (s, e), clip in zip(segments, clips):
+                    out[s:e + 1] = to_uint8(clip)
                 if report:
-                    report(f"{stage} frames ({mode})", e + 1, h.num_frames)
-            keyframes = np.stack([to_uint8(d) for d in decoded])
+                    report(f"SEINE frames ({mode})", h.num_frames, h.num_frames)
+            keyframes = to_uint8(decoded)
             out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
             out[list(h.keyframes)] = keyframes
 
@@ -574,12 +585,13 @@ class Codec:
         ends = clips.endpoints(first, last, text_emb, key)
         return jnp.concatenate([first[None], clips.frames(ends, w), last[None]])
 
-    def _seine_clip(self, first, last, text_emb, key, num_frames: int, null_text_emb):
-        """M3-CVC's clip decoder (II-D): SEINE interpolating (`last` given) or predicting from `first`."""
+    def _seine_clips(self, firsts, lasts, text_embs, keys, lengths: list[int], null_text_emb) -> list[jax.Array]:
+        """M3-CVC's clip decoder (II-D): SEINE interpolating (`last` given) or predicting from `first`, for
+        every clip of the stream at once (window k of every clip in one batched program)."""
         recon = self.reconstructor(self.spec.clip)
-        video = recon.clip(first[None], None if last is None else last[None], num_frames,
-                           "prediction" if last is None else "interpolation", text_emb[None], null_text_emb[None], key)
-        return video[0]
+        modes_ = ["prediction" if last is None else "interpolation" for last in lasts]
+        return recon.clips(firsts, lasts, lengths, modes_, text_embs, jnp.asarray(null_text_emb)[None], keys,
+                           self.spec.clip_decoding, self.windows_per_call)
 
 
 @functools.partial(jax.jit, static_argnames=("window", "height", "width"))

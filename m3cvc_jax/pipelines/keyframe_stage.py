@@ -66,9 +66,14 @@ def flow_frames(frames: np.ndarray, raft_config) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def _select_raft(raft, embeddings, frames, cfg: kf.KeyframeConfig) -> kf.Decision:
-    # Every frame is encoded once (features, and the context a keyframe needs) in small batches, not once
-    # per pair as RAFT(keyframe, frame) would: the scan then runs only correlation and the GRU updates.
+def _select_raft(clip, raft, frames_uint8, cfg: kf.KeyframeConfig) -> kf.Decision:
+    # One program for the whole decision: CLIP over the frames in batches of CHUNK (the last batch only
+    # as long as the frames left, no padding), then RAFT. Every frame is encoded once for RAFT (features,
+    # and the context a keyframe needs) in small batches, not once per pair as RAFT(keyframe, frame)
+    # would: the scan then runs only correlation and the GRU updates.
+    embeddings = jax.lax.map(lambda f: clip_nn.image_embeddings(clip, f[None])[0], frames_uint8, batch_size=CHUNK)
+    frames = flow_frames(frames_uint8, raft.config)
+
     def encode(frame):
         return raft.features(frame[None]), raft.context(frame[None])
 
@@ -102,10 +107,9 @@ def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models) -> kf.Decision:
         return kf.fixed_select(len(frames), cfg)
     if models.clip is None:
         raise ConfigError(f"keyframes.method={cfg.method} needs a CLIP model")
+    if cfg.uses_motion and cfg.flow_model != "classical":
+        return _select_raft(models.clip, models.raft, jnp.asarray(frames), cfg)
     embeddings = image_embeddings(models.clip, frames)
     if not cfg.uses_motion:
         return _select_features(embeddings, cfg)
-    if cfg.flow_model == "classical":
-        return _select_classical(embeddings, jnp.asarray(frames, jnp.float32) / 127.5 - 1.0, cfg)
-    raft = models.raft
-    return _select_raft(raft, embeddings, flow_frames(frames, raft.config), cfg)
+    return _select_classical(embeddings, jnp.asarray(frames, jnp.float32) / 127.5 - 1.0, cfg)

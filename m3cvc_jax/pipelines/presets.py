@@ -19,14 +19,15 @@ no text-to-image model and a text-only stream would decode to video unrelated to
 
 Defaults that belong to a component are read from its own dataclass, written once there: the keyframe
 decision's (`codec.keyframe_config.KeyframeConfig`) and the keyframe decoder's
-(`decoders.keyframe_decoding.KeyframeDecoding`).
+(`decoders.keyframe_decoding.KeyframeDecoding`) and the video decoder's (`decoders.video_decoding.VideoDecoding`).
 
 The fields mirror the paper's knobs (section numbers of M3-CVC): keyframe decision λ1, λ2, D_th (II-A),
 dialogue turns (II-B), keyframe decoding steps and guidance (II-C), clip reconstruction mode (II-D).
 Blocks map one to one onto the components' own configs: `keyframes` is `codec.keyframe_config.KeyframeConfig`,
 `keyframe_codec` feeds `nn.keyframe_codec.KeyframeCodecConfig` (preset, grid) and
-`decoders.keyframe_decoding.KeyframeDecoding` (steps, guidance), `video_model` feeds
-`decoders.video.VideoReconstructionConfig`.
+`decoders.keyframe_decoding.KeyframeDecoding` (sampler, steps, guidance), `video_model` feeds
+`decoders.video.VideoReconstructionConfig` (window, keyframes kept, posterior) and
+`decoders.video_decoding.VideoDecoding` (sampler, steps, guidance, strength).
 Settings in `keyframe_codec` and `video_model` that differ from the preset travel in the bitstream (a small
 skippable section) so the decoder runs with what the encoder was told.
 """
@@ -37,10 +38,12 @@ import ml_collections
 
 from m3cvc_jax.codec.keyframe_config import KeyframeConfig
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
+from m3cvc_jax.decoders.video_decoding import VideoDecoding
 from m3cvc_jax.pipelines.it2v import IT2VConfig
 
 _KEYFRAMES = KeyframeConfig()
 _KEYFRAME_DECODING = KeyframeDecoding()
+_VIDEO_DECODING = VideoDecoding()
 _IT2V = IT2VConfig()
 
 PRESETS = ("tiny", "paper", "demo")
@@ -108,13 +111,13 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
 
     c.video_model = ml_collections.ConfigDict()
     c.video_model.preset = "seine"  # nn/video_unet.py preset (random weights only)
-    c.video_model.sampler = "ddpm"  # ddpm (respaced) | ddim | dpmpp2m
-    c.video_model.steps = 250
-    c.video_model.guidance_scale = 8.0
+    c.video_model.sampler = _VIDEO_DECODING.sampler  # ddpm (respaced) | ddim | dpmpp2m
+    c.video_model.steps = _VIDEO_DECODING.steps
+    c.video_model.guidance_scale = _VIDEO_DECODING.guidance_scale
     c.video_model.window = 16
     c.video_model.keep_keyframes = True  # put the encoded keyframes back into the sampled latents
     c.video_model.sample_posterior = True  # SEINE encodes the masked video with a posterior sample
-    c.video_model.strength = 1.0  # 1: from pure noise (SEINE); < 1: from the blended keyframes (SDEdit)
+    c.video_model.strength = _VIDEO_DECODING.strength  # 1: from pure noise (SEINE); < 1: from the blended keyframes
 
     c.decode = ml_collections.ConfigDict()
     c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction | it2v | tt2v (in the header)
@@ -179,7 +182,10 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # winner), so a prior that fits unseen footage badly (new weights) never costs more than those.
         c.coding.entropy_model = "auto"
         c.video_model.sampler = "ddim"
-        c.video_model.steps = 25
+        # 8 DDIM steps, of which strength 0.1 runs 1 (25 ran 2): on the README's main job -0.03 dB and 3%
+        # less decode time with the retrained weights (with the earlier ones at strength 0.5: +0.15 dB and a
+        # third of the SEINE time); `python -m benchmarks.end_to_end --preset demo` rechecks it.
+        c.video_model.steps = 8
         c.video_model.guidance_scale = 1.0
         # The small video model (900 steps on the corpus) does not converge from pure noise (docs/demo.md): it
         # starts near the end of the chain, from the keyframe latents blended across the clip. 0.1 was chosen

@@ -13,8 +13,10 @@ from m3cvc_jax.codec.bitstream import MAX_FPS_TERM, MAX_FRAMES
 from m3cvc_jax.codec.decoder_settings import DECODER_PREFIXES, ENCODER_ONLY
 from m3cvc_jax.codec.keyframe_config import KeyframeConfig
 from m3cvc_jax.decoders.keyframe_decoding import SAMPLERS as KEYFRAME_SAMPLERS
-from m3cvc_jax.decoders.video import SAMPLERS as VIDEO_SAMPLERS
+from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video import VideoReconstructionConfig
+from m3cvc_jax.decoders.video_decoding import SAMPLERS as VIDEO_SAMPLERS
+from m3cvc_jax.decoders.video_decoding import VideoDecoding
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io.video import as_fraction
 from m3cvc_jax.pipelines import presets as codec_configs
@@ -220,6 +222,8 @@ def validate(config) -> None:
                 raise ConfigError(f"{key}: a numeric setting without a declared range (settings.RANGES)")
             RANGES[key].check(key, value)
     check_fps_representable("video.fps", config.video.fps)
+    # Combinations of fields the decoders refuse (e.g. a sampler's step limit), refused at encode time too.
+    video_decoding(config)
     reason = codec_configs.UNSUPPORTED_MODES.get(config.preset, {}).get(config.decode.mode)
     if reason:
         raise ConfigError(f"preset {config.preset!r} cannot run mode {config.decode.mode}: {reason}")
@@ -249,12 +253,23 @@ def keyframe_config(config):
     return KeyframeConfig.from_mapping(config.keyframes)
 
 
-def reconstruction_config(config, out_fps: float | None = None, latent_scale: float = 0.18215):
-    """`VideoReconstructionConfig` for SEINE at the coded frame size and rate; `latent_scale` is the VAE's
-    `scaling_factor` (SD's 0.18215; a VAE trained here, e.g. the demo's, has its own)."""
+def reconstruction_config(config, out_fps: float | None = None) -> VideoReconstructionConfig:
+    """`VideoReconstructionConfig` for SEINE at the coded frame size and rate (the latent scale is the
+    VAE's own `scaling_factor`)."""
     vm = config.video_model
     return VideoReconstructionConfig(
         window=vm.window, height=config.video.height, width=config.video.width, source_fps=float(config.video.fps),
-        out_fps=out_fps, sampler=vm.sampler, num_steps=vm.steps, cfg_scale=float(vm.guidance_scale),
-        keep_keyframes=bool(vm.keep_keyframes), sample_posterior=bool(vm.sample_posterior),
-        latent_scale=float(latent_scale), strength=float(vm.strength))
+        out_fps=out_fps, keep_keyframes=bool(vm.keep_keyframes), sample_posterior=bool(vm.sample_posterior))
+
+
+def video_decoding(config) -> VideoDecoding:
+    """How SEINE samples (`video_model` block): the run settings `VideoReconstructor` takes per call."""
+    vm = config.video_model
+    return VideoDecoding(sampler=vm.sampler, steps=vm.steps, guidance_scale=float(vm.guidance_scale),
+                         strength=float(vm.strength))
+
+
+def keyframe_decoding(config) -> KeyframeDecoding:
+    """How keyframes are decoded (`keyframe_codec` block): the run settings of `decoders.keyframe`."""
+    kc = config.keyframe_codec
+    return KeyframeDecoding(kc.steps, float(kc.guidance_scale), kc.sampler)
