@@ -23,13 +23,14 @@ from m3cvc_jax.pipelines.settings import load_config
 from tests.pipeline_fixtures import CLIP, run_cli, workdir  # noqa: F401  (workdir: a private XLA cache)
 
 FRAMES = 16  # keyframes 0 and 15 and the clip between them: one window of the video model
-PSNR_FLOOR = 14.0  # measured 15.5 dB when the weights were trained; a diverging video model gave 10.9
+PSNR_FLOOR = 14.0  # measured 15.2 dB with the corpus-trained weights (15.5 with the two-clip ones); a diverging
+# video model gave 10.9
 # Ceiling on the bytes of the 16-frame stream (2 keyframes) below: catches a regression of prior or container.
-# Measured 262 with the bundled weights (learned prior, container v2; 323 in v1, 392 in v1 with the adaptive
-# model), plus ~5% for a retrain. New demo weights (scripts/pack_demo.py retrains the prior on them) move it:
+# Measured 318 with the corpus-trained weights (container v2; `auto` picks the adaptive model: the prior that
+# pack_demo trains on carphone alone codes this held-out clip worse), plus ~5%. New demo weights move it:
 # re-measure with `m3cvc encode assets/clips/bikes_4s.mp4 -o /tmp/a.m3cvc --set video.max_frames=16` and set
 # this to the printed size + 5%.
-MAX_STREAM_BYTES = 275
+MAX_STREAM_BYTES = 335
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_main_job_default_preset_round_trips_a_short_clip(workdir, tmp_path):  #
     assert "stand-in" in out and "docs/demo.md" in out  # the demo says what it replaced
     header = bsf.read_bitstream(stream).header
     assert header.preset == "demo" and list(header.keyframes) == [0, FRAMES - 1]
-    assert header.entropy_model == "learned"
+    assert header.entropy_model in ("learned", "static", "adaptive", "uniform")  # `auto` names its winner
     assert os.path.getsize(stream) <= MAX_STREAM_BYTES
     code, _, err = run_cli(["decode", stream, "-o", str(tmp_path / "out")])
     assert code == 0, err
