@@ -18,6 +18,7 @@ from m3cvc_jax.weights import check_checkpoint_destination
 FAMILIES = {
     "sd-vae": "convert_weights.sd_vae",
     "sd-unet": "convert_weights.sd_unet",
+    "sd-lora": "convert_weights.sd_lora",
     "clip": "convert_weights.clip",
     "raft": "convert_weights.raft",
     "seine": "convert_weights.seine",

@@ -28,16 +28,25 @@ def frames():
     return jnp.asarray(rng.uniform(-1, 1, (2, 80, 128, 3)), jnp.float32)
 
 
-def test_docs_example_runs():
+def run_docs_example(section: str = "") -> None:
+    """Execute the one python block of docs/api.md after the heading `section` (the first block if empty)."""
     text = open(os.path.join(ROOT, "docs", "api.md")).read()
+    if section:
+        text = text[text.index(section):]
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 1
+    assert blocks
     cwd = os.getcwd()
-    os.chdir(ROOT)  # the example names the bundled clip relative to the repository
+    os.chdir(ROOT)  # the examples name the bundled clip relative to the repository
     try:
-        exec(compile(blocks[0], "docs/api.md", "exec"), {})
+        exec(compile(blocks[0], f"docs/api.md {section}".strip(), "exec"), {})
     finally:
         os.chdir(cwd)
+
+
+def test_docs_example_runs():
+    text = open(os.path.join(ROOT, "docs", "api.md")).read()
+    assert len(re.findall(r"```python\n(.*?)```", text, re.S)) == 2  # the IT2V one runs in tests/test_it2v.py
+    run_docs_example()
 
 
 def test_encode_keyframe_single_and_batch(loaded, frames):

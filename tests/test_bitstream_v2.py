@@ -6,11 +6,13 @@ import os
 import zlib
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.codec import it2v_weights
 from m3cvc_jax.io import bitstream_file as bsf
 from tests.bitstream_mutations import V2_START, check_unpack, mutate, resign_v2
 from tests.bitstream_sample import sample_stream
@@ -150,6 +152,11 @@ def test_every_pipeline_mode_has_a_code():
                               sample_stream().index_data)
         if mode in bs.TEXT_ONLY_MODES:  # texts only: no index data
             stream = dataclasses.replace(stream, index_data=(b"",) * len(stream.index_data))
+        if mode == "it2v":  # keyframes on the first and last frames, and the weights section (extra 3)
+            h = dataclasses.replace(stream.header, num_frames=stream.header.keyframes[-1] + 1)
+            n = it2v_weights.inbetween_count(h.keyframes, h.num_frames)
+            stream = dataclasses.replace(stream, header=h, extras=stream.extras + (
+                bs.ExtraSection(bs.TAG_IT2V_WEIGHTS, it2v_weights.pack(np.zeros((n, 2), int), 8), False),))
         assert bs.unpack(bs.pack(stream, 2)).header.mode == mode
         assert bs.unpack(bs.pack(stream, 1)).header.mode == mode
 

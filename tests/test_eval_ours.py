@@ -90,7 +90,10 @@ def test_rate_point_names():
     assert eval_codec.rate_point_overrides("g8-t0.125") == ["keyframe_codec.pixels_per_index=8",
                                                             "keyframes.threshold=0.125"]
     assert eval_codec.rate_point_overrides("i4") == ["keyframes.interval=4"]
-    for bad in ("", "q30", "g16-g8", "gx", "t0.1-", 30):
+    # a mode is a knob: CMVC IT2V at CMVC's keyframes (the mode's method, unless the user set one)
+    assert eval_codec.rate_point_overrides("it2v-i8") == ["keyframes.interval=8", "decode.mode=it2v"]
+    assert load_config("tiny", eval_codec.rate_point_overrides("it2v-i8")).keyframes.method == "cmvc"
+    for bad in ("", "q30", "g16-g8", "gx", "t0.1-", 30, "it2v-prediction", "it2v-"):
         with pytest.raises(ConfigError):
             eval_codec.rate_point_overrides(bad)
 

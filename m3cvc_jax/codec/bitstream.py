@@ -15,7 +15,7 @@ import numbers
 import zlib
 from fractions import Fraction
 
-from m3cvc_jax.codec import text_coding
+from m3cvc_jax.codec import it2v_weights, text_coding
 from m3cvc_jax.codec.entropy import ENTROPY_MODEL_NAMES, ENTROPY_MODELS
 from m3cvc_jax.errors import BitstreamError, ConfigError
 
@@ -31,6 +31,8 @@ TEXT_ONLY_MODES = ("tt2v",)
 
 TAG_TEXTS = 1
 TAG_INDICES = 2
+TAG_IT2V_WEIGHTS = 3  # required in (and only in) an it2v stream: the quantised w_i, w_l (codec/it2v_weights.py)
+V1_REQUIRED_TAGS = frozenset({TAG_IT2V_WEIGHTS})  # the required extras v1 readers know
 SKIPPABLE = 0x80  # tag flag: a reader that does not know the section may skip it
 
 # Bounds a valid v1 stream stays within; larger values in a header mean corruption.
@@ -98,6 +100,7 @@ class Bits:
     indices: int
     extra: int
     total: int
+    weights: int = 0  # the IT2V weights section (mode it2v)
 
     def bpp(self, header: Header) -> float:
         return self.total / (header.width * header.height * header.num_frames)
@@ -153,6 +156,8 @@ def _check_header(h: Header) -> None:
         bad(f"keyframes {list(k)} must increase strictly within [0, {h.num_frames})")
     if h.mode not in MODES:
         bad(f"mode {h.mode!r} not one of {MODES}")
+    if h.mode == "it2v" and (k[0] != 0 or k[-1] != h.num_frames - 1):
+        bad(f"an it2v stream has keyframes on its first and last frames, got {list(k)} of {h.num_frames}")
     try:
         fp = bytes.fromhex(h.weights_fingerprint)
     except ValueError:
@@ -212,6 +217,19 @@ def check_stream_content(stream: Bitstream, required_tags=frozenset()) -> None:
             raise BitstreamError(f"cannot pack: required extra section {e.tag} unknown to its readers")
     if 2 + len(stream.extras) > MAX_SECTIONS:
         raise BitstreamError(f"cannot pack: more than {MAX_SECTIONS} sections")
+    check_it2v_weights(h, stream.extras, "cannot pack: ")
+
+
+def check_it2v_weights(header: Header, extras, prefix: str = "corrupt bitstream: ") -> None:
+    """An it2v stream has exactly one valid IT2V weights section (codec/it2v_weights.py), other modes none."""
+    weights = [e for e in extras if e.tag == TAG_IT2V_WEIGHTS and not e.skippable]
+    if header.mode != "it2v":
+        if weights:
+            raise BitstreamError(f"{prefix}IT2V weights section in a {header.mode} stream")
+        return
+    if len(weights) != 1:
+        raise BitstreamError(f"{prefix}an it2v stream needs one IT2V weights section, got {len(weights)}")
+    it2v_weights.unpack(weights[0].payload, it2v_weights.inbetween_count(header.keyframes, header.num_frames))
 
 
 def pack(stream: Bitstream, version: int = VERSION) -> bytes:
@@ -222,7 +240,7 @@ def pack(stream: Bitstream, version: int = VERSION) -> bytes:
         return container_v2.pack(stream)
     if version != 1:
         raise BitstreamError(f"cannot pack: unknown bitstream version {version}")
-    check_stream_content(stream)
+    check_stream_content(stream, V1_REQUIRED_TAGS)
     h = stream.header
     if len(stream.index_data) != len(h.keyframes):
         raise BitstreamError("cannot pack v1: it stores one index payload per keyframe, not one for all (v2)")
@@ -433,7 +451,7 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
     header, nsections = _read_header(_Reader(body, "header"))
     header_bits = 8 * r.pos
 
-    sizes = {"text": 0, "indices": 0, "extra": 0}
+    sizes = {"text": 0, "indices": 0, "extra": 0, "weights": 0}
     texts = indices = None
     extras = []
     for i in range(nsections):
@@ -454,8 +472,14 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
         elif kind == TAG_INDICES and i == 1:
             indices = _read_indices(payload, header)
             sizes["indices"] += 8 * (r.pos - start)
-        elif kind < 3:
+        elif kind < 3 or (kind == TAG_IT2V_WEIGHTS and sizes["weights"]):
             r.fail(f"duplicate section tag {kind}")
+        elif kind == TAG_IT2V_WEIGHTS and not skippable:
+            if header.mode != "it2v":
+                r.fail(f"IT2V weights section in a {header.mode} stream")
+            it2v_weights.unpack(payload, it2v_weights.inbetween_count(header.keyframes, header.num_frames))
+            extras.append(ExtraSection(kind, payload, False))
+            sizes["weights"] += 8 * (r.pos - start)
         elif skippable:
             extras.append(ExtraSection(kind, payload, skippable))
             sizes["extra"] += 8 * (r.pos - start)
@@ -463,6 +487,7 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
             raise BitstreamError(f"bitstream needs a newer reader (required section type {kind})")
     r.what = "end"
     r.done()
+    check_it2v_weights(header, extras)
     stream = Bitstream(header, texts[0], texts[1], indices, tuple(extras))
     bits = Bits(header=header_bits, total=8 * len(data), **sizes)
     return stream, bits

@@ -35,7 +35,7 @@ FINGERPRINT_BYTES = 2  # a prefix of the weights fingerprint: tells other weight
 # Required (non-skippable) extra sections this reader understands, tag -> what it holds. A section a decoder
 # cannot do without gets a tag here (docs/bitstream.md, "Extending the format"); readers that predate it
 # refuse such streams with "needs a newer reader". Skippable extras need no entry.
-REQUIRED_EXTRA_TAGS: dict[int, str] = {}
+REQUIRED_EXTRA_TAGS: dict[int, str] = {bs.TAG_IT2V_WEIGHTS: "IT2V weights w_i, w_l (codec/it2v_weights.py)"}
 
 # flags byte
 _MODE, _TEXTS, _EXTRAS, _LISTED, _SEED, _EXPLICIT = 7, 8, 16, 32, 64, 128
@@ -203,11 +203,13 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
     text_end = r.pos
     r.what = "extras"
     extras = []
+    weights_bits = 0  # the IT2V weights extra, reported as its own part
     if flags & _EXTRAS:
         count = r.varint(bs.MAX_SECTIONS, "extra count")
         if count < 1 or count > r.remaining():
             r.fail(f"extra count {count} out of range")
         for _ in range(count):
+            start = r.pos
             tag = r.u8()
             payload = r.take(r.varint(r.remaining(), "extra length"))
             kind, skippable = tag & 0x7F, bool(tag & bs.SKIPPABLE)
@@ -216,6 +218,8 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
             if not skippable and kind not in REQUIRED_EXTRA_TAGS:
                 raise BitstreamError(f"bitstream needs a newer reader (required section type {kind})")
             extras.append(bs.ExtraSection(kind, payload, skippable))
+            if kind == bs.TAG_IT2V_WEIGHTS and not skippable:
+                weights_bits += 8 * (r.pos - start)
     extra_end = r.pos
     r.what = "index maps"
     blobs = []
@@ -229,7 +233,8 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
     blobs.append(r.take(r.remaining()))
     if header.mode in bs.TEXT_ONLY_MODES and any(blobs):
         r.fail(f"index map data in a {header.mode} stream")
+    bs.check_it2v_weights(header, extras)
     stream = bs.Bitstream(header, kf_texts, clip_texts, tuple(blobs), tuple(extras), VERSION)
     bits = bs.Bits(header=8 * (header_end + 4), indices=8 * (r.pos - extra_end), text=8 * (text_end - header_end),
-                   extra=8 * (extra_end - text_end), total=8 * len(data))
+                   extra=8 * (extra_end - text_end) - weights_bits, total=8 * len(data), weights=weights_bits)
     return stream, bits

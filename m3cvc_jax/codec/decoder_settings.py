@@ -14,7 +14,8 @@ from m3cvc_jax.errors import BitstreamError
 
 TAG_DECODER_SETTINGS = 16  # skippable extra section: decoder-side `--set` overrides the encoder was given
 # Settings the decoder must share with the encoder: sent in the stream when they differ from the preset.
-DECODER_PREFIXES = ("keyframe_codec.", "video_model.", "t2v.")
+DECODER_PREFIXES = ("keyframe_codec.", "video_model.", "t2v.", "cmvc.")
+ENCODER_ONLY = ("cmvc.opt_steps", "cmvc.opt_lr")  # the encoder's w search: nothing for the decoder to redo
 
 
 def settings_section(lines: Sequence[str]) -> bs.ExtraSection:

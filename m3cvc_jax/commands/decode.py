@@ -1,11 +1,11 @@
-"""`m3cvc decode IN -o OUT(.mp4 | .y4m | folder of PNG) [--mode interpolation|prediction] [--fps N] [--seed N]`"""
+"""`m3cvc decode IN -o OUT(.mp4 | .y4m | folder of PNG) [--mode interpolation|prediction|it2v] [--fps N] [--seed N]`"""
 
 from __future__ import annotations
 
 import argparse
 
 from m3cvc_jax.commands import runtime
-from m3cvc_jax.commands.encode import format_seconds
+from m3cvc_jax.commands.encode import MODE_NAMES, format_seconds
 
 DESCRIPTION = (
     "Rebuild a video from an m3cvc bitstream: keyframes by the diffusion decoder guided by their texts, "
@@ -42,11 +42,11 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.mp4, OUT.y4m, or a folder for PNG frames")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty output folder: replace only its frame_*.png files and video.json")
-    p.add_argument("--mode", choices=("interpolation", "prediction"),
+    p.add_argument("--mode", choices=("interpolation", "prediction", "it2v"),
                    help="clip reconstruction of a keyframe stream (default: the mode in the stream; a tt2v "
-                        "stream decodes only as tt2v)")
+                        "stream decodes only as tt2v, it2v needs an it2v stream)")
+    p.add_argument("--seed", type=_seed, help="sampling seed (default: the stream's; it2v's LoRAs always use the stream's)")
     p.add_argument("--fps", type=_positive_float, help="output frame rate (default: the stream's)")
-    p.add_argument("--seed", type=_seed, help="sampling seed (default: the stream's)")
     p.add_argument("--weights", metavar="DIR", help="folder of converted checkpoints (streams made with paper)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a decoder setting, e.g. video_model.steps=50 (repeatable)")

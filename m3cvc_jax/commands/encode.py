@@ -11,10 +11,12 @@ from m3cvc_jax.errors import VideoError
 from m3cvc_jax.pipelines.modes import MODES
 from m3cvc_jax.pipelines.presets import DEFAULT_PRESET, PRESETS
 
+MODE_NAMES = tuple(MODES)
+
 DESCRIPTION = (
     "Compress a video into an m3cvc bitstream: keyframes chosen by CLIP + optical flow, described by a "
     "multimodal LLM (texts), coded as VQ indices; clips between keyframes are left to the decoder's video "
-    "model. --mode tt2v (CMVC) sends the texts only. Every setting of m3cvc_jax/pipelines/presets.py can be "
+    "model. --mode it2v (CMVC) adds per-frame LoRA interpolation weights; --mode tt2v (CMVC) sends the texts only. Every setting of m3cvc_jax/pipelines/presets.py can be "
     "changed with --set KEY=VALUE."
 )
 
@@ -27,8 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--weights", metavar="DIR", help="folder of converted checkpoints (paper)")
     p.add_argument("--mode", choices=tuple(MODES),
                    help="how the decoder rebuilds clips, recorded in the stream: interpolation | prediction (SEINE "
-                        "from coded keyframes) | tt2v (CMVC: texts only, AnimateDiff; CMVC keyframes unless "
-                        "keyframes.method is set). Default: the preset's decode.mode")
+                        "from coded keyframes) | it2v (CMVC: coded keyframes + motion text, LoRA morphing with "
+                        "coded weights) | tt2v (CMVC: texts only, AnimateDiff); the CMVC modes use CMVC keyframes "
+                        "unless keyframes.method is set. Default: the preset's decode.mode")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. keyframes.threshold=0.3 (repeatable)")
     target = p.add_mutually_exclusive_group()
@@ -67,8 +70,8 @@ def run(args) -> int:
     print(f"{args.input} -> {args.output}: {h.width}x{h.height}, {h.num_frames} frames at {float(h.fps):g} fps, "
           f"preset {h.preset}, weights {h.weights_fingerprint}")
     print(f"keyframes  {list(h.keyframes)} ({len(h.keyframes)}, {h.keyframe_method}); mode {h.mode}")
-    print(f"bits       header {b.header}, text {b.text}, indices {b.indices}, extra {b.extra}, total {b.total} "
-          f"({b.total // 8} bytes)")
+    print(f"bits       header {b.header}, text {b.text}, indices {b.indices}, extra {b.extra}, w {b.weights}, "
+          f"total {b.total} ({b.total // 8} bytes)")
     print(f"bpp        {b.bpp(h):.6g}")
     if target is not None:
         print(f"rate       target {target.label} (<= {choice.max_bytes} bytes here), achieved {b.total // 8} bytes "

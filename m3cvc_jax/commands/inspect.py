@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from m3cvc_jax.codec import rate_target
-from m3cvc_jax.codec.bitstream import TEXT_ONLY_MODES
+from m3cvc_jax.codec import it2v_weights, rate_target
+from m3cvc_jax.codec.bitstream import TAG_IT2V_WEIGHTS, TEXT_ONLY_MODES
 from m3cvc_jax.codec.decoder_settings import setting
 from m3cvc_jax.commands import stand_ins
 from m3cvc_jax.errors import ConfigError
@@ -50,11 +50,26 @@ def describe(stream, bits) -> dict:
         "index_bytes": [len(b) for b in stream.index_data],
         "extra_sections": [{"tag": e.tag, "bytes": len(e.payload)} for e in stream.extras],
         "bits": bits.as_dict(),
+        "it2v_weights": it2v_summary(stream, bits),
         "bpp": bits.bpp(h),
         "rate_target": _rate_target(stream, bits),
         "stand_ins": stand_ins.from_stream(stream),
         **({"t2v_prompts": t2v_prompts(stream)} if h.mode in TEXT_ONLY_MODES else {}),
     }
+
+
+def it2v_summary(stream, bits) -> dict | None:
+    """The coded (w_i, w_l) per in-between frame of an it2v stream, their bit width and section bits."""
+    h = stream.header
+    section = [e for e in stream.extras if e.tag == TAG_IT2V_WEIGHTS and not e.skippable]
+    if h.mode != "it2v" or not section:
+        return None
+    codes, nbits = it2v_weights.unpack(section[0].payload, it2v_weights.inbetween_count(h.keyframes, h.num_frames))
+    levels = (1 << nbits) - 1
+    frames = [f for a, b in zip(h.keyframes, h.keyframes[1:]) for f in range(a + 1, b)]
+    return {"bits_per_weight": nbits, "section_bits": bits.weights, "code_bits": 2 * nbits * len(frames),
+            "frames": [{"frame": f, "w_i": int(c[0]) / levels, "w_l": int(c[1]) / levels, "codes": [int(c[0]), int(c[1])]}
+                       for f, c in zip(frames, codes)]}
 
 
 def _rate_target(stream, bits) -> dict | None:
@@ -92,7 +107,7 @@ def _human(info: dict) -> str:
             f"indices {info['index_grid'][0]}x{info['index_grid'][1]} of {info['codebook_size']} words, "
             f"{info['entropy_model']} model"),
         f"bits           header {b['header']}, text {b['text']}, indices {b['indices']}, "
-        f"extra {b['extra']}, total {b['total']}",
+        f"extra {b['extra']}, w {b['weights']}, total {b['total']}",
         f"bpp            {info['bpp']:.6g}",
     ]
     r = info["rate_target"]
@@ -100,6 +115,12 @@ def _human(info: dict) -> str:
         lines.append(f"rate target    {r['target']} (<= {r['target_bytes']} bytes), achieved {r['achieved_bytes']} "
                      f"bytes = {r['achieved_bpp']:.6g} bpp")
     lines += [f"stand-in       {s}" for s in info["stand_ins"]]
+    w = info["it2v_weights"]
+    if w:
+        lines.append(f"it2v weights   {len(w['frames'])} frames x (w_i, w_l) at {w['bits_per_weight']} bits: "
+                     f"{w['code_bits']} bits of codes, {w['section_bits']} bits with the section framing")
+        lines += [f"  frame {x['frame']}: w_i {x['w_i']:.4f} w_l {x['w_l']:.4f} (codes {x['codes'][0]}, {x['codes'][1]})"
+                  for x in w["frames"]]
     for i, (k, t) in enumerate(zip(info["keyframes"], info["texts"]["keyframe"])):
         lines.append(f"keyframe {i} (frame {k}): {t}")
     for i, t in enumerate(info["texts"]["clip"]):

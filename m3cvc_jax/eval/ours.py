@@ -6,7 +6,10 @@ A rate point is a string of `-`-separated knobs, each a `--set` override applied
     t<X>   keyframes.threshold = X               (D_th: lower -> more keyframes -> more bits)
     i<N>   keyframes.interval = N                (keyframes.method=fixed: one keyframe every N frames)
 
-e.g. `g16-t0.25`, `g8-t0.125`, `g16-i4`. CMVC's text-only mode (`--set decode.mode=tt2v`) has no index
+    <mode> decode.mode = a mode of pipelines/modes.py (`interpolation`, `prediction`, `it2v`); a mode's own
+           keyframe method applies unless set (it2v: keyframes.method=cmvc, CMVC's intervals of i<N>)
+
+e.g. `g16-t0.25`, `g8-t0.125`, `g16-i4`, `it2v-i8` (CMVC IT2V, keyframes in intervals of 8). CMVC's text-only mode (`--set decode.mode=tt2v`) has no index
 grid: its rate points are `i<N>` alone (`i8`, the CMVC keyframes' interval; `g` is refused), by default
 the interval N, N/2, N/4. A rate point may instead be a rate target, `bpp:X` or `bytes:N`
 (`--rate-points ours=bpp:0.01,bpp:0.02,bpp:0.04`): each sequence is then coded by rate control
@@ -39,6 +42,7 @@ from m3cvc_jax.io.video import Video, as_fraction
 from m3cvc_jax.pipelines import modes, rate_control
 from m3cvc_jax.pipelines.codec import Codec, decoder_config
 from m3cvc_jax.pipelines.models import ModelStore
+from m3cvc_jax.pipelines.modes import MODES, mode_overrides
 from m3cvc_jax.pipelines.presets import DEFAULT_PRESET
 from m3cvc_jax.pipelines.settings import load_config
 
@@ -54,16 +58,22 @@ def rate_point_target(rate_point) -> RateTarget | None:
 
 
 def rate_point_overrides(rate_point) -> list[str]:
-    """`--set` overrides of a rate point name such as `g16-t0.25` (none for a rate target)."""
+    """`--set` overrides of a rate point name such as `g16-t0.25` or `it2v-i8` (none for a rate target)."""
     if rate_point_target(rate_point) is not None:
         return []
     text = str(rate_point).strip()
     out, seen = [], set()
-    for part in text.split("-") if text else [""]:
+    parts = text.split("-") if text else [""]
+    mode_parts = [p for p in parts if p in MODES]
+    if len(mode_parts) > 1:
+        raise ConfigError(f"rate point {text!r} of codec ours: more than one mode")
+    for part in parts:
+        if part in MODES:
+            continue
         knob = KNOBS.get(part[:1])
         if knob is None or part[:1] in seen:
-            raise ConfigError(f"rate point {text!r} of codec ours: expected knobs g<N>, t<X>, i<N> joined by '-' "
-                              f"(e.g. g16-t0.25)")
+            raise ConfigError(f"rate point {text!r} of codec ours: expected knobs g<N>, t<X>, i<N> or a mode "
+                              f"({', '.join(MODES)}) joined by '-' (e.g. g16-t0.25, it2v-i8)")
         seen.add(part[:1])
         key, kind = knob
         try:
@@ -71,6 +81,8 @@ def rate_point_overrides(rate_point) -> list[str]:
         except ValueError:
             raise ConfigError(f"rate point {text!r} of codec ours: {part!r} needs a {kind.__name__}") from None
         out.append(f"{key}={value!r}" if kind is float else f"{key}={value}")
+    if mode_parts:
+        out = mode_overrides(mode_parts[0], out)
     return out
 
 
@@ -122,7 +134,8 @@ class M3CVCCodec:
     def config(self, rate_point, width: int, height: int, fps):
         """The encoder config of one rate point for frames of this size and rate."""
         frame = [f"video.width={width}", f"video.height={height}", f"video.fps={float(fps)!r}"]
-        return load_config(self.preset, self.overrides + tuple(rate_point_overrides(rate_point)) + tuple(frame))
+        return load_config(self.preset, self.overrides + tuple(rate_point_overrides(rate_point))
+                           + tuple(frame))
 
     def codec(self, config) -> Codec:
         """The codec of `config`, built once per run (all of them share one model store)."""

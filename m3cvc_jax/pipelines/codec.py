@@ -46,6 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from m3cvc_jax.codec import bitstream as bs
+from m3cvc_jax.codec import it2v_weights
 from m3cvc_jax.codec.decoder_settings import TAG_DECODER_SETTINGS, settings_section, stream_settings  # noqa: F401
 from m3cvc_jax.codec.entropy import ENTROPY_MODELS, IndexModel, decode_index_maps, decode_indices, encode_index_maps
 from m3cvc_jax.codec.index_prior import IndexPrior
@@ -56,7 +57,8 @@ from m3cvc_jax.io import bitstream_file as bsf
 from m3cvc_jax.io.destination import check_file_output, check_folder_output
 from m3cvc_jax.io.video import PreprocessConfig, Video, load_video, write_video, writes_folder
 from m3cvc_jax.lmm import tt2v_prompt
-from m3cvc_jax.pipelines import api, keyframe_stage, modes
+from m3cvc_jax.pipelines import api, it2v, keyframe_stage, modes
+from m3cvc_jax.pipelines.it2v_clips import IT2VClips, it2v_key
 from m3cvc_jax.pipelines import presets as codec_configs
 from m3cvc_jax.pipelines import settings as settings_lib
 from m3cvc_jax.pipelines.models import T2V_DECODER_COMPONENTS as T2V_COMPONENTS
@@ -233,15 +235,19 @@ class Codec:
         self.models = Models(config, store=store)
         self.mode = modes.mode(config.decode.mode)
         self._reconstructors: dict = {}  # VideoReconstructionConfig -> VideoReconstructor
+        self._it2v: IT2VClips | None = None
         # SEINE windows per batched call (None: every clip's window k in one call); the frames agree to
         # rounding whatever the value, so it is the caller's choice for its hardware, not a stream setting.
         self.windows_per_call: int | None = None
 
     @classmethod
     def load(cls, preset: str = codec_configs.DEFAULT_PRESET, *, weights: str | None = None,
-             overrides: Sequence[str] | Mapping[str, object] = (), store: ModelStore | None = None) -> "Codec":
+             overrides: Sequence[str] | Mapping[str, object] = (), store: ModelStore | None = None,
+             mode: str | None = None) -> "Codec":
         """The codec of a preset with `--set`-style `KEY=VALUE` overrides (or a mapping {KEY: VALUE}, e.g.
-        `{"dtype": "bfloat16"}`) and an optional weights folder."""
+        `{"dtype": "bfloat16"}`) and an optional weights folder; `mode` sets `decode.mode` (`modes.mode_overrides`)."""
+        if mode is not None:
+            overrides = modes.mode_overrides(mode, settings_lib.assignments(overrides))
         extra = [f"weights={weights}"] if weights else []
         return cls(settings_lib.load_config(preset, [*settings_lib.assignments(overrides), *extra]), store=store)
 
@@ -282,6 +288,51 @@ class Codec:
                                                                    clip_config)
         return self._reconstructors[clip_config]
 
+    def it2v_clips(self) -> IT2VClips:
+        """CMVC IT2V over the keyframe UNet and VAE with the `cmvc` settings (built on first use)."""
+        if self._it2v is None:
+            codec = self.models.codec
+            self._it2v = IT2VClips(codec.unet, codec.vae, settings_lib.it2v_config(self.config))
+        return self._it2v
+
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """CLIP hidden states `(N, 77, D)`, one text per call: one compiled program whatever the count."""
+        params = self.params
+        return np.concatenate([np.asarray(api.encode_text(params, api.tokenize(texts[i:i + 1])))
+                               for i in range(len(texts))])
+
+    def decode_keyframes(self, maps, kf_emb, null, kf_key, report: Report | None = None) -> jax.Array:
+        """Keyframes `(K, H, W, 3)` in [-1, 1] from their index maps, exactly as the decoder makes them (the
+        IT2V encoder trains its LoRAs on these): every keyframe in one batched program, item i the single
+        decode with key i."""
+        params, spec = self.params, self.spec
+        if report:
+            report("decode keyframes", 0, len(maps))
+        keys = jnp.stack([jax.random.fold_in(kf_key, i) for i in range(len(maps))])
+        decoded = jax.block_until_ready(api.decode_keyframe_batch(
+            params, jnp.asarray(np.stack(maps)), jnp.asarray(kf_emb), keys, spec.keyframe, jnp.asarray(null)))
+        if report:
+            report("decode keyframes", len(maps), len(maps))
+        return decoded
+
+    def _it2v_weights(self, frames, keyframes, maps, kf_texts, clip_texts, report) -> bs.ExtraSection:
+        """Encoder side of IT2V: decode the keyframes as the decoder will, retrain the LoRAs from them,
+        search (w_i, w_l) per in-between frame, quantise: the weights section."""
+        emb = self.text_embeddings(["", *kf_texts, *clip_texts])
+        null, kf_emb, clip_emb = emb[0], emb[1:1 + len(keyframes)], emb[1 + len(keyframes):]
+        kf_key, _ = jax.random.split(jax.random.key(int(self.config.seed)))
+        decoded = self.decode_keyframes(maps, kf_emb, null, kf_key, report)
+        clips, bits = self.it2v_clips(), int(self.config.cmvc.w_bits)
+        codes = []
+        for j, (s, e) in enumerate(progress(list(zip(keyframes, keyframes[1:])), "IT2V weights", report=report)):
+            if e - s < 2:  # adjacent keyframes: nothing in between, no LoRAs to train
+                continue
+            ends = clips.endpoints(decoded[j], decoded[j + 1], clip_emb[j], it2v_key(int(self.config.seed), j))
+            w = clips.search(ends, to_model_range(frames[s + 1:e]))
+            codes.append(np.asarray(it2v.quantize_weights(w, bits)).reshape(-1, 2))
+        payload = it2v_weights.pack(np.concatenate(codes) if codes else np.zeros((0, 2), int), bits)
+        return bs.ExtraSection(bs.TAG_IT2V_WEIGHTS, payload, skippable=False)
+
     # -- encode
 
     def index_model(self, kind: str | None = None) -> IndexModel:
@@ -320,6 +371,8 @@ class Codec:
                 cache[key] = keyframe_stage.select(frames, kcfg, models)
             decision = cache[key]
             keyframes = [int(i) for i in np.flatnonzero(np.asarray(decision.is_keyframe))]
+            if self.mode.name == "it2v":  # IT2V interpolates only: every clip needs a keyframe at each end
+                keyframes = sorted(set(keyframes) | {0, t - 1})
 
         with timings.stage("describe"):
             key = ("texts", json.dumps(config.dialogue.to_dict(), sort_keys=True), tuple(keyframes))
@@ -335,6 +388,12 @@ class Codec:
                     if ("map", fingerprint, k) not in cache:
                         cache["map", fingerprint, k] = np.asarray(api.encode_keyframe(params, to_model_range(frames[k])))
                     maps.append(cache["map", fingerprint, k])
+
+        it2v_section = ()
+        if self.mode.name == "it2v":
+            with timings.stage("IT2V weights"):
+                models.require(("keyframe-unet", "clip"))
+                it2v_section = (self._it2v_weights(frames, keyframes, maps, kf_texts, clip_texts, report),)
 
         with timings.stage("entropy + text coding"):
             if images:
@@ -352,6 +411,7 @@ class Codec:
             overrides = settings_lib.decoder_overrides(config)
             if overrides:
                 extras = (settings_section(overrides),)
+            extras += it2v_section
             stream = bs.Bitstream(header, tuple(kf_texts), tuple(clip_texts), index_data, extras)
             bs.pack(stream, bs.WRITE_VERSION)  # validate before anything is written
         return stream, decision
@@ -408,7 +468,8 @@ class Codec:
             return self._decode_text_only(stream, seed=seed, fps=fps, timings=timings, report=report)
         models = self.models
         with timings.stage("models"):
-            models.require(("sd-vae", "post-encoder", "keyframe-unet", "clip", "seine"))
+            models.require(("sd-vae", "post-encoder", "keyframe-unet", "clip")
+                           + (("seine",) if self.mode.clip_decoder == "seine" else ()))
             self.check_stream(stream)
             params, spec = self.params, self.spec
         with timings.stage("entropy + text decoding"):
@@ -417,45 +478,46 @@ class Codec:
             segments = clip_segments(h.keyframes, h.num_frames)
             if len(stream.clip_texts) != len(segments):
                 raise BitstreamError(f"corrupt bitstream: {len(stream.clip_texts)} clip texts for {len(segments)} clips")
+            w_codes, w_bits = self._weights_of(stream)
         key = jax.random.key(h.seed if seed is None else seed)
         kf_key, clip_key = jax.random.split(key)
 
         with timings.stage("text encoding"):
             if report:
                 report("text encoding", 0, 1)
-            texts = [""] + list(stream.keyframe_texts) + list(stream.clip_texts)
-            # One batch of fixed size per call keeps a single compiled program whatever the text count.
-            emb = np.concatenate([np.asarray(api.encode_text(params, api.tokenize(texts[i:i + 1])))
-                                  for i in range(len(texts))])
+            emb = self.text_embeddings([""] + list(stream.keyframe_texts) + list(stream.clip_texts))
             null = emb[0]
             kf_emb = emb[1:1 + len(h.keyframes)]
             clip_emb = emb[1 + len(h.keyframes):]
 
         with timings.stage("keyframes (SD)"):
-            # Every keyframe in one batched program (item i is the single decode with key i).
-            if report:
-                report("decode keyframes", 0, len(maps))
-            keys = jnp.stack([jax.random.fold_in(kf_key, i) for i in range(len(maps))])
-            decoded = jax.block_until_ready(api.decode_keyframe_batch(
-                params, jnp.asarray(np.stack(maps)), jnp.asarray(kf_emb), keys, spec.keyframe, jnp.asarray(null)))
-            if report:
-                report("decode keyframes", len(maps), len(maps))
+            decoded = self.decode_keyframes(maps, kf_emb, null, kf_key, report)
 
-        with timings.stage("clips (SEINE)"):
+        stage = {"seine": "SEINE", "it2v": "IT2V"}[self.mode.clip_decoder]
+        with timings.stage(f"clips ({stage})"):
             if report:
-                report(f"SEINE frames ({mode})", 0, h.num_frames)
+                report(f"{stage} frames ({mode})", 0, h.num_frames)
             out = np.zeros((h.num_frames, h.height, h.width, 3), np.uint8)
-            clip_decoder = {"seine": self._seine_clips}[self.mode.clip_decoder]
             index_of = {k: i for i, k in enumerate(h.keyframes)}
-            lasts = [index_of[e] if self.mode.last_keyframe_given and e in index_of else None for _, e in segments]
-            clips = clip_decoder(decoded[np.array([index_of[s] for s, _ in segments], int)],
-                                 [None if i is None else decoded[i] for i in lasts], jnp.asarray(clip_emb),
-                                 jnp.stack([jax.random.fold_in(clip_key, j) for j in range(len(segments))]),
-                                 [e - s + 1 for s, e in segments], null)
-            for (s, e), clip in zip(segments, clips):
-                out[s:e + 1] = to_uint8(clip)
-            if report:
-                report(f"SEINE frames ({mode})", h.num_frames, h.num_frames)
+            if self.mode.clip_decoder == "it2v":
+                done = 0  # in-between frames whose weights are used so far
+                for j, (s, e) in enumerate(progress(segments, f"clips ({mode})")):
+                    w = it2v.dequantize_weights(w_codes[done:done + e - s - 1], w_bits)
+                    done += e - s - 1
+                    clip = self._it2v_clip(decoded[index_of[s]], decoded[index_of[e]], clip_emb[j], it2v_key(h.seed, j), w)
+                    out[s:e + 1] = to_uint8(clip)
+                    if report:
+                        report(f"{stage} frames ({mode})", e + 1, h.num_frames)
+            else:
+                lasts = [index_of[e] if self.mode.last_keyframe_given and e in index_of else None for _, e in segments]
+                clips = self._seine_clips(decoded[np.array([index_of[s] for s, _ in segments], int)],
+                                          [None if i is None else decoded[i] for i in lasts], jnp.asarray(clip_emb),
+                                          jnp.stack([jax.random.fold_in(clip_key, j) for j in range(len(segments))]),
+                                          [e - s + 1 for s, e in segments], null)
+                for (s, e), clip in zip(segments, clips):
+                    out[s:e + 1] = to_uint8(clip)
+                if report:
+                    report(f"SEINE frames ({mode})", h.num_frames, h.num_frames)
             keyframes = to_uint8(decoded)
             out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
             out[list(h.keyframes)] = keyframes
@@ -502,6 +564,26 @@ class Codec:
             out[: h.keyframes[0]] = out[h.keyframes[0]]  # a stream may start after frame 0: hold its first frame
         keyframes = out[list(h.keyframes)].copy()
         return DecodeResult(retimed(out, h, fps), timings, keyframes)
+
+    def _weights_of(self, stream: bs.Bitstream):
+        """(codes `(F, 2)`, bits per weight) of an it2v stream; (None, 0) for the other modes."""
+        if self.mode.clip_decoder != "it2v":
+            return None, 0
+        h = stream.header
+        if h.mode != "it2v":
+            raise ConfigError(f"mode it2v decodes it2v streams only; this one is {h.mode} (no IT2V weights)")
+        section = [x for x in stream.extras if x.tag == bs.TAG_IT2V_WEIGHTS and not x.skippable]
+        if len(section) != 1:
+            raise BitstreamError("corrupt bitstream: an it2v stream without its IT2V weights section")
+        return it2v_weights.unpack(section[0].payload, it2v_weights.inbetween_count(h.keyframes, h.num_frames))
+
+    def _it2v_clip(self, first, last, text_emb, key, w):
+        """CMVC's IT2V clip: LoRAs retrained from the decoded keyframes, frames by eqs. 5-6 with the coded w."""
+        if len(w) == 0:  # adjacent keyframes (the encoder trained nothing either)
+            return jnp.stack([first, last])
+        clips = self.it2v_clips()
+        ends = clips.endpoints(first, last, text_emb, key)
+        return jnp.concatenate([first[None], clips.frames(ends, w), last[None]])
 
     def _seine_clips(self, firsts, lasts, text_embs, keys, lengths: list[int], null_text_emb) -> list[jax.Array]:
         """M3-CVC's clip decoder (II-D): SEINE interpolating (`last` given) or predicting from `first`, for

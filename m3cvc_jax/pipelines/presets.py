@@ -39,10 +39,12 @@ import ml_collections
 from m3cvc_jax.codec.keyframe_config import KeyframeConfig
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video_decoding import VideoDecoding
+from m3cvc_jax.pipelines.it2v import IT2VConfig
 
 _KEYFRAMES = KeyframeConfig()
 _KEYFRAME_DECODING = KeyframeDecoding()
 _VIDEO_DECODING = VideoDecoding()
+_IT2V = IT2VConfig()
 
 PRESETS = ("tiny", "paper", "demo")
 # mode -> the reason a preset cannot run it (docs/cmvc.md, "TT2V: presets").
@@ -118,7 +120,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.video_model.strength = _VIDEO_DECODING.strength  # 1: from pure noise (SEINE); < 1: from the blended keyframes
 
     c.decode = ml_collections.ConfigDict()
-    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction | tt2v (in the header)
+    c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction | it2v | tt2v (in the header)
 
     # CMVC's TT2V mode (decode.mode=tt2v): AnimateDiff generates every clip from its texts (decoders/t2v.py).
     c.t2v = ml_collections.ConfigDict()
@@ -126,6 +128,18 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.t2v.steps = 25  # DDIM steps (AnimateDiff's inference config)
     c.t2v.guidance_scale = 7.5  # classifier-free guidance against the template's negative prompt
     c.t2v.window = 16  # frames generated per clip (AnimateDiff's training length), then resampled to the clip
+
+    # CMVC's IT2V mode (docs/cmvc.md; pipelines/it2v.IT2VConfig): CMVC's final setting, DiffMorpher's rest.
+    c.cmvc = ml_collections.ConfigDict()
+    i = _IT2V
+    c.cmvc.lora_rank = i.lora_rank
+    c.cmvc.lora_steps = i.lora_steps  # CMVC Table 3: {50, 100, 200}
+    c.cmvc.lora_lr = i.lora_lr
+    c.cmvc.sampling_steps = i.sampling_steps  # CMVC Table 3: {20, 50}
+    c.cmvc.interpolation = i.interpolation  # linear (CMVC eq. 5) | diffmorpher (slerp + AdaIN)
+    c.cmvc.opt_steps = i.opt_steps  # encoder only: Adam steps on (w_i, w_l); 0 = uniform w (ablation)
+    c.cmvc.opt_lr = i.opt_lr
+    c.cmvc.w_bits = i.w_bits  # bits per weight in the stream
 
     if preset == "tiny":
         c.video.width, c.video.height = 128, 80
@@ -143,6 +157,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         c.video_model.preset = "tiny"
         c.video_model.sampler = "ddim"
         c.video_model.steps = 2
+        c.cmvc.lora_rank = 4
+        c.cmvc.lora_steps = 2
+        c.cmvc.lora_lr = 1e-2  # two steps at 2e-4 would leave the LoRAs at their start
+        c.cmvc.sampling_steps = 2
+        c.cmvc.opt_steps = 2
+        c.cmvc.opt_lr = 0.05
         c.t2v.steps = 2
     elif preset == "demo":
         # Small weights trained here (docs/demo.md, scripts/train_demo.sh), bundled in m3cvc_jax/assets/demo;
@@ -172,6 +192,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # on the training clip carphone (16 frames: PSNR 18.0 / 19.2 / 20.1 dB at 0.5 / 0.3 / 0.1), never on
         # the held-out split.
         c.video_model.strength = 0.1
+        # IT2V on 2 cores: the paper's 100 LoRA steps / 50 DDIM steps / 20 w steps cost minutes per clip;
+        # a cheaper setting (docs/cmvc.md measures what it costs in quality).
+        c.cmvc.lora_steps = 20
+        c.cmvc.sampling_steps = 10
+        c.cmvc.opt_steps = 10
+        c.cmvc.opt_lr = 1e-2
     elif preset != "paper":
         raise ValueError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
     return c

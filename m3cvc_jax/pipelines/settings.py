@@ -10,7 +10,7 @@ from typing import Iterable, Mapping
 import ml_collections
 
 from m3cvc_jax.codec.bitstream import MAX_FPS_TERM, MAX_FRAMES
-from m3cvc_jax.codec.decoder_settings import DECODER_PREFIXES
+from m3cvc_jax.codec.decoder_settings import DECODER_PREFIXES, ENCODER_ONLY
 from m3cvc_jax.codec.keyframe_config import KeyframeConfig
 from m3cvc_jax.decoders.keyframe_decoding import SAMPLERS as KEYFRAME_SAMPLERS
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
@@ -20,6 +20,7 @@ from m3cvc_jax.decoders.video_decoding import VideoDecoding
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io.video import as_fraction
 from m3cvc_jax.pipelines import presets as codec_configs
+from m3cvc_jax.pipelines.it2v import IT2VConfig
 from m3cvc_jax.pipelines.modes import MODES
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -103,6 +104,7 @@ CHOICES = {
     "keyframe_codec.sampler": KEYFRAME_SAMPLERS,
     "video_model.sampler": VIDEO_SAMPLERS,
     "decode.mode": tuple(MODES),
+    "cmvc.interpolation": ("linear", "diffmorpher"),
 }
 
 
@@ -176,6 +178,14 @@ RANGES: dict[str, Range] = {
     "t2v.guidance_scale": Range(0),
     # Checked against the motion modules' positions (at most 32 in the released ones) when they load.
     "t2v.window": Range(1, 1024),
+    # pipelines/it2v.IT2VConfig's bounds
+    "cmvc.lora_rank": Range(1, 1024),
+    "cmvc.lora_steps": Range(0, 100_000),
+    "cmvc.lora_lr": Range(0, 1, low_open=True),
+    "cmvc.sampling_steps": Range(1, 999),
+    "cmvc.opt_steps": Range(0, 100_000),
+    "cmvc.opt_lr": Range(0, 1, low_open=True),
+    "cmvc.w_bits": Range(1, 16),
 }
 
 
@@ -224,10 +234,18 @@ def decoder_overrides(config) -> list[str]:
     base = codec_configs.get_config(config.preset)
     out = []
     for key in all_keys(base):
-        if key.startswith(DECODER_PREFIXES) and get(config, key) != get(base, key):
+        if key.startswith(DECODER_PREFIXES) and key not in ENCODER_ONLY and get(config, key) != get(base, key):
             value = get(config, key)
             out.append(f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}")
     return out
+
+
+def it2v_config(config):
+    """`pipelines.it2v.IT2VConfig` of the `cmvc` block."""
+    m = config.cmvc
+    return IT2VConfig(lora_rank=int(m.lora_rank), lora_steps=int(m.lora_steps), lora_lr=float(m.lora_lr),
+                      sampling_steps=int(m.sampling_steps), interpolation=str(m.interpolation),
+                      opt_steps=int(m.opt_steps), opt_lr=float(m.opt_lr), w_bits=int(m.w_bits))
 
 
 def keyframe_config(config):
