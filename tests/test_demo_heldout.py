@@ -47,13 +47,3 @@ def test_heldout_sequence_keeps_its_picture(round_trip):
 def test_heldout_stream_stays_small(round_trip):
     assert round_trip[2] <= MAX_STREAM_BYTES, round_trip[2]
 
-
-def test_mean_colour_error_by_hand():
-    a = np.full((2, 4, 4, 3), 100, np.uint8)
-    b = a.copy()
-    b[0, ..., 1] += 10
-    b[1, ..., 1] += 20
-    b[..., 0] -= 6
-    b[1, :2, :, 2] += 8  # half of frame 1: its mean moves by 4
-    # per channel, averaged over frames: red 6, green 15, blue 2 -> 15
-    assert metrics.mean_colour_error(a, b) == pytest.approx(15.0)

@@ -9,6 +9,8 @@ import os
 import numpy as np
 import pytest
 
+from m3cvc_jax.eval import metrics
+
 from tests.corpus_fixtures import SETTINGS, make_sources
 from train.data import corpus_build
 
@@ -61,7 +63,7 @@ def test_colour_error_is_the_worst_channel_of_the_mean_colour():
     b = a.copy()
     b[..., 2] = 6  # blue off by 6 levels everywhere
     b[0, :2, :, 0] = 10  # red off by 5 on average in frame 0, 0 in frame 1 -> 2.5
-    assert eval_heldout.colour_error(a, b) == pytest.approx(6.0)
+    assert metrics.mean_colour_error(a, b) == pytest.approx(6.0)
 
 
 def _row(codec, rp, bpp, psnr, colour=1.0):

@@ -141,9 +141,12 @@ def plan_gru(gru: "ConvGRU", hidden_size: int, context: jax.Array) -> GRUPlan:
         return jnp.concatenate([k[:, :, :lo], k[:, :, hi:]], axis=2)
 
     kz, kr, kq = (c.kernel.value for c in (gru.convz, gru.convr, gru.convq))
-    zr_const = jnp.concatenate([_conv_with(gru.convz, context, kz[:, :, lo:hi]) + gru.convz.bias.value,
-                                _conv_with(gru.convr, context, kr[:, :, lo:hi]) + gru.convr.bias.value], axis=-1)
-    q_const = _conv_with(gru.convq, context, kq[:, :, lo:hi]) + gru.convq.bias.value
+    def const(c, k):  # the bias is cast to the compute dtype (as the convolution itself casts it)
+        y = _conv_with(c, context, k[:, :, lo:hi])
+        return y + c.bias.value.astype(y.dtype)
+
+    zr_const = jnp.concatenate([const(gru.convz, kz), const(gru.convr, kr)], axis=-1)
+    q_const = const(gru.convq, kq)
     return GRUPlan(jnp.concatenate([varying(kz), varying(kr)], axis=-1), varying(kq), zr_const, q_const)
 
 
