@@ -241,3 +241,12 @@ def test_docs_api_it2v_example_runs():
     from tests.test_api import run_docs_example
 
     run_docs_example("## CMVC IT2V")
+
+
+def test_config_names_match_the_implementations():
+    from m3cvc_jax.diffusion import morph
+    from m3cvc_jax.nn import lora
+    from m3cvc_jax.pipelines import it2v_config
+
+    assert set(it2v_config.LORA_INITS) == set(lora.INITS)
+    assert set(it2v_config.INTERPOLATIONS) == set(morph.METHODS)

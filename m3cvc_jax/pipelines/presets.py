@@ -39,7 +39,7 @@ import ml_collections
 from m3cvc_jax.codec.keyframe_config import KeyframeConfig
 from m3cvc_jax.decoders.keyframe_decoding import KeyframeDecoding
 from m3cvc_jax.decoders.video_decoding import VideoDecoding
-from m3cvc_jax.pipelines.it2v import IT2VConfig
+from m3cvc_jax.pipelines.it2v_config import IT2VConfig
 
 _KEYFRAMES = KeyframeConfig()
 _KEYFRAME_DECODING = KeyframeDecoding()

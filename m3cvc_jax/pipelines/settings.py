@@ -20,7 +20,7 @@ from m3cvc_jax.decoders.video_decoding import VideoDecoding
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.io.video import as_fraction
 from m3cvc_jax.pipelines import presets as codec_configs
-from m3cvc_jax.pipelines.it2v import IT2VConfig
+from m3cvc_jax.pipelines.it2v_config import IT2VConfig
 from m3cvc_jax.pipelines.modes import MODES
 
 _TRUE = {"1", "true", "yes", "on"}
