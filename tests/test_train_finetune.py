@@ -6,21 +6,15 @@ import pytest
 
 from configs.decoder_finetune import get_config
 from m3cvc_jax.errors import ConfigError
+from tests.train_configs import tiny_run_config
 from train import decoder_finetune as ft
 from train.checkpointing import Checkpointer
 from train.metrics_log import MetricsLog
 
 
 def tiny_config(data_dir, **kw):
-    c = get_config("tiny")
-    c.width, c.height = 64, 32
-    c.progress = False
+    c = tiny_run_config(get_config, 64, 32, checkpoint_every=4, text_dropout=0.5, **kw)
     c.data.data_dir = str(data_dir)
-    c.log_every = 1
-    c.checkpoint_every = 4
-    c.text_dropout = 0.5
-    for k, v in kw.items():
-        c[k] = v
     return c
 
 

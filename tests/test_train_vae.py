@@ -10,6 +10,7 @@ import pytest
 from configs.vae_pretrain import get_config
 from m3cvc_jax import weights
 from m3cvc_jax.nn.vae import VAEConfig
+from tests.train_configs import tiny_run_config
 from train import vae_pretrain
 from train.checkpointing import Checkpointer
 from train.metrics_log import MetricsLog
@@ -18,14 +19,8 @@ STEPS = 30
 
 
 def tiny_config(data_dir, **kw):
-    c = get_config("tiny")
-    c.width, c.height = 64, 32
-    c.progress = False
+    c = tiny_run_config(get_config, 64, 32, **kw)
     c.data.data_dir = str(data_dir)
-    c.log_every = 1
-    c.checkpoint_every = 10
-    for k, v in kw.items():
-        c[k] = v
     return c
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs.vq_pretrain import get_config
+from tests.train_configs import tiny_run_config
 from train import vq_pretrain
 from train.checkpointing import Checkpointer
 from train.metrics_log import MetricsLog
@@ -15,14 +16,8 @@ STEPS = 30
 
 
 def tiny_config(data_dir, **kw):
-    c = get_config("tiny")
-    c.width, c.height = 64, 32  # latent 8x4 -> 4x2 indices: the cheapest shape the codec allows
-    c.progress = False
+    c = tiny_run_config(get_config, 64, 32, **kw)  # latent 8x4 -> 4x2 indices: the cheapest shape the codec allows
     c.data.data_dir = str(data_dir)
-    c.log_every = 1
-    c.checkpoint_every = 10
-    for k, v in kw.items():
-        c[k] = v
     return c
 
 
