@@ -67,7 +67,6 @@ def test_main_job_default_preset_round_trips_a_short_clip(workdir, tmp_path):  #
     assert "stand-in" in out and "docs/demo.md" in out  # the demo says what it replaced
     header = bsf.read_bitstream(stream).header
     assert header.preset == "demo" and list(header.keyframes) == [0, FRAMES - 1]
-    assert header.entropy_model in ("learned", "static", "adaptive", "uniform")  # `auto` names its winner
     assert os.path.getsize(stream) <= MAX_STREAM_BYTES
     code, _, err = run_cli(["decode", stream, "-o", str(tmp_path / "out")])
     assert code == 0, err
