@@ -2,6 +2,9 @@
 uninterrupted one exactly."""
 
 import os
+import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -16,6 +19,7 @@ from train.checkpointing import Checkpointer
 from train.metrics_log import MetricsLog
 
 STEPS = 30
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(data_dir, **kw):
@@ -108,3 +112,24 @@ def test_init_weights_of_another_architecture_is_refused(full_run, tmp_path):
     c.vae.block_out_channels = (8, 16, 16, 32)
     with pytest.raises(ConfigError, match="is not the configured"):
         vae_pretrain.train(c, str(tmp_path / "w"))
+
+
+def test_export_only_flag_reaches_the_trainer(tmp_path):
+    # The trainers' command line (train/cli.py) with a stand-in trainer: the flag, not a training run.
+    probe = "from train import cli; cli.main(lambda c, w: print('export_only', c.get('export_only', False), w))"
+    base = [sys.executable, "-c", probe, "--config", "configs/vae_pretrain.py:tiny", "--workdir", str(tmp_path)]
+    for extra, expected in (([], "False"), (["--export_only"], "True")):
+        out = subprocess.run(base + extra, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split() == ["export_only", expected, str(tmp_path)]
+
+
+def test_export_only_rewrites_the_export_of_the_latest_checkpoint(full_run, tmp_path):
+    data, workdir, _, _ = full_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(copy / "export")
+    _, rows = vae_pretrain.train(tiny_config(data, num_steps=STEPS + 10, export_only=True), str(copy))
+    assert rows == [] and sorted(Checkpointer(str(copy)).all_steps()) == [10, 20, 30]
+    assert (weights.load_checkpoint(str(copy / "export"))[0]["fingerprint"]
+            == weights.load_checkpoint(os.path.join(workdir, "export"))[0]["fingerprint"])
