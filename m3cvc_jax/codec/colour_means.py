@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from m3cvc_jax.codec.bit_packing import pack_codes, unpack_codes
 from m3cvc_jax.errors import BitstreamError
 
 TAG_MEAN_COLOUR = 5  # skippable extra: a reader that ignores it decodes the same frames without the correction
@@ -42,8 +43,7 @@ def pack(codes, bits: int) -> bytes:
         raise BitstreamError(f"cannot pack: mean-colour codes must be (keyframes >= 1, 3), got {codes.shape}")
     if codes.min() < 0 or codes.max() >= 1 << bits:
         raise BitstreamError(f"cannot pack: a mean-colour code outside [0, {(1 << bits) - 1}]")
-    bitarr = ((codes.reshape(-1)[:, None] >> np.arange(bits - 1, -1, -1)) & 1).astype(np.uint8).reshape(-1)
-    return bytes([bits]) + np.packbits(bitarr).tobytes()
+    return bytes([bits]) + pack_codes(codes, bits)
 
 
 def unpack(payload: bytes, num_keyframes: int) -> tuple[np.ndarray, int]:
@@ -52,15 +52,10 @@ def unpack(payload: bytes, num_keyframes: int) -> tuple[np.ndarray, int]:
         _bad("empty")
     bits = payload[0]
     _check_bits(bits, "corrupt bitstream: mean colours: ")
-    nbits = CHANNELS * num_keyframes * bits
-    body = payload[1:]
-    if len(body) != (nbits + 7) // 8:
-        _bad(f"{len(body)} bytes of codes, {(nbits + 7) // 8} expected for {num_keyframes} keyframes at {bits} bits")
-    bitarr = np.unpackbits(np.frombuffer(body, np.uint8))
-    if bitarr[nbits:].any():
-        _bad("non-zero padding bits")
-    place = 1 << np.arange(bits - 1, -1, -1, dtype=np.int64)
-    codes = (bitarr[:nbits].reshape(-1, bits).astype(np.int64) * place).sum(1)
+    try:
+        codes = unpack_codes(payload[1:], CHANNELS * num_keyframes, bits)
+    except ValueError as e:
+        _bad(f"{e} ({num_keyframes} keyframes at {bits} bits)")
     return codes.reshape(num_keyframes, CHANNELS), bits
 
 
