@@ -57,27 +57,34 @@ def source_of(clip: str) -> str:
     return re.sub(r"_\d+$", "", os.path.splitext(clip)[0])
 
 
-def training_maps(config) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, str]:
-    """([(clip, its index maps (N, h, w))], the codebook, the post-encoder directory or '')."""
+def map_encoder(config):
+    """(a function video path -> its index maps (N, h, w) at `config.fps`, the codebook, the post-encoder
+    directory or '') for the post-encoder the config names."""
     codec_cfg = load_config(config.preset, [f"weights={config.weights}"] if config.weights else [])
     models = Models(codec_cfg, FolderSource(config.weights_root) if config.weights_root else None)
     models.require(("sd-vae", "post-encoder"))
     params = {"codec": models.codec}
+    pre = PreprocessConfig(width=codec_cfg.video.width, height=codec_cfg.video.height, fps=config.fps,
+                           max_frames=config.max_frames or None)
+
+    def maps_of(path: str) -> np.ndarray:
+        images = np.asarray(load_video(path, pre).frames, np.float32) / 127.5 - 1.0
+        return np.concatenate([np.asarray(api.encode_keyframe_batch(params, images[i:i + 8]))
+                               for i in range(0, len(images), 8)])
+
+    codebook = np.asarray(models.codec.codebook.embedding.get_value(), np.float64)
+    return maps_of, codebook, models.component_dir("post-encoder") if models.root is not None else ""
+
+
+def training_maps(config) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, str]:
+    """([(clip, its index maps (N, h, w))] of every video under `clips_dir`, the codebook, the post-encoder
+    directory or '')."""
     excluded = {name.strip() for name in config.get("exclude_clips", "").split(",") if name.strip()}
     clips = video_files(config.clips_dir, excluded)
     if not clips:
         raise ConfigError(f"no videos in {config.clips_dir} (besides the excluded {', '.join(sorted(excluded))})")
-    pre = PreprocessConfig(width=codec_cfg.video.width, height=codec_cfg.video.height, fps=config.fps,
-                           max_frames=config.max_frames or None)
-    maps = []
-    for name in clips:
-        frames = load_video(os.path.join(config.clips_dir, name), pre).frames
-        images = np.asarray(frames, np.float32) / 127.5 - 1.0
-        maps.append((name, np.concatenate([np.asarray(api.encode_keyframe_batch(params, images[i:i + 8]))
-                                           for i in range(0, len(images), 8)])))
-    codebook = np.asarray(models.codec.codebook.embedding.get_value(), np.float64)
-    pe_dir = models.component_dir("post-encoder") if models.root is not None else ""
-    return maps, codebook, pe_dir
+    maps_of, codebook, pe_dir = map_encoder(config)
+    return [(name, maps_of(os.path.join(config.clips_dir, name))) for name in clips], codebook, pe_dir
 
 
 def examples(maps: list[np.ndarray], gap: int) -> list[dict]:
@@ -90,9 +97,9 @@ def examples(maps: list[np.ndarray], gap: int) -> list[dict]:
     return out
 
 
-class OnePass:
-    """`batches[step]`: the examples step*B .. (step+1)*B of one seeded permutation (the last batch short),
-    so ceil(N / B) steps count every map exactly once."""
+class Passes:
+    """`batches[step]`: the examples step*B .. (step+1)*B of one seeded permutation (the last batch of a pass
+    short), so ceil(N / B) steps (`len`) count every map exactly once; later steps start another pass."""
 
     def __init__(self, data: list[dict], batch_size: int, seed: int):
         self.data, self.batch_size = data, batch_size
@@ -102,6 +109,7 @@ class OnePass:
         return -(-len(self.data) // self.batch_size)
 
     def __getitem__(self, step: int) -> dict:
+        step %= len(self)
         items = [self.data[j] for j in self.order[step * self.batch_size:(step + 1) * self.batch_size]]
         return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
@@ -173,7 +181,7 @@ def train(config, workdir: str):
     clips, codebook, pe_dir = training_maps(config)
     k = len(codebook)
     data = examples([m for _, m in clips], config.gap)
-    batches = OnePass(data, config.batch_size, config.seed)
+    batches = Passes(data, config.batch_size, config.seed)
     config = copy.deepcopy(config)
     config.num_steps = int(config.num_steps) or len(batches)  # 0: one pass over the maps
     mesh = sharding.data_mesh(jax.devices()[:1])  # counting runs on the host; one device holds the state
@@ -206,6 +214,7 @@ def train(config, workdir: str):
     loop.save_export(workdir, **export_checkpoint(prior, pe_dir, codebook))
     rows.append(summary(workdir, {
         "expert_weights": list(expert_weights), "weights_chosen_on": chosen_on, "training_maps": len(data),
+        "counted_positions": int(words.sum()),
         "validation_bits_per_index": mean_bits(build_prior(fit_counts, fit_words, expert_weights, config.alpha,
                                                            config.scale), held),
         "train_bits_per_index": mean_bits(prior, every)}))
