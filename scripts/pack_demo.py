@@ -70,10 +70,10 @@ def add_index_prior(packed: str) -> None:
     config.weights_root = packed
     config.progress = False
     with tempfile.TemporaryDirectory() as workdir:
-        prior, _ = index_prior.train(config, workdir)
+        prior, rows = index_prior.train(config, workdir)
     pe_dir = os.path.join(packed, "post-encoder")
     fp = save_checkpoint(pe_dir, overwrite=True, **index_prior.export_checkpoint(prior, pe_dir, None))
-    print(f"index prior    {prior.num_clusters} clusters, boosts {prior.boosts}; post-encoder fingerprint {fp}")
+    print(f"index prior    {rows[-1]}; post-encoder fingerprint {fp}")
 
 
 if __name__ == "__main__":
