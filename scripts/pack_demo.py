@@ -10,9 +10,9 @@ Then the learned index prior (`coding.entropy_model=learned`, the demo default) 
 post-encoder's maps of the demo corpus's training videos (configs/index_prior.py:corpus, $M3CVC_CORPUS; a
 fresh, deterministic run: a prior fits one codebook only) and its tables are added to
 `post-encoder/config.json`, so repacking new weights always ships a matching prior (`--prior-only` redoes
-just this on a packed folder, replacing its prior). The folder is built under a temporary name and renamed into place; an existing one is
-replaced only with --force and only if it holds nothing but component checkpoints (as this script writes
-them).
+just this on a packed folder, replacing its prior). The folder is built under a temporary name and
+renamed into place; an existing one is replaced only with --force and only if it holds nothing but
+component checkpoints (as this script writes them).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ clips at 8 fps (the keyframes of the README's main job for bikes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
