@@ -19,11 +19,12 @@ from tests.pipeline_fixtures import workdir  # noqa: F401  (a private XLA cache)
 
 HELDOUT = os.path.join(os.path.dirname(__file__), "..", "assets", "heldout", "picos_heldout.mp4")
 FRAMES = 16  # keyframes 0 and 15 and one video-model window between them
-# Measured 2026-12-01 (16 frames): corpus-trained weights 19.3 dB, colour error 11.0, 330-352 bytes; the
-# weights trained on two clips gave 15.2 dB and colour error 20.5 here, and fail both bounds.
+# Measured 2026-12-01 (16 frames): corpus-trained weights 19.3 dB, colour error 11.0, 330-352 bytes, 298 with
+# the index prior trained on the corpus (the learned model); the weights trained on two clips gave 15.2 dB and
+# colour error 20.5 here, and fail both bounds.
 PSNR_FLOOR = 18.0
 MAX_COLOUR_ERROR = 14.0  # /255, largest per-channel error of the frame-mean colour, averaged over frames
-MAX_STREAM_BYTES = 370
+MAX_STREAM_BYTES = 315  # 298 + ~5%
 
 
 @pytest.fixture(scope="module")
