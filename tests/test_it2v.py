@@ -22,8 +22,7 @@ from m3cvc_jax.random_weights import random_module
 # a one-level VAE; every program is compiled once in the module fixture and shared by the tests.
 UNET = UNetConfig(block_out_channels=(16,), layers_per_block=1, down_block_types=(PLAIN_DOWN,),
                   up_block_types=(PLAIN_UP,), cross_attention_dim=8, num_attention_heads=1, norm_num_groups=4)
-VAE = VAEConfig(block_out_channels=(8,), layers_per_block=1, norm_num_groups=4, mid_block_add_attention=False,
-                use_quant_conv=False, use_post_quant_conv=False)
+VAE = VAEConfig(block_out_channels=(8,), layers_per_block=1, norm_num_groups=4)
 # lr 5e-2 (not 2e-4) so that 60 steps move the LoRAs far enough for eq. 4's loss and w_l to show.
 CFG = it2v.IT2VConfig(lora_rank=4, lora_steps=60, lora_lr=5e-2, sampling_steps=3, opt_steps=40, opt_lr=0.05)
 H, W = 8, 12
