@@ -36,7 +36,7 @@ from convert_weights.sd_unet import ldm_rename
 from m3cvc_jax.errors import ConfigError, WeightsError
 from m3cvc_jax.nn import lora
 from m3cvc_jax.nn.unet import UNet2DConditionModel, UNetConfig
-from m3cvc_jax.weights import path_key, save_checkpoint
+from m3cvc_jax.weights import abstract_module, path_key, save_checkpoint
 
 TEXT_ENCODER_PREFIXES = ("text_encoder.", "text_encoder_2.", "lora_te_", "lora_te1_", "lora_te2_")
 _KOHYA = re.compile(r"lora_unet_(.+)\.(lora_down\.weight|lora_up\.weight|alpha)")
@@ -81,7 +81,7 @@ def read_metadata_alphas(src: str) -> tuple[float | None, dict[str, float]]:
 
 def _linear_lookup(cfg: UNetConfig) -> dict[str, str]:
     """Flattened kohya module names (diffusers and LDM naming) -> our Linear paths."""
-    model = nnx.eval_shape(lambda: UNet2DConditionModel(cfg, rngs=nnx.Rngs(0)))
+    model = abstract_module(lambda rngs: UNet2DConditionModel(cfg, rngs=rngs))
     to_ldm = ldm_rename(cfg, to_ldm=True)
     out = {}
     for path in lora.linear_paths(model, lambda p: True):
@@ -153,13 +153,13 @@ def layers_of(factors: dict[str, np.ndarray], file_alphas: dict[str, float], *, 
 
 def convert_params(cfg: UNetConfig, factors: dict[str, np.ndarray], layers: dict[str, dict], *,
                    source: str = "LoRA") -> dict[str, np.ndarray]:
-    def build():
-        model = UNet2DConditionModel(cfg, rngs=nnx.Rngs(0))
+    def build(rngs):
+        model = UNet2DConditionModel(cfg, rngs=rngs)
         lora.add_lora_layers(model, layers)
         return model
 
     try:
-        model = nnx.eval_shape(build)
+        model = abstract_module(build)  # shapes only; a real nnx.Rngs under the trace costs seconds
     except ConfigError as e:
         raise WeightsError(f"{source}: {e}") from None
     shapes = {path_key(p): tuple(v.get_value().shape) for p, v in nnx.to_flat_state(lora.lora_state(model))}

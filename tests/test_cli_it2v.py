@@ -24,9 +24,11 @@ from tests.pipeline_fixtures import CLIP, run_cli, workdir  # noqa: F401
 
 FRAMES = 8  # keyframes 0, 3, 6 and the forced 7: two clips with frames between, one without
 # No describer (the random Qwen2-VL would dominate the compile time); fixed keyframes every 3 frames (no
-# CLIP image tower to compile; the mode's default method is checked on the config below).
+# CLIP image tower to compile; the mode's default method is checked on the config below). The encoder sends
+# the uniform w (`cmvc.opt_steps=0`, an encoder-only setting): the w search's gradient is the costliest
+# program to compile, and tests/test_it2v.py runs that search (`IT2VClips.search`) on a smaller UNet.
 SETTINGS = ["--set", f"video.max_frames={FRAMES}", "--set", "dialogue.describer=none", "--set", "keyframes.interval=3",
-            "--set", "keyframes.method=fixed"]
+            "--set", "keyframes.method=fixed", "--set", "cmvc.opt_steps=0"]
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,9 @@ import pytest
 from m3cvc_jax.diffusion import morph
 from m3cvc_jax.errors import ConfigError
 from m3cvc_jax.nn import lora
-from m3cvc_jax.nn.keyframe_codec import frame_latent
 from m3cvc_jax.nn.unet import PLAIN_DOWN, PLAIN_UP, UNet2DConditionModel, UNetConfig
 from m3cvc_jax.nn.vae import AutoencoderKL, VAEConfig
-from m3cvc_jax.pipelines import it2v
+from m3cvc_jax.pipelines import it2v, it2v_clips
 from m3cvc_jax.random_weights import random_module
 
 # Far smaller than the `tiny` preset: these tests are compile-bound (XLA's compile time grows with the
@@ -119,50 +118,61 @@ TRUE_W = WS[4:]
 
 @pytest.fixture(scope="module")
 def setup():
-    unet = random_module(lambda r: UNet2DConditionModel(UNET, rngs=r), 0, "unet")
+    """Everything through the codec's own compiled programs (`IT2VClips` and `it2v_clips`' jitted functions),
+    so that the tests below and the pipeline share one compile each (these tests are compile-bound)."""
+    base = random_module(lambda r: UNet2DConditionModel(UNET, rngs=r), 0, "unet")
     vae = random_module(lambda r: AutoencoderKL(VAE, rngs=r), 0, "vae")
-    it2v.add_it2v_lora(unet, CFG)
+    clips = it2v_clips.IT2VClips(base, vae, CFG)
+    assert not lora.lora_layers(base) and lora.lora_layers(clips.unet)  # the codec's own UNet is untouched
     rng = np.random.default_rng(0)
     keyframes = jnp.asarray(rng.uniform(-1, 1, (2, H, W, 3)), jnp.float32)
     text = jnp.asarray(rng.normal(size=(1, 5, 8)), jnp.float32)
-    latents = jax.jit(frame_latent)(vae, keyframes)
-    train = jax.jit(it2v.train_lora, static_argnames="config")
-    s0, losses = train(unet, latents[:1], text, jax.random.key(0), CFG)
-    s1, _ = train(unet, latents[1:], text, jax.random.key(1), CFG)
-    sched = it2v.make_scheduler(CFG.sampling_steps)
-    invert = jax.jit(it2v.invert_keyframe)
-    x0, x1 = invert(unet, s0, latents[:1], text, sched), invert(unet, s1, latents[1:], text, sched)
+    key = jax.random.key(0)
+    ends = clips.endpoints(keyframes[0], keyframes[1], text[0], key)
+    k0, _ = jax.random.split(key)  # endpoints' key for keyframe 0's LoRA
+    unet, sched = clips.unet, clips.scheduler
+    latents = it2v_clips._latents(vae, keyframes)
 
     @jax.jit
-    def frames(ws, alone):
-        """The unclipped frame (`render`) per row, vmapped over weights and endpoints, linear and diffmorpher."""
-        def one(w, a, method):
-            l1 = jax.tree.map(lambda p, q: jnp.where(a, p, q), s0, s1)
-            return it2v.render(unet, vae, s0, l1, x0, jnp.where(a, x0, x1), w[0], w[1], text, sched,
-                               interpolation=method)[0]
-        return (jax.vmap(lambda w, a: one(w, a, "linear"))(ws, alone),
-                jax.vmap(lambda w, a: one(w, a, "diffmorpher"))(ws, alone))
+    def frames(ws, x_a, x_b, alone):
+        """The unclipped frame (`render`) per row, vmapped over weights and endpoints (LoRA 0 twice where
+        `alone`). One render chain for both interpolations: a row's x_T endpoints are given, so a
+        diffmorpher row passes its morphed x_T twice with w_i = 1 (lerp(x, x, 1) is x exactly)."""
+        def one(w, a, b, solo):
+            l1 = jax.tree.map(lambda p, q: jnp.where(solo, p, q), ends.lora0, ends.lora1)
+            return it2v.render(unet, vae, ends.lora0, l1, a, b, w[0], w[1], ends.text, sched)[0]
+        return jax.vmap(one)(ws, x_a, x_b, alone)
 
-    linear, dm = frames(WS, ALONE)
-    single = jax.jit(it2v.interpolate_frame)(unet, vae, s0, s1, x0, x1, WS[0, 0], WS[0, 1], text, sched)
-    return dict(unet=unet, vae=vae, text=text, latents=latents, train=train, s0=s0, s1=s1, losses=losses,
-                sched=sched, x0=x0, x1=x1, linear=linear, dm=dm, single=single)
+    def rows(ws, interpolation="linear"):
+        ws, alone = jnp.asarray(ws), jnp.asarray(ALONE)
+        x1 = jnp.where(alone[:, None, None, None, None], ends.x0, ends.x1)
+        if interpolation == "linear":
+            return frames(ws, jnp.broadcast_to(ends.x0, x1.shape), x1, alone)
+        x_t = jax.vmap(lambda w, b: morph.interpolate_latents(interpolation, ends.x0, b, w))(ws[:, 0], x1)
+        return frames(ws.at[:, 0].set(1.0), x_t, x_t, alone)
+
+    return dict(clips=clips, unet=unet, vae=vae, text=ends.text, latents=latents, ends=ends, k0=k0,
+                sched=sched, rows=rows, linear=rows(WS), dm=rows(WS, "diffmorpher"),
+                single=clips.frames(ends, WS[:1]))
 
 
 def test_train_lora_deterministic_from_key(setup):
     """Encoder and decoder train on the same decoded keyframe with the same key: bit-identical LoRAs."""
     d = setup
-    assert d["losses"].shape == (CFG.lora_steps,) and np.all(np.isfinite(d["losses"]))
-    a, la = d["train"](d["unet"], d["latents"][:1], d["text"], jax.random.key(0), CFG)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(d["s0"])):
+    cfg = d["clips"].lora_config  # CFG with the encoder-only w-search fields at their defaults
+    assert cfg == dataclasses.replace(CFG, opt_steps=it2v.IT2VConfig().opt_steps, opt_lr=it2v.IT2VConfig().opt_lr)
+    train = it2v_clips._train
+    a, losses = train(d["unet"], d["latents"][:1], d["text"], d["k0"], cfg)
+    assert losses.shape == (CFG.lora_steps,) and np.all(np.isfinite(losses))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(d["ends"].lora0)):
         np.testing.assert_array_equal(x, y)
-    np.testing.assert_array_equal(la, d["losses"])
-    fresh = lora.initial_state(d["unet"], jax.random.split(jax.random.key(0))[0])
+    np.testing.assert_array_equal(train(d["unet"], d["latents"][:1], d["text"], d["k0"], cfg)[1], losses)
+    fresh = lora.initial_state(d["unet"], jax.random.split(d["k0"])[0])
     flat, flat0 = lora.flat_lora(it2v.with_lora(d["unet"], a)), lora.flat_lora(it2v.with_lora(d["unet"], fresh))
     # B starts at zero and weight decay keeps zero at zero: only gradients of eq. 4 can have moved it.
     assert all(not np.any(flat0[k]) for k in flat0 if "lora_B" in k)
     assert max(float(jnp.abs(flat[k]).max()) for k in flat if "lora_B" in k) > 0
-    c, _ = d["train"](d["unet"], d["latents"][:1], d["text"], jax.random.key(7), CFG)
+    c, _ = train(d["unet"], d["latents"][:1], d["text"], jax.random.key(7), cfg)
     assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(c)))
 
 
@@ -186,8 +196,8 @@ def test_train_lora_lowers_the_eps_loss(setup):
             return jnp.mean(jnp.square(pred - eps))
         return jax.lax.map(one, states)
 
-    fresh = lora.initial_state(d["unet"], jax.random.split(jax.random.key(0))[0])
-    before, after = map(float, eq4(jax.tree.map(lambda a, b: jnp.stack([a, b]), fresh, d["s0"])))
+    fresh = lora.initial_state(d["unet"], jax.random.split(d["k0"])[0])
+    before, after = map(float, eq4(jax.tree.map(lambda a, b: jnp.stack([a, b]), fresh, d["ends"].lora0)))
     assert after < 0.9 * before, (before, after)
 
 
@@ -195,7 +205,8 @@ def test_interpolate_frame_endpoints_jit_and_vmap(setup):
     d = setup
     lin, dm = np.asarray(d["linear"]), np.asarray(d["dm"])
     assert lin.shape == (len(WS), H, W, 3) and np.all(np.isfinite(lin))
-    # vmap over frames (and endpoints) == single calls; interpolate_frame is the clipped render
+    # vmap over frames (and endpoints) == single calls; interpolate_frame (the codec's compiled
+    # `IT2VClips.frames`) is the clipped render
     assert d["single"].shape == (1, H, W, 3) and float(jnp.abs(d["single"]).max()) <= 1.0
     np.testing.assert_allclose(np.clip(lin[0], -1, 1), d["single"][0], atol=1e-5)
     # w = 1 is keyframe 0's own chain: x_T0 sampled with LoRA 0 alone
@@ -207,26 +218,52 @@ def test_interpolate_frame_endpoints_jit_and_vmap(setup):
     assert not np.allclose(dm[0], lin[0], atol=1e-3)
 
 
-def test_optimise_weights_recovers_a_known_w(setup):
+def test_interpolation_setting_reaches_the_latent_mix(setup, monkeypatch):
+    """render / interpolate_frame / optimise_weights pass their interpolation to eq. 5's latent mix (traced
+    only: the numbers of each mix are tested against numpy above, the frames of both in the test above)."""
+    d, e = setup, setup["ends"]
+    seen = []
+    real = morph.interpolate_latents
+    monkeypatch.setattr(morph, "interpolate_latents", lambda m, *a: seen.append(m) or real(m, *a))
+    for method in ("linear", "diffmorpher"):
+        jax.eval_shape(lambda w: it2v.interpolate_frame(d["unet"], d["vae"], e.lora0, e.lora1, e.x0, e.x1, w, w,
+                                                        e.text, d["sched"], interpolation=method), 0.5)
+        assert seen and set(seen) == {method}, seen
+        seen.clear()
+    cfg = dataclasses.replace(CFG, interpolation="diffmorpher")
+    jax.eval_shape(lambda f: it2v.optimise_weights(d["unet"], d["vae"], e.lora0, e.lora1, e.x0, e.x1, e.text, f,
+                                                   it2v.position_weights(1), d["sched"], cfg), d["single"])
+    assert seen and set(seen) == {"diffmorpher"}, seen
+
+
+def test_optimise_weights_recovers_a_known_w(setup, monkeypatch):
     """A synthetic clip made by the interpolator itself: optimisation from uniform w lowers the L2 error
-    and lands near the w that made it."""
-    d = setup
-    args = (d["unet"], d["vae"], d["s0"], d["s1"], d["x0"], d["x1"])
+    and lands near the w that made it. Run as the encoder runs it (`IT2VClips.search`, one frame per
+    call of the compiled `optimise_weights`, whose losses are recorded on the way)."""
+    d, e = setup, setup["ends"]
     frames = d["linear"][4:]  # unclipped, as the render the loss of eqs. 7-8 compares
-    start = it2v.position_weights(2)  # (2/3, 1/3): the uniform-w ablation
-    opt = jax.jit(it2v.optimise_weights, static_argnames="config")
-    w, losses = opt(*args, d["text"], frames, start, d["sched"], CFG)
-    assert losses.shape == (CFG.opt_steps + 1, 2)
-    assert np.all(np.asarray(losses[-1]) < 0.1 * np.asarray(losses[0])), losses[[0, -1]]
+    start = np.asarray(it2v.position_weights(2))  # (2/3, 1/3): the uniform-w ablation
+    calls = []
+    real = it2v_clips._optimise
+    monkeypatch.setattr(it2v_clips, "_optimise", lambda *a, **k: calls.append((a, real(*a, **k))) or calls[-1][1])
+    w = d["clips"].search(e, frames)
     np.testing.assert_allclose(w, TRUE_W, atol=0.05)
+    assert len(calls) == 2
+    rendered = np.asarray(d["rows"](np.concatenate([start, start, start])))  # rows 0, 1: the two starts
+    for k, (args, (wk, losses)) in enumerate(calls):
+        np.testing.assert_array_equal(args[8], start[k:k + 1])  # the uniform start, frame by frame
+        np.testing.assert_array_equal(wk[0], w[k])
+        assert losses.shape == (CFG.opt_steps + 1, 1)
+        assert float(losses[-1, 0]) < 0.1 * float(losses[0, 0]), losses[[0, -1]]
+        np.testing.assert_allclose(losses[0, 0], np.mean(np.square(rendered[k] - np.asarray(frames[k]))), rtol=1e-4)
 
 
 @pytest.mark.slow  # a second compile of the whole w gradient; the remat path above runs the same maths
 def test_optimise_weights_without_remat_same_optimum(setup):
     """Without remat: the same start loss and the same optimum (40 Adam steps amplify the last-bit
     differences of the two programs' gradients, so the paths agree to 1e-2, not bitwise)."""
-    d = setup
-    args = (d["unet"], d["vae"], d["s0"], d["s1"], d["x0"], d["x1"])
+    d, e = setup, setup["ends"]
+    args = (d["unet"], d["vae"], e.lora0, e.lora1, e.x0, e.x1)
     frames, start = d["linear"][4:], it2v.position_weights(2)
     opt = jax.jit(it2v.optimise_weights, static_argnames="config")
     w, losses = opt(*args, d["text"], frames, start, d["sched"], CFG)

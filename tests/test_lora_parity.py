@@ -50,7 +50,8 @@ def random_factors(names, in_out, seed, scale=0.3):
 
 def shapes_of(ref, names):
     mods = dict(ref.named_modules())
-    return {n: (mods[n].in_features, mods[n].out_features) for n in names}
+    return {n: (mods[n].in_channels, mods[n].out_channels) if isinstance(mods[n], torch.nn.Conv2d)
+            else (mods[n].in_features, mods[n].out_features) for n in names}
 
 
 # One jitted forward for every test: nnx.jit caches on the model's graph, so a model with the same
@@ -95,22 +96,33 @@ def load_reference(ref, lora_file):
     return ref
 
 
+def kohya_targets(ref) -> list[str]:
+    """kohya's SD1 LoRA layers: the attention projections, proj_in/proj_out (1x1 convs in SD1: 4-D factors)
+    and the feed-forward output. Both format tests adapt these, so they share one compiled forward."""
+    return attention_projections(ref) + sorted(
+        n for n in dict(ref.named_modules()) if n.endswith(("proj_in", "proj_out", "ff.net.2")) and "attentions" in n)
+
+
 def test_lora_parity_peft_format(tmp_path):
     ref = reference_unet(SD1, seed=3)
-    names = attention_projections(ref)
     blocks = [n for n in dict(ref.named_modules()) if n.endswith(("attn1", "attn2"))]
-    assert len(names) == 4 * len(blocks) == 56  # 7 transformer blocks x (self, cross) x (q, k, v, out)
+    assert len(attention_projections(ref)) == 4 * len(blocks) == 56  # 7 transformer blocks x (self, cross) x (q, k, v, out)
+    names = kohya_targets(ref)
+    mods = dict(ref.named_modules())
     factors = random_factors(names, shapes_of(ref, names), seed=4)
     with torch.no_grad():
         base = nhwc(ref(torch.zeros(1, 4, 8, 12), torch.tensor([5.0]), torch.zeros(1, 5, 24)).sample)
     state = {}
     for n, (a, b) in factors.items():
+        if isinstance(mods[n], torch.nn.Conv2d):  # PEFT's Conv2d LoRA: 1x1 conv factors
+            a, b = a[:, :, None, None], b[:, :, None, None]
         state[f"unet.{n}.lora_A.weight"], state[f"unet.{n}.lora_B.weight"] = a, b
     alpha = 3.0  # != RANK: the alpha/rank scaling is exercised
     save_file(state, str(tmp_path / "pytorch_lora_weights.safetensors"),
               metadata={"format": "pt", "lora_adapter_metadata": json.dumps(
                   # as diffusers' training scripts save their LoraConfig
-                  {"unet.r": RANK, "unet.lora_alpha": alpha, "unet.target_modules": ["to_k", "to_q", "to_v", "to_out.0"],
+                  {"unet.r": RANK, "unet.lora_alpha": alpha,
+                   "unet.target_modules": ["to_k", "to_q", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"],
                    "unet.init_lora_weights": "gaussian"})})
     ours, meta = load_ours(ref, tmp_path, tmp_path / "pytorch_lora_weights.safetensors")
     assert {p: s["alpha"] for p, s in meta["config"]["layers"].items()} == {n: alpha for n in names}
@@ -125,9 +137,7 @@ def test_lora_parity_peft_format(tmp_path):
 def test_lora_parity_kohya_format(tmp_path):
     ref = reference_unet(SD1, seed=5)
     mods = dict(ref.named_modules())
-    # kohya's SD1 LoRAs also adapt proj_in/proj_out (1x1 convs in SD1: 4-D factors) and the feed-forward.
-    names = attention_projections(ref) + sorted(
-        n for n in mods if n.endswith(("proj_in", "proj_out", "ff.net.2")) and "attentions" in n)
+    names = kohya_targets(ref)
     rng = np.random.default_rng(6)
     state, alphas = {}, {}
     for i, n in enumerate(names):

@@ -144,12 +144,12 @@ def reference_unet(cfg, seed=0):
 def convert_and_load(ref, tmp, **opts):
     from convert_weights import sd_unet
     from m3cvc_jax.nn.unet import UNet2DConditionModel, UNetConfig
-    from m3cvc_jax.weights import assign_params, load_checkpoint
+    from m3cvc_jax.weights import abstract_module, assign_params, load_checkpoint
 
     ref.save_pretrained(tmp / "unet")
     sd_unet.convert(str(tmp / "unet"), str(tmp / "converted"), **opts)
     meta, params = load_checkpoint(str(tmp / "converted"), family="sd-unet")
-    model = abstract(lambda: UNet2DConditionModel(UNetConfig.from_dict(meta["config"]), rngs=nnx.Rngs(0)))
+    model = abstract_module(lambda rngs: UNet2DConditionModel(UNetConfig.from_dict(meta["config"]), rngs=rngs))
     assign_params(model, params)
     return model
 

@@ -1,8 +1,11 @@
 """CMVC's Table 3 ablations of the IT2V mode, as rows of `--set` overrides (docs/cmvc.md, "Ablations").
 
     m3cvc eval assets/clips/bikes_4s.mp4 --codecs x264 --ablation configs/ablations/cmvc_table3.py \
-        --preset demo --max-frames 17 --out runs/cmvc_table3 --anchor "ours[m3cvc_interpolation]" \
-        --rate-points "ours[full]=i8" ...   (one --rate-points per row, or rely on the default ladder)
+        --preset demo --max-frames 9 --rate-points ours=i8 --anchor "ours[m3cvc_interpolation]" \
+        --out runs/cmvc_table3
+
+(`--rate-points ours=i8`: one rate point for every row; `ours[ROW]=...` sets one row's; without either
+every row runs the default ladder. Measured rows: docs/cmvc.md, "Ablations".)
 
 Every row but the last is CMVC IT2V with one knob changed against `full` (the preset's `cmvc` block);
 keyframes are the fixed ones (`keyframes.method=fixed`, every `i<N>` frames) in every row, so all rows,

@@ -51,6 +51,11 @@ class Endpoints:
 class IT2VClips:
     def __init__(self, unet: nnx.Module, vae: nnx.Module, config: it2v.IT2VConfig):
         self.config = config
+        # The LoRA training program's static settings without the encoder-only w search: an encoder that
+        # changed `opt_steps`/`opt_lr` then shares the decoder's compiled program instead of tracing and
+        # compiling the same LoRA training again (eval encodes and decodes in one process).
+        defaults = it2v.IT2VConfig()
+        self.lora_config = dataclasses.replace(config, opt_steps=defaults.opt_steps, opt_lr=defaults.opt_lr)
         self.vae = vae
         self.unet = nnx.clone(unet)
         it2v.add_it2v_lora(self.unet, config)
@@ -61,8 +66,8 @@ class IT2VClips:
         latents = _latents(self.vae, jnp.stack([first, last]).astype(jnp.float32))
         text = jnp.asarray(text_emb, jnp.float32)[None]
         k0, k1 = jax.random.split(key)
-        lora0, _ = _train(self.unet, latents[:1], text, k0, self.config)
-        lora1, _ = _train(self.unet, latents[1:], text, k1, self.config)
+        lora0, _ = _train(self.unet, latents[:1], text, k0, self.lora_config)
+        lora1, _ = _train(self.unet, latents[1:], text, k1, self.lora_config)
         x0 = _invert(self.unet, lora0, latents[:1], text, self.scheduler)
         x1 = _invert(self.unet, lora1, latents[1:], text, self.scheduler)
         return Endpoints(lora0, lora1, x0, x1, text)
