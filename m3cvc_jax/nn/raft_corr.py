@@ -15,9 +15,18 @@ F32 = jnp.float32
 
 
 def correlation_pyramid(fmap1: jax.Array, fmap2: jax.Array, num_levels: int) -> list[jax.Array]:
-    """All-pairs dot products `(B*h*w, h_l, w_l)` per level, /sqrt(C), avg-pooled 2x2 (floor) per level."""
-    b, h, w, c = fmap1.shape
-    corr = jnp.einsum("bijc,bklc->bijkl", fmap1.astype(F32), fmap2.astype(F32)) / jnp.sqrt(jnp.asarray(c, F32))
+    """All-pairs dot products `(B*h*w, h_l, w_l)` per level, /sqrt(C), avg-pooled 2x2 (floor) per level.
+
+    `fmap1` of batch 1 is correlated with each of the B maps of `fmap2` (one matrix product)."""
+    b, h, w, c = fmap2.shape
+    f1, f2 = fmap1.astype(F32), fmap2.astype(F32)
+    if fmap1.shape[0] == b:
+        corr = jnp.einsum("bijc,bklc->bijkl", f1, f2)
+    elif fmap1.shape[0] == 1:
+        corr = jnp.einsum("ijc,bklc->bijkl", f1[0], f2)
+    else:
+        raise ValueError(f"correlation of batches {fmap1.shape[0]} and {b}: the first must be 1 or {b}")
+    corr = corr / jnp.sqrt(jnp.asarray(c, F32))
     vol = corr.reshape(b * h * w, h, w)
     pyramid = [vol]
     for _ in range(num_levels - 1):
