@@ -5,7 +5,9 @@ chooses jit: CLIP image embeddings of every frame (in fixed-size chunks, so one 
 length), and, for the M3-CVC rule with λ2 != 0, the motion magnitude of the flow from the current keyframe
 to each frame (RAFT, or the classical Lucas-Kanade flow of `nn/lk_flow.py` with
 `flow_model=classical`), computed inside the decision's scan, since the reference frame changes with every
-new keyframe. RAFT needs frames of at least 16·2^(levels-1) pixels per side (128 for torchvision's 4-level
+new keyframe. RAFT's flows come `FLOW_BLOCK` frames at a time against the current keyframe in one batched
+call (`codec.keyframes.m3cvc_select_blocks`; the frames after a new keyframe are recomputed against it), so
+the decision is the sequential one. RAFT needs frames of at least 16·2^(levels-1) pixels per side (128 for torchvision's 4-level
 pyramid) and multiples of 8: smaller frames are upscaled for the flow only; the magnitude is relative to
 the frame diagonal, so this does not bias it.
 """
