@@ -2,8 +2,8 @@
 
 The lookup reproduces torchvision's `grid_sample(..., mode="bilinear", align_corners=True)` on absolute
 pixel coordinates with zero padding. Every sample of a window shares the centroid's fractional offset, so
-one (2r+2)^2 integer window per centroid and level (a slice of the zero-bordered map), blended bilinearly,
-gives the (2r+1)^2 samples. Output channel order is torchvision's: level-major, then the x offset, then the y offset.
+one gather of a (2r+2)^2 integer window per centroid and level, blended bilinearly, gives the (2r+1)^2
+samples. Output channel order is torchvision's: level-major, then the x offset, then the y offset.
 """
 
 from __future__ import annotations
@@ -21,59 +21,51 @@ def _pool_features(f: jax.Array) -> jax.Array:
     return 0.25 * ((f[:, 0::2, 0::2] + f[:, 1::2, 0::2]) + (f[:, 0::2, 1::2] + f[:, 1::2, 1::2]))
 
 
-def correlation_pyramid(fmap1: jax.Array, fmap2: jax.Array, num_levels: int, radius: int) -> list[jax.Array]:
-    """All-pairs dot products per level, /sqrt(C), avg-pooled 2x2 (floor) per level: `(h*w*B, h_l + 2p,
-    w_l + 2p)` with p = `pad(radius)` zeros around each level's map, for `lookup`.
+def correlation_pyramid(fmap1: jax.Array, fmap2: jax.Array, num_levels: int) -> list[jax.Array]:
+    """All-pairs dot products `(h*w*B, h_l, w_l)` per level, /sqrt(C), avg-pooled 2x2 (floor) per level.
 
     Rows are ordered (pixel of fmap1, batch): `fmap1` of batch 1 is correlated with each of the B maps of
     `fmap2` in one matrix product whose output is already in that layout. The volume is linear in fmap2,
     so level l correlates with fmap2 pooled l times instead of pooling the (B times h*w times larger)
-    volume, and the zero border comes from zero-padded features: the same numbers up to rounding, a
-    fraction of the memory traffic."""
+    volume: the same numbers up to rounding, a fraction of the memory traffic."""
     b, h, w, c = fmap2.shape
+    f1 = fmap1.astype(F32) / jnp.sqrt(jnp.asarray(c, F32))
     if fmap1.shape[0] not in (1, b):
         raise ValueError(f"correlation of batches {fmap1.shape[0]} and {b}: the first must be 1 or {b}")
-    f1 = fmap1.astype(F32) / jnp.sqrt(jnp.asarray(c, F32))
-    p = pad(radius)
     g = fmap2.astype(F32)
     pyramid = []
     for level in range(num_levels):
         if level:
             g = _pool_features(g)
-        gp = jnp.pad(g, ((0, 0), (p, p), (p, p), (0, 0)))
-        hl, wl = gp.shape[1:3]
+        hl, wl = g.shape[1:3]
         if fmap1.shape[0] == 1:
-            vol = f1[0].reshape(h * w, c) @ gp.reshape(b * hl * wl, c).T
+            vol = f1[0].reshape(h * w, c) @ g.reshape(b * hl * wl, c).T
         else:
-            vol = jnp.einsum("bnc,bmc->nbm", f1.reshape(b, h * w, c), gp.reshape(b, hl * wl, c))
+            vol = jnp.einsum("bnc,bmc->nbm", f1.reshape(b, h * w, c), g.reshape(b, hl * wl, c))
         pyramid.append(vol.reshape(h * w * b, hl, wl))
     return pyramid
-
-
-def pad(radius: int) -> int:
-    """The zero border of the pyramid's maps: a window of 2r+2 samples that overlaps the map lies inside
-    it, and one that does not, clamped into it, reads only zeros (grid_sample's zero padding)."""
-    return 2 * radius + 2
 
 
 def lookup(pyramid: list[jax.Array], coords: jax.Array, radius: int) -> jax.Array:
     """Correlation features `(B, h, w, levels*(2r+1)^2)` around `coords` `(B, h, w, 2)` (x, y in level-0 px)."""
     b, h, w, _ = coords.shape
     n = b * h * w
-    side, p = 2 * radius + 1, pad(radius)
+    side = 2 * radius + 1
+    offsets = jnp.arange(-radius, radius + 2)
     centre = coords.transpose(1, 2, 0, 3).reshape(n, 2).astype(F32)  # the pyramid's row order
-    window = jax.vmap(lambda v, y, x: jax.lax.dynamic_slice(v, (y, x), (side + 1, side + 1)))
     features = []
     for level, vol in enumerate(pyramid):
+        hl, wl = vol.shape[1:]
         c = centre / (2.0 ** level)
         x0, y0 = jnp.floor(c[:, 0]), jnp.floor(c[:, 1])
         fx, fy = (c[:, 0] - x0)[:, None, None], (c[:, 1] - y0)[:, None, None]
-        # Window rows/columns x0 - r .. x0 + r + 1 of the unpadded map, clamped into the padded one
-        # (explicitly: a negative start would count from the end).
-        start_x = jnp.clip(x0 + (p - radius), 0, vol.shape[2] - side - 1).astype(jnp.int32)
-        start_y = jnp.clip(y0 + (p - radius), 0, vol.shape[1] - side - 1).astype(jnp.int32)
-        win = window(vol, start_y, start_x)  # (n, side + 1, side + 1): [y offset, x offset]
-        rows = win[:, :-1] * (1 - fy) + win[:, 1:] * fy
+        xs = x0.astype(jnp.int32)[:, None] + offsets[None]
+        ys = y0.astype(jnp.int32)[:, None] + offsets[None]
+        valid = ((ys >= 0) & (ys < hl))[:, :, None] & ((xs >= 0) & (xs < wl))[:, None, :]
+        index = jnp.clip(ys, 0, hl - 1)[:, :, None] * wl + jnp.clip(xs, 0, wl - 1)[:, None, :]
+        window = jnp.take_along_axis(vol.reshape(n, hl * wl), index.reshape(n, -1), axis=1)
+        window = jnp.where(valid, window.reshape(n, side + 1, side + 1), 0.0)  # [y offset, x offset]
+        rows = window[:, :-1] * (1 - fy) + window[:, 1:] * fy
         samples = rows[:, :, :-1] * (1 - fx) + rows[:, :, 1:] * fx  # [y, x]
         features.append(samples.transpose(0, 2, 1).reshape(h, w, b, side * side))
     return jnp.concatenate(features, axis=-1).transpose(2, 0, 1, 3)
