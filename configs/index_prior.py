@@ -1,11 +1,13 @@
 """Training of the learned index prior (`coding.entropy_model=learned`, `codec/index_prior.py`).
 
-    python -m train.index_prior --config configs/index_prior.py --workdir runs/demo/prior        # demo weights
-    python -m train.index_prior --config configs/index_prior.py:tiny --workdir /tmp/prior_tiny   # < 1 min
+    python -m train.index_prior --config configs/index_prior.py:corpus --workdir runs/demo/prior   # demo weights
+    python -m train.index_prior --config configs/index_prior.py:tiny --workdir /tmp/prior_tiny     # < 1 min
 
-Variants: `demo` (the bundled demo weights, maps of the bundled clips not held out at 8 fps, paired 15
-frames apart: the demo's keyframe interval), `tiny` (random tiny-preset weights, 16 frames of each clip).
-`--config.weights=DIR` uses a `paper` weights folder instead (set `preset=paper`).
+Variants: `corpus` (the default; the demo weights' maps of every video of the demo corpus's `train` split,
+configs/demo/corpus.py: $M3CVC_CORPUS/train/videos, at 8 fps, paired 15 frames apart (the demo's keyframe
+interval), one pass, the expert weights chosen on every 5th photograph's camera paths), `tiny` (random
+tiny-preset weights, 16 frames of the bundled training clip). `--config.weights=DIR` uses a `paper`
+weights folder instead (set `preset=paper`); `--config.clips_dir=DIR` another folder of videos.
 """
 
 from __future__ import annotations
@@ -14,42 +16,50 @@ import os
 
 import ml_collections
 
+from configs.demo.corpus import video_folder
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+def get_config(arg: str = "corpus") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.preset = "demo"  # codec preset whose post-encoder makes the maps
     c.weights = ""  # weights folder for preset paper
     c.weights_root = ""  # a folder laid out as the preset's own weights (e.g. a freshly packed demo), used instead
-    c.clips_dir = os.path.join(REPO, "assets", "clips")
-    # Clips the demo's weights never train on (assets/clips/README.md, "Held out"): comma-separated names.
-    # The bundled prior of the earlier recipe was trained on bikes_4s.mp4 and carphone.mp4 (give "").
-    c.exclude_clips = "bikes_4s.mp4"
+    c.clips_dir = video_folder()  # read recursively
+    c.exclude_clips = ""  # comma-separated file names left out
     c.fps = 8.0
     c.max_frames = 0  # per clip; 0: all
     c.gap = 15  # frames between a map and its "previous keyframe" (the codec's keyframe interval)
-    c.num_clusters = 16
-    c.alpha = 4  # smoothing of the context counts towards the global cluster counts
-    c.boost_grid = (0, 1, 2, 4, 8, 16)  # candidate "copy a neighbour" weights, sixteenths of a cluster's mass
-    c.num_steps = 5  # one pass over the 33 maps of carphone.mp4 at 8 fps
-    c.batch_size = 8
-    c.log_every = 1
-    c.checkpoint_every = 4
+    # Pseudo-counts of the word distribution in each bigram, and cost units per bit: chosen by the validation
+    # code length (docs/training.md 1b).
+    c.alpha = 256.0
+    c.scale = 32
+    c.initial_weights = (0.7, 0.6, 0.6)  # left, up, previous: the prequential loss's, and the search's start
+    c.weight_grid = tuple(i / 10 for i in range(13))
+    c.validation_every = 5  # every 5th source (photograph) chooses the weights; 0: the training maps do
+    c.num_steps = 0  # 0: one pass over the maps (ceil(maps / batch_size) steps)
+    c.batch_size = 64
+    c.log_every = 10
+    c.checkpoint_every = 50
     c.max_to_keep = 2
     c.progress = True
-    if arg == "demo":
+    if arg == "corpus":
         pass
     elif arg == "tiny":
         c.preset = "tiny"
+        c.clips_dir = os.path.join(REPO, "assets", "clips")
+        c.exclude_clips = "bikes_4s.mp4"  # held out (assets/clips/README.md)
         c.max_frames = 16
         c.gap = 8
-        c.num_clusters = 8
-        c.boost_grid = (0, 4, 16)
+        c.alpha = 16.0
+        c.weight_grid = (0.0, 0.5, 1.0)
+        c.validation_every = 0
         c.num_steps = 4
         c.batch_size = 4
+        c.log_every = 1
         c.checkpoint_every = 2
     else:
-        raise ValueError(f"unknown variant {arg!r}; one of demo, tiny")
+        raise ValueError(f"unknown variant {arg!r}; one of corpus, tiny")
     return c

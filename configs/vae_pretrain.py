@@ -30,7 +30,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.vae = ml_collections.ConfigDict(dict(
         block_out_channels=(64, 128, 256, 256), layers_per_block=2, latent_channels=4, norm_num_groups=32,
         mid_block_add_attention=True))
-    c.loss = ml_collections.ConfigDict(dict(l1_weight=1.0, l2_weight=1.0, kl_weight=1e-6))
+    c.init_weights = ""  # an exported VAE to start from (its architecture must match `vae`)
+    c.trainable = "all"  # or "decoder": post_quant_conv + decoder only (needs init_weights; latents stay valid)
+    c.loss = ml_collections.ConfigDict(dict(l1_weight=1.0, l2_weight=1.0, kl_weight=1e-6, colour_weight=0.0))
     c.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, warmup_steps=500, schedule="cosine", b1=0.9, b2=0.99, weight_decay=0.0, grad_clip=1.0))
     c.data = _data(keyframes="interval", interval=1)

@@ -59,7 +59,11 @@ def get_config(arg: str = "paper") -> ml_collections.ConfigDict:
         learning_rate=1e-4, warmup_steps=1_000, schedule="cosine", b1=0.9, b2=0.99, weight_decay=0.0, grad_clip=1.0))
     c.vq = ml_collections.ConfigDict(dict(
         codebook_update="ema",  # 'ema' (k-means EMA, codebook not in the optimiser) or 'loss' (codebook loss)
-        commit_weight=0.25, ema_decay=0.99, restart_every=200, restart_threshold=0.03))
+        commit_weight=0.25, ema_decay=0.99, restart_every=200, restart_threshold=0.03,
+        # Rate term: rate_weight * the indices' code length (bits per index) under a spatial context model
+        # (vq.context_rate_bits; softness rate_temperature, in mean squared distance per dimension). 0: off,
+        # today's training exactly.
+        rate_weight=0.0, rate_temperature=1.0))
     c.data = _data()
 
     if arg == "paper":

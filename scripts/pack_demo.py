@@ -1,16 +1,18 @@
 """Pack the demo recipe's exports as the folder the `demo` preset loads, weights stored as float16.
 
     python scripts/pack_demo.py runs/demo m3cvc_jax/assets/demo --force
+    python scripts/pack_demo.py --prior-only m3cvc_jax/assets/demo   # retrain only the index prior
 
 One checkpoint per component in the layout of `m3cvc_jax/pipelines/models.py` COMPONENTS. float16 halves
 the committed size (about 17 MB instead of 34); the models still run in float32 (weights are cast on
 load), and the fingerprints are those of the stored float16 arrays, so a stream names exactly these bytes.
 Then the learned index prior (`coding.entropy_model=learned`, the demo default) is trained on the packed
-post-encoder's maps of the bundled clips (configs/index_prior.py, a fresh run: a prior fits one codebook
-only) and its tables are added to `post-encoder/config.json`, so repacking new weights always ships a
-matching prior. The folder is built under a temporary name and renamed into place; an existing one is
-replaced only with --force and only if it holds nothing but component checkpoints (as this script writes
-them).
+post-encoder's maps of the demo corpus's training videos (configs/index_prior.py:corpus, $M3CVC_CORPUS; a
+fresh, deterministic run: a prior fits one codebook only) and its tables are added to
+`post-encoder/config.json`, so repacking new weights always ships a matching prior (`--prior-only` redoes
+just this on a packed folder, replacing its prior). The folder is built under a temporary name and
+renamed into place; an existing one is replaced only with --force and only if it holds nothing but
+component checkpoints (as this script writes them).
 """
 
 from __future__ import annotations
@@ -64,23 +66,31 @@ def main(runs: str, dst: str, force: bool = False) -> None:
 
 def add_index_prior(packed: str) -> None:
     """Train the index prior on the maps of the weights packed in `packed`; add its tables to them."""
-    config = index_prior_config("demo")
+    config = index_prior_config("corpus")
     config.weights_root = packed
     config.progress = False
     with tempfile.TemporaryDirectory() as workdir:
-        prior, _ = index_prior.train(config, workdir)
+        prior, rows = index_prior.train(config, workdir)
     pe_dir = os.path.join(packed, "post-encoder")
     fp = save_checkpoint(pe_dir, overwrite=True, **index_prior.export_checkpoint(prior, pe_dir, None))
-    print(f"index prior    {prior.num_clusters} clusters, boosts {prior.boosts}; post-encoder fingerprint {fp}")
+    print(f"index prior    {rows[-1]}; post-encoder fingerprint {fp}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs")
+    parser.add_argument("runs", nargs="?", help="the recipe's runs directory (not with --prior-only)")
     parser.add_argument("dst")
     parser.add_argument("--force", action="store_true", help="replace DST if it is a packed demo folder")
+    parser.add_argument("--prior-only", action="store_true", help="retrain only the index prior of a packed DST")
     args = parser.parse_args()
+    if (args.runs is None) != args.prior_only:
+        parser.error("give RUNS DST, or --prior-only DST")
     try:
-        main(args.runs, args.dst, args.force)
+        if args.prior_only:
+            if not (os.path.isdir(args.dst) and is_packed_demo(args.dst)):
+                raise M3CVCError(f"{args.dst}: not a packed demo folder")
+            add_index_prior(args.dst)
+        else:
+            main(args.runs, args.dst, args.force)
     except M3CVCError as e:
         sys.exit(f"pack_demo: error: {e}")

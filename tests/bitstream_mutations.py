@@ -100,7 +100,7 @@ def repack_differs(data: bytes, stream: bs.Bitstream) -> bool:
     if is_v2(data):  # only a compressed texts field may re-encode differently
         bits = bs.unpack_with_bits(data)[1]
         before_texts = bits.header // 8 - 4  # the CRC, counted with the header, is at the end of the file
-        after_texts = len(data) - (bits.extra + bits.indices) // 8 - 4
+        after_texts = len(data) - (bits.extra + bits.weights + bits.colour + bits.indices) // 8 - 4
         assert data[1] & 8, "v2 re-encodes differently without texts"
         assert data[:before_texts] == packed[:before_texts], "v2 header re-encodes differently"
         assert data[after_texts:-4] == packed[len(packed) - (len(data) - after_texts):-4], "v2 extras/maps differ"

@@ -19,6 +19,7 @@ from m3cvc_jax.io.video import read_video
 from m3cvc_jax.pipelines import api, it2v
 from m3cvc_jax.pipelines.codec import Codec, decode_maps, read_input, to_model_range
 from m3cvc_jax.pipelines.it2v_clips import it2v_key
+from tests.colour_reference import assert_corrected, with_means
 from tests.pipeline_fixtures import CLIP, run_cli, workdir  # noqa: F401
 
 FRAMES = 8  # keyframes 0, 3, 6 and the forced 7: two clips with frames between, one without
@@ -51,6 +52,14 @@ def test_round_trip_frames_size_and_mode(run):
     assert video.frames.shape == (FRAMES, 80, 128, 3)
     assert "clips (IT2V)" in run["dout"]
     assert "w " in run["out"]
+
+
+def test_mean_colours_apply_to_the_it2v_frames(run):
+    """Sent mean colours shift the decoded it2v video after the clips are rebuilt (the LoRAs still train on the
+    uncorrected keyframes, so the rest of the decode is the same frames)."""
+    stream, targets = with_means(bsf.read_bitstream(run["path"]))
+    frames = Codec.for_stream(stream).decode(stream).video.frames
+    assert_corrected(frames, read_video(run["folder"]).frames, stream.header.keyframes, targets)
 
 
 def test_decode_deterministic(run):

@@ -41,7 +41,8 @@ def test_real_tiny_stream():
     assert stream.extras == (bs.ExtraSection(m3cvc.TAG_DECODER_SETTINGS, b"video_model.steps=3"),)
     assert m3cvc.stream_settings(stream) == ["video_model.steps=3"]
     assert [m.tolist() for m in _maps(stream)] == [[[9] * 8] * 5] * 3
-    assert bits.as_dict() == {"header": 384, "text": 1104, "indices": 272, "extra": 200, "weights": 0, "total": 1960}
+    assert bits.as_dict() == {"header": 384, "text": 1104, "indices": 272, "extra": 200, "weights": 0, "colour": 0,
+                               "total": 1960}
     # The decoder's view: the stream's settings and header make a valid decoding config.
     config = m3cvc.decoder_config(stream)
     assert (config.video.width, config.video.height, config.video_model.steps, config.decode.mode) == (

@@ -7,7 +7,6 @@ clips at 8 fps (the keyframes of the README's main job for bikes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -19,20 +18,21 @@ import pytest
 from m3cvc_jax import weights
 from m3cvc_jax.codec import entropy as ent
 from m3cvc_jax.codec import index_prior as ip
+from m3cvc_jax.codec.frequencies import quantize_frequencies
 from m3cvc_jax.errors import BitstreamError, ConfigError
 from m3cvc_jax.pipelines.models import DEMO_WEIGHTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAPS = os.path.join(ROOT, "tests", "fixtures", "demo_index_maps.npz")
-# The maps of the bundled clips under the two-clip demo weights, and the prior those weights shipped,
-# trained on them: a fixed pair, so these tests do not move when new demo weights are packed.
-PRIOR = os.path.join(ROOT, "tests", "fixtures", "demo_index_prior.json")
+# The maps of the bundled clips under the two-clip demo weights, and a prior counted from them: a fixed
+# pair, so these tests do not move when new demo weights are packed.
+PRIOR = os.path.join(ROOT, "tests", "fixtures", "demo_index_prior.npz")  # tests/fixtures/make_demo_index_prior.py
 PE = os.path.join(DEMO_WEIGHTS, "post-encoder")  # the shipped prior: its tables are fingerprinted
 
 
 def demo_prior() -> ip.IndexPrior:
-    with open(PRIOR) as f:
-        return ip.IndexPrior.from_tables(json.load(f)["tables"])
+    with np.load(PRIOR) as f:
+        return ip.IndexPrior.from_tables({k: f[k] for k in f.files})
 
 
 def real_maps() -> list[np.ndarray]:
@@ -40,13 +40,11 @@ def real_maps() -> list[np.ndarray]:
     return [d[k].astype(np.int32) for k in ("bikes", "carphone")]
 
 
-def random_prior(seed: int, k: int = 64, c: int = 6) -> ip.IndexPrior:
+def random_prior(seed: int, k: int = 64) -> ip.IndexPrior:
+    """Random costs spanning 0 to ~60 bits at a random scale (so rows mix near-zero and large weights)."""
     rng = np.random.default_rng(seed)
-    clusters = rng.integers(0, c, k)
-    clusters[:c] = np.arange(c)  # every cluster used; some hold one word
-    clusters[c:2 * c] = np.arange(c)
-    return ip.IndexPrior(clusters, rng.integers(0, 30, ((c + 1) ** 3, c)), rng.integers(0, 100, k),
-                         int(rng.integers(1, 9)), tuple(int(b) for b in rng.integers(0, 17, 3)))
+    scale = int(rng.integers(1, 65))
+    return ip.IndexPrior(rng.integers(0, 20 * scale, k), rng.integers(0, 20 * scale, (3, k + 1, k)), scale)
 
 
 def learned(prior: ip.IndexPrior) -> ent.IndexModel:
@@ -93,17 +91,31 @@ def test_learned_beats_uniform_on_real_maps_and_previous_map_helps():
     assert with_prev < without
 
 
-def test_positions_use_the_vectorised_contexts_of_training():
-    """`_position` (coding, one at a time) and `context_ids` (training, vectorised) agree on the context."""
+def test_decoder_positions_match_the_vectorised_rows():
+    """The decoder's one-position rows (its own left / up / previous words) equal the encoder's and the
+    trainer's vectorised rows, and a row depends on each of the three words."""
     prior = demo_prior()
     m, prev = real_maps()[1][1], real_maps()[1][0]
-    ids = ip.context_ids(m, prev, prior.clusters, prior.num_clusters)
-    c = prior.num_clusters
-    for r in range(m.shape[0]):
-        for col in range(m.shape[1]):
-            left, up, p = ip.context_words(m, prev, r, col)
-            cl = [c if w < 0 else int(prior.clusters[w]) for w in (left, up, p)]
-            assert ids[r, col] == cl[0] + (c + 1) * cl[1] + (c + 1) ** 2 * cl[2]
+    (x, rows), = ip.frequency_rows(m, prev, prior)
+    np.testing.assert_array_equal(x, m.ravel())
+    h, w = m.shape
+    for r in range(h):
+        for col in range(w):
+            one = ip.raw_frequencies(prior, m[r, col - 1] if col else -1, m[r - 1, col] if r else -1, prev[r, col])
+            np.testing.assert_array_equal(quantize_frequencies(one), rows[r * w + col])
+    base = ip.raw_frequencies(prior, 3, 4, 5)
+    for args in ((7, 4, 5), (3, 7, 5), (3, 4, 7), (-1, 4, 5), (3, -1, 5), (3, 4, -1)):
+        assert not np.array_equal(ip.raw_frequencies(prior, *args), base), args
+
+
+def test_exp2_table_is_the_exact_integer_power():
+    """`EXP2[r] = floor(2**30 * 2**(-r/S))` exactly (checked with Python integers), and close to the float."""
+    for scale in (1, 7, 32, 256):
+        table = ip.exp2_table(scale)
+        assert table[0] == 1 << 30 and np.all(np.diff(table) < 0)
+        for r, y in enumerate(table.tolist()):
+            assert y ** scale <= 1 << (30 * scale - r) < (y + 1) ** scale
+            assert abs(y - 2.0 ** (30 - r / scale)) <= 1
 
 
 def test_entropy_model_dispatch_and_previous_map():
@@ -144,7 +156,7 @@ def test_tables_round_trip_and_are_fingerprinted():
     prior = ip.IndexPrior.from_tables(meta["tables"])
     assert ip.IndexPrior.from_tables(prior.tables()).tables() == prior.tables()
     assert meta["fingerprint"] == weights.fingerprint(params, meta["tables"])
-    changed = dict(meta["tables"], prior_params=[prior.num_clusters, prior.alpha + 1, *prior.boosts])
+    changed = dict(meta["tables"], prior_params=[prior.scale + 1])
     assert weights.fingerprint(params, changed) != meta["fingerprint"]
     with pytest.raises(ConfigError, match="train.index_prior"):
         ip.IndexPrior.from_tables({"histogram": [1, 2]})
@@ -189,28 +201,77 @@ def test_frequencies_and_bytes_identical_across_jax_settings_and_device_counts()
 
 # SHA-256 over every frequency the coder sees for the fixture maps under the fixture prior and the
 # coded bytes: a change to the model's arithmetic or to the fixture tables changes it.
-GOLDEN_DIGEST = "d785f50975557cf5a54ce21f0a9f2e8eded6ae270aaa17389e09219c1ed59c8e"
+GOLDEN_DIGEST = "d6b0d67d45a378a82479e2d9d8eb93a795849dbb677f7e015cc74752260a0e63"
 
 
 def test_tiny_trainer_contract(tmp_path):
-    """metrics.jsonl with step + loss, an export whose tables load, and resuming to more steps."""
+    """metrics.jsonl with step + loss; num_steps 0 makes one pass that counts every map once; an export whose
+    tables load; resuming to more steps counts one batch more (a second pass begins)."""
     from configs.index_prior import get_config
     from train import index_prior as trainer
 
     config = get_config("tiny")
     config.progress = False
-    config.max_frames, config.gap, config.boost_grid = 8, 4, (0, 4)  # fewer maps: a faster test
-    config.num_steps = 2
+    config.max_frames, config.gap, config.weight_grid = 8, 4, (0.0, 1.0)  # fewer maps: a faster test
+    config.num_steps, config.batch_size = 0, 3  # one pass: batches of 3, 3 and 2 maps
     prior, rows = trainer.train(config, str(tmp_path))
     logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert [r["step"] for r in logged] == [1, 2] and all(np.isfinite(r["loss"]) for r in logged)
+    assert [r["step"] for r in logged] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in logged)
+    size = rows[-1]["counted_positions"] // 8
+    assert rows[-1]["training_maps"] == 8 and size > 0 and rows[-1]["counted_positions"] == 8 * size
     meta = weights.read_config(str(tmp_path / "export"))
     assert ip.IndexPrior.from_tables(meta["tables"]).tables() == prior.tables()
-    config.num_steps = 3
-    prior3, _ = trainer.train(config, str(tmp_path))
+    config.num_steps = 4
+    _, rows = trainer.train(config, str(tmp_path))
     logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert [r["step"] for r in logged] == [1, 2, 3]
-    assert prior3.cluster_counts.sum() > prior.cluster_counts.sum()  # the resumed run counted one batch more
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert rows[-1]["counted_positions"] == 11 * size
+
+
+def test_trainer_walks_clips_recursively_and_holds_out_whole_sources(tmp_path):
+    from train import index_prior as trainer
+
+    for name in ("real/a.mp4", "camera/pkg/photo_0.y4m", "camera/pkg/photo_1.y4m", "camera/pkg/other_0.y4m",
+                 "camera/x/notes.txt", "skip.mp4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    clips = trainer.video_files(str(tmp_path), {"skip.mp4"})
+    assert clips == ["camera/pkg/other_0.y4m", "camera/pkg/photo_0.y4m", "camera/pkg/photo_1.y4m", "real/a.mp4"]
+    assert [trainer.source_of(c) for c in clips] == ["camera/pkg/other", "camera/pkg/photo", "camera/pkg/photo",
+                                                     "real/a"]
+    maps = np.zeros((2, 2, 3), np.int32)
+    config = type("C", (), {"validation_every": 2, "gap": 1})()
+    pairs, _ = trainer.validation_pairs([(c, maps) for c in clips], config)
+    assert len(pairs) == 2 * 2  # sources 0 and 2 of 3 (other, real/a): 2 clips of 2 maps
+    config.validation_every = 1
+    with pytest.raises(ConfigError, match="no training source"):
+        trainer.validation_pairs([(c, maps) for c in clips], config)
+
+
+def test_build_prior_codes_at_the_float_model_length():
+    """The rounded integer tables cost what the float product of experts they come from costs (within
+    0.5%), and weights of zero reduce the model to the word histogram."""
+    from train.index_prior import build_prior, count
+
+    bikes, carphone = real_maps()
+    pairs = [(m[i], m[i - 1] if i else None) for m in (bikes, carphone) for i in range(len(m))]
+    counts, words = count(pairs, 256)
+    assert words.sum() == counts[0].sum() == sum(m.size for m, _ in pairs)
+    w, alpha = np.array([0.7, 0.6, 0.6]), 16.0
+    prior = build_prior(counts, words, w, alpha, 32)
+    p0 = (words + 1) / (words.sum() + 256)
+    logp = (1 - w.sum()) * np.log2(p0)
+    float_bits = 0.0
+    for m, prev in pairs:
+        for row, x in zip(np.stack([c.ravel() for c in ip.context_words(m, prev)], 1), m.ravel()):
+            s = logp + sum(w[i] * np.log2((counts[i, n] + alpha * p0) / (counts[i, n].sum() + alpha))
+                           for i, n in enumerate(np.where(row < 0, 256, row)))
+            float_bits += np.log2(np.sum(2.0 ** (s - s.max()))) - (s[x] - s.max())
+    integer_bits = sum(ip.ideal_bits(m, prev, prior) for m, prev in pairs)
+    assert abs(integer_bits / float_bits - 1) < 0.005, (integer_bits, float_bits)
+    flat = build_prior(counts, words, (0.0, 0.0, 0.0), alpha, 32)
+    assert not flat.context.any()
+    assert abs(ip.ideal_bits(bikes[0], None, flat) + np.log2(p0[bikes[0]]).sum()) < 0.01 * bikes[0].size
 
 
 def test_auto_keeps_the_shortest_coding_so_a_poor_prior_costs_nothing():
@@ -223,6 +284,6 @@ def test_auto_keeps_the_shortest_coding_so_a_poor_prior_costs_nothing():
     payload, chosen = smallest_coding(maps, [*plain, learned(demo_prior())])
     assert chosen.kind == "learned"
     assert len(payload[0]) == min(len(ent.encode_index_maps(maps, m)) for m in [*plain, learned(demo_prior())])
-    poor = random_prior(1, k=256, c=8)
+    poor = random_prior(1, k=256)
     assert len(ent.encode_index_maps(maps, learned(poor))) > len(ent.encode_index_maps(maps, plain[0]))
     assert smallest_coding(maps, [*plain, learned(poor)])[1].kind != "learned"

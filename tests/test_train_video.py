@@ -2,6 +2,7 @@
 reconstruction pipeline's loader reads, and a resumed run reproduces the uninterrupted one exactly."""
 
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -78,3 +79,31 @@ def test_windows_are_deterministic_per_step():
 def test_bad_mask_type_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="mask_types"):
         video_pretrain.train(tiny_config(num_steps=1, mask_types=("middle",)), str(tmp_path))
+
+
+def test_export_only_exports_the_latest_checkpoint_and_reads_no_data(full_run, tmp_path, monkeypatch):
+    workdir, _, _ = full_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(copy / "export")
+    with open(copy / "metrics.jsonl") as f:
+        metrics = f.read()
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("export_only read the training data")
+
+    monkeypatch.setattr(video_pretrain, "LatentWindows", no_data)
+    _, rows = video_pretrain.train(tiny_config(num_steps=STEPS + 10, export_only=True), str(copy))
+    assert rows == []
+    meta, _ = weights.load_checkpoint(str(copy / "export"), family="seine")
+    assert meta["fingerprint"] == weights.load_checkpoint(str(workdir / "export"), family="seine")[0]["fingerprint"]
+    with open(copy / "metrics.jsonl") as f:
+        assert f.read() == metrics
+    assert sorted(Checkpointer(str(copy)).all_steps()) == [10, 20, 30]
+
+
+def test_export_only_without_a_checkpoint_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(video_pretrain, "LatentWindows", None)
+    with pytest.raises(ConfigError, match="holds no checkpoint"):
+        video_pretrain.train(tiny_config(export_only=True), str(tmp_path))
+    assert not os.path.exists(tmp_path / "export")

@@ -281,3 +281,16 @@ def test_a_window_beyond_the_motion_positions_is_refused_before_sampling(tt2v_ru
     stream = bsf.read_bitstream(tt2v_run[0])
     with pytest.raises(ConfigError, match=r"t2v.window=33: the motion modules know 32 frame positions"):
         Codec.for_stream(stream, overrides=["t2v.window=33"]).decode(stream)
+
+
+def test_mean_colours_shift_the_generated_frames(tt2v_run):
+    """tt2v has no coded keyframes; sent mean colours move the frames generated at keyframe positions (and
+    the frames between by the interpolated offsets), exactly as in the keyframe modes."""
+    from m3cvc_jax.io import bitstream_file as bsf
+    from m3cvc_jax.pipelines.codec import Codec
+    from tests.colour_reference import assert_corrected, with_means
+
+    path, _, info, png = tt2v_run
+    stream, targets = with_means(bsf.read_bitstream(path))
+    frames = Codec.for_stream(stream).decode(stream).video.frames
+    assert_corrected(frames, _frames(png), info["keyframes"], targets)

@@ -14,6 +14,7 @@ import jax
 from tqdm import tqdm
 
 from m3cvc_jax import weights
+from m3cvc_jax.errors import ConfigError
 from train import sharding
 from train.checkpointing import Checkpointer
 from train.metrics_log import MetricsLog
@@ -52,9 +53,27 @@ def _check_export(directory: str) -> None:
     weights.check_checkpoint_destination(directory, overwrite=True)
 
 
+def _restore_latest(config: Any, workdir: str, state: Any) -> Any:
+    _check_export(export_dir(workdir))
+    ckpt = Checkpointer(workdir, max_to_keep=config.get("max_to_keep", 3))
+    try:
+        step = ckpt.latest_step()
+        if not step:
+            raise ConfigError(f"export_only: {workdir} holds no checkpoint to export")
+        return ckpt.restore(state, step)
+    finally:
+        ckpt.close()
+
+
 def run(*, config: Any, workdir: str, state: Any, step_fn: StepFn, batches: Any, mesh,
         name: str) -> tuple[Any, list[dict]]:
-    """Train from the latest checkpoint in `workdir` (or `state`) to `config.num_steps`."""
+    """Train from the latest checkpoint in `workdir` (or `state`) to `config.num_steps`.
+
+    With `config.export_only` (the trainers' `--export_only` flag) the latest checkpoint is only restored
+    (the caller then exports it): config.json, metrics.jsonl and the checkpoints are left as they are,
+    since a live run may be writing them."""
+    if config.get("export_only", False):
+        return _restore_latest(config, workdir, state), []
     os.makedirs(workdir, exist_ok=True)
     # before the training, so an export folder holding foreign files fails now, not after the last step
     _check_export(export_dir(workdir))

@@ -168,13 +168,16 @@ def train(config, workdir: str) -> tuple[dict, list[dict]]:
     # Generated frames are grey (0) before the pipeline encodes them with a posterior sample.
     grey = tuple(m[0] for m in encode(np.full((1, config.height, config.width, 3), 127.5)))
     d = config.data
-    batches = LatentWindows(d.manual_dir, width=config.width, height=config.height, fps=d.fps, window=config.window,
-                            stride=d.stride, batch_size=config.batch_size, seed=config.seed, encode=encode,
-                            max_frames=d.max_frames, flip=d.flip)
+    # An export reads no data: LatentWindows VAE-encodes every window up front (minutes on the demo corpus).
+    batches = None
+    if not config.get("export_only", False):
+        batches = LatentWindows(d.manual_dir, width=config.width, height=config.height, fps=d.fps,
+                                window=config.window, stride=d.stride, batch_size=config.batch_size, seed=config.seed,
+                                encode=encode, max_frames=d.max_frames, flip=d.flip)
+        print(f"video_pretrain: {batches.num_examples} windows of {config.window} frames; "
+              f"{sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)):,} UNet parameters", flush=True)
     levels = sharding.put_replicated(NoiseSchedule.seine().level(), mesh)
     context, grey = sharding.put_replicated((context, grey), mesh)
-    print(f"video_pretrain: {batches.num_examples} windows of {config.window} frames; "
-          f"{sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)):,} UNet parameters", flush=True)
 
     def step_fn(state, batch, key):
         return train_step(spec, levels, context, grey, state, batch, key)

@@ -60,6 +60,8 @@ class Spec:
     ema_decay: float
     restart_every: int
     restart_threshold: float
+    rate_weight: float = 0.0  # 0: no rate term (the step is the one without it, op for op)
+    rate_temperature: float = 1.0
 
 
 def _tx(spec: Spec, params: Any) -> optax.GradientTransformation:
@@ -91,10 +93,17 @@ def _step(spec: Spec, vae_params: Any, state: dict, batch: dict, key: jax.Array)
     def loss_fn(params):
         m = nnx.merge(spec.model, params)
         h = m.post_encoder(latent)
-        q = vq.quantize(h, m.codebook())
+        codebook = m.codebook()
+        q = vq.quantize(h, codebook)
         rec = m.post_decoder(q.z_q)
         loss, parts = vq_objective(h, q.codewords, rec, latent, spec.commit_weight,
                                    codebook_term=spec.update == "loss")
+        if spec.rate_weight:  # static: a weight of 0 traces exactly the step without the term
+            # The words' running counts (+1: none has probability 0) are the context model's marginal.
+            marginal = jax.lax.stop_gradient(state["ema"].cluster_size) + 1.0
+            rate = vq.context_rate_bits(h, codebook, q.indices, marginal, spec.rate_temperature)
+            loss = loss + spec.rate_weight * rate
+            parts = dict(parts, rate_bits=rate)
         return loss, dict(h=h, indices=q.indices, **parts)
 
     params = state["params"]
@@ -175,6 +184,11 @@ class Setup(NamedTuple):
 
 def setup(config, workdir: str) -> Setup:
     """Models, initial state, the jitted step and the data of a run (what `train` loops over)."""
+    rate_weight, rate_temperature = float(config.vq.rate_weight), float(config.vq.rate_temperature)
+    if not (math.isfinite(rate_weight) and 0 <= rate_weight <= 1e3):
+        raise ConfigError(f"vq.rate_weight = {rate_weight} outside [0, 1000]")
+    if not (math.isfinite(rate_temperature) and 1e-4 <= rate_temperature <= 1e4):
+        raise ConfigError(f"vq.rate_temperature = {rate_temperature} outside [1e-4, 1e4]")
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     codec_cfg = codec_config(config)
@@ -185,7 +199,7 @@ def setup(config, workdir: str) -> Setup:
     spec = Spec(model_def, vae_def, optim.OptimizerConfig.from_config(config.optimizer),
                 optim.schedule_steps(config.optimizer, config.num_steps),
                 config.vq.codebook_update, config.vq.commit_weight, config.vq.ema_decay, config.vq.restart_every,
-                config.vq.restart_threshold)
+                config.vq.restart_threshold, rate_weight, rate_temperature)
     if spec.update not in ("ema", "loss"):
         raise ConfigError(f"vq.codebook_update must be 'ema' or 'loss', got {spec.update!r}")
     params = params.to_pure_dict()

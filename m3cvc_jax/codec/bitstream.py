@@ -15,7 +15,7 @@ import numbers
 import zlib
 from fractions import Fraction
 
-from m3cvc_jax.codec import it2v_weights, text_coding
+from m3cvc_jax.codec import colour_means, it2v_weights, text_coding
 from m3cvc_jax.codec.entropy import ENTROPY_MODEL_NAMES, ENTROPY_MODELS
 from m3cvc_jax.errors import BitstreamError, ConfigError
 
@@ -101,6 +101,7 @@ class Bits:
     extra: int
     total: int
     weights: int = 0  # the IT2V weights section (mode it2v)
+    colour: int = 0  # the mean-colour section (codec/colour_means.py), when the encoder sent it
 
     def bpp(self, header: Header) -> float:
         return self.total / (header.width * header.height * header.num_frames)
@@ -218,6 +219,26 @@ def check_stream_content(stream: Bitstream, required_tags=frozenset()) -> None:
     if 2 + len(stream.extras) > MAX_SECTIONS:
         raise BitstreamError(f"cannot pack: more than {MAX_SECTIONS} sections")
     check_it2v_weights(h, stream.extras, "cannot pack: ")
+    check_mean_colours(h, stream.extras, "cannot pack: ")
+
+
+def mean_colour_section(extras) -> ExtraSection | None:
+    """The mean-colour section of a stream's extras, or None (streams written without the correction)."""
+    found = [e for e in extras if e.tag == colour_means.TAG_MEAN_COLOUR]
+    return found[0] if found else None
+
+
+def check_mean_colours(header: Header, extras, prefix: str = "corrupt bitstream: ") -> None:
+    """At most one mean-colour section, skippable, with one valid (R, G, B) code per keyframe."""
+    found = [e for e in extras if e.tag == colour_means.TAG_MEAN_COLOUR]
+    if not found:
+        return
+    if len(found) > 1 or not found[0].skippable:
+        raise BitstreamError(f"{prefix}mean colours: {len(found)} sections (one, skippable, allowed)")
+    try:
+        colour_means.unpack(found[0].payload, len(header.keyframes))
+    except BitstreamError as e:
+        raise BitstreamError(prefix + str(e).removeprefix("corrupt bitstream: ")) from None
 
 
 def check_it2v_weights(header: Header, extras, prefix: str = "corrupt bitstream: ") -> None:
@@ -451,7 +472,7 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
     header, nsections = _read_header(_Reader(body, "header"))
     header_bits = 8 * r.pos
 
-    sizes = {"text": 0, "indices": 0, "extra": 0, "weights": 0}
+    sizes = {"text": 0, "indices": 0, "extra": 0, "weights": 0, "colour": 0}
     texts = indices = None
     extras = []
     for i in range(nsections):
@@ -482,12 +503,13 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
             sizes["weights"] += 8 * (r.pos - start)
         elif skippable:
             extras.append(ExtraSection(kind, payload, skippable))
-            sizes["extra"] += 8 * (r.pos - start)
+            sizes["colour" if kind == colour_means.TAG_MEAN_COLOUR else "extra"] += 8 * (r.pos - start)
         else:
             raise BitstreamError(f"bitstream needs a newer reader (required section type {kind})")
     r.what = "end"
     r.done()
     check_it2v_weights(header, extras)
+    check_mean_colours(header, extras)
     stream = Bitstream(header, texts[0], texts[1], indices, tuple(extras))
     bits = Bits(header=header_bits, total=8 * len(data), **sizes)
     return stream, bits

@@ -19,7 +19,7 @@ import zlib
 from fractions import Fraction
 
 from m3cvc_jax.codec import bitstream as bs
-from m3cvc_jax.codec import text_coding
+from m3cvc_jax.codec import colour_means, text_coding
 from m3cvc_jax.codec.entropy import ENTROPY_MODEL_NAMES, ENTROPY_MODELS
 from m3cvc_jax.errors import BitstreamError
 
@@ -203,7 +203,7 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
     text_end = r.pos
     r.what = "extras"
     extras = []
-    weights_bits = 0  # the IT2V weights extra, reported as its own part
+    weights_bits = colour_bits = 0  # the IT2V weights and mean-colour extras, each reported as its own part
     if flags & _EXTRAS:
         count = r.varint(bs.MAX_SECTIONS, "extra count")
         if count < 1 or count > r.remaining():
@@ -220,6 +220,8 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
             extras.append(bs.ExtraSection(kind, payload, skippable))
             if kind == bs.TAG_IT2V_WEIGHTS and not skippable:
                 weights_bits += 8 * (r.pos - start)
+            if kind == colour_means.TAG_MEAN_COLOUR:
+                colour_bits += 8 * (r.pos - start)
     extra_end = r.pos
     r.what = "index maps"
     blobs = []
@@ -234,7 +236,9 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
     if header.mode in bs.TEXT_ONLY_MODES and any(blobs):
         r.fail(f"index map data in a {header.mode} stream")
     bs.check_it2v_weights(header, extras)
+    bs.check_mean_colours(header, extras)
     stream = bs.Bitstream(header, kf_texts, clip_texts, tuple(blobs), tuple(extras), VERSION)
     bits = bs.Bits(header=8 * (header_end + 4), indices=8 * (r.pos - extra_end), text=8 * (text_end - header_end),
-                   extra=8 * (extra_end - text_end) - weights_bits, total=8 * len(data), weights=weights_bits)
+                   extra=8 * (extra_end - text_end) - weights_bits - colour_bits, total=8 * len(data),
+                   weights=weights_bits, colour=colour_bits)
     return stream, bits

@@ -1,75 +1,88 @@
-"""The learned index prior: an integer context model for VQ index maps (entropy model `learned`).
+"""The learned index prior: an integer log-linear context model for VQ index maps (entropy model `learned`).
 
-Each index `x` at a raster position is coded as two symbols: its word cluster `c(x)` (the codebook's words
-grouped into C clusters by training), then its rank among the words of that cluster.
+Each index `x` at a raster position is one symbol of the K-word alphabet. Its context is three words
+already known to the decoder: the left and upper neighbours in the map (causal) and the co-located word
+of the previous keyframe's map (temporal), each "none" (row K) at the borders and for a stream's first
+keyframe. The model is a product of experts in the log domain, every term an integer cost in 1/S bit:
 
-- Cluster symbol: its context is the clusters of three already-known words, the left and upper neighbours
-  in the map (causal) and the co-located word of the previous keyframe's map (temporal; "none" at the
-  borders and for a stream's first keyframe): (C+1)**3 contexts. Its counts are `n[ctx, c] * G + alpha *
-  g[c]`, trained counts smoothed towards the global cluster counts `g` (G = sum g).
-- Word within the cluster: the trained word counts (+1) scaled by 16, plus, for each of the left, upper
-  and previous words that lies in this cluster, `boost * (cluster total)` — "copy a neighbour" weights
-  learned by the trainer.
+    cost(x) = base[x] + context[0, left, x] + context[1, up, x] + context[2, prev, x]
+    freq(x) proportional to 2 ** (-(cost(x) - min cost) / S)
 
-Determinism: every count, product and floor division is int64 numpy arithmetic (values stay below 2**62;
-`entropy.quantize_frequencies` halves larger rows exactly), and the rows go to the range coder through
+The trainer derives the tables from counts (`-S * w_n * log2 P_n(x | neighbour n)` for the weighted
+bigram of each neighbour, `-S * (1 - sum w) * log2 P(x)` for the base), so that the tables alone are the
+model: the float logarithms and weights stay in the trainer.
+
+Determinism: from the tables and the known words to the frequencies everything is int64 numpy arithmetic.
+The power of two is `EXP2[d % S] >> (d // S)`, with `EXP2[r] = floor(2**30 * 2**(-r/S))` computed
+exactly with Python integers (an integer S-th root, no libm), and the rows go to the range coder through
 `entropy.quantize_frequencies` and `entropy.categorical`, whose hand-off to constriction is exact. No
 float, no JAX and no device enter the probabilities, so the encoder and any decoder (any CPU, GPU, TPU,
-device count, x64 setting) compute the same integers. Encoder and decoder call the same `_position`
-function with the same causal inputs. Floats appear only in `ideal_bits` (a measurement).
+device count, x64 setting) compute the same integers. Encoder and decoder compute each position's row with
+the same function from the same causal inputs. Floats appear only in `ideal_bits` (a measurement).
 
 The tables travel in the post-encoder checkpoint's `tables` (so the weights fingerprint covers them):
-`prior_clusters` (K), `prior_cluster_counts` ((C+1)**3 * C, row-major), `prior_word_counts` (K) and
-`prior_params` (C, alpha, boost_left, boost_up, boost_prev).
+`prior_base` (K), `prior_context` (3 * (K+1) * K, row-major) and `prior_params` (S).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 
 import numpy as np
 
 from m3cvc_jax.codec.frequencies import PRECISION, categorical, quantize_frequencies
 from m3cvc_jax.errors import BitstreamError, ConfigError
 
-WITHIN_SCALE = 16  # word counts are scaled by this so that boosts are sixteenths of a cluster's mass
-MAX_CLUSTERS = 64
-MAX_COUNT = 1 << 31
-TABLE_NAMES = ("prior_clusters", "prior_cluster_counts", "prior_word_counts", "prior_params")
+NEIGHBOURS = ("left", "up", "previous")
+EXP_BITS = 30  # EXP2 values are below 2**30: a 256-word row sums below 2**38, quantised without halving
+MAX_COST = 1 << 24
+TABLE_NAMES = ("prior_base", "prior_context", "prior_params")
+_BATCH = 4096  # positions per vectorised block in `ideal_bits` (a few MB of int64 for K = 256)
+
+
+@functools.lru_cache(maxsize=8)
+def exp2_table(scale: int) -> np.ndarray:
+    """`floor(2**30 * 2**(-r / scale))` for r in [0, scale): the largest y with y**scale <= 2**(30*scale - r),
+    found by bisection on Python integers (exact on every platform)."""
+    out = []
+    for r in range(scale):
+        target = 1 << (EXP_BITS * scale - r)
+        lo, hi = 1, 1 << EXP_BITS
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if mid ** scale <= target:
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append(lo)
+    return np.asarray(out, np.int64)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class IndexPrior:
     """Trained integer tables (see the module docstring)."""
 
-    clusters: np.ndarray  # (K,) int64 in [0, C)
-    cluster_counts: np.ndarray  # ((C+1)**3, C) int64 >= 0
-    word_counts: np.ndarray  # (K,) int64 >= 0
-    alpha: int
-    boosts: tuple[int, int, int]  # left, up, previous
+    base: np.ndarray  # (K,) int64 in [0, MAX_COST)
+    context: np.ndarray  # (3, K+1, K) int64 in [0, MAX_COST); row K: no such neighbour
+    scale: int  # S: cost units per bit
 
     def __post_init__(self):
-        k = len(self.clusters)
-        c = self.num_clusters
-        if not 2 <= c <= MAX_CLUSTERS or not 2 <= k <= 1 << 16:
-            raise ConfigError(f"index prior: {c} clusters of {k} words unsupported")
-        if self.clusters.min() < 0 or self.clusters.max() >= c:
-            raise ConfigError("index prior: cluster ids outside [0, C)")
-        if self.cluster_counts.shape != ((c + 1) ** 3, c) or self.word_counts.shape != (k,):
-            raise ConfigError("index prior: table shapes do not match the cluster count")
-        for name, v in (("cluster counts", self.cluster_counts), ("word counts", self.word_counts)):
-            if v.min() < 0 or v.max() >= MAX_COUNT:
-                raise ConfigError(f"index prior: {name} outside [0, 2**31)")
-        if not 1 <= self.alpha < MAX_COUNT or any(not 0 <= b <= 1 << 16 for b in self.boosts):
-            raise ConfigError("index prior: alpha or boosts out of range")
-
-    @property
-    def num_clusters(self) -> int:
-        return self.cluster_counts.shape[1]
+        k = len(self.base)
+        if not 2 <= k <= 1 << 16:
+            raise ConfigError(f"index prior: {k} words unsupported")
+        if self.context.shape != (len(NEIGHBOURS), k + 1, k):
+            raise ConfigError("index prior: table shapes do not match the codebook size")
+        for name, v in (("base", self.base), ("context", self.context)):
+            if v.min() < 0 or v.max() >= MAX_COST:
+                raise ConfigError(f"index prior: {name} costs outside [0, 2**24)")
+        if not 1 <= self.scale <= 256:
+            raise ConfigError(f"index prior: scale {self.scale} outside [1, 256]")
 
     @property
     def codebook_size(self) -> int:
-        return len(self.clusters)
+        return len(self.base)
 
     @classmethod
     def from_tables(cls, tables: dict) -> "IndexPrior":
@@ -79,76 +92,41 @@ class IndexPrior:
             raise ConfigError(f"no learned index prior in these weights (missing tables {', '.join(missing)}); "
                               f"train one with python -m train.index_prior")
         params = [int(x) for x in tables["prior_params"]]
-        if len(params) != 5:
-            raise ConfigError("index prior: prior_params must hold C, alpha and three boosts")
-        c = params[0]
-        counts = np.asarray(tables["prior_cluster_counts"], np.int64)
-        if not 2 <= c <= MAX_CLUSTERS or counts.size != (c + 1) ** 3 * c:
-            raise ConfigError("index prior: prior_cluster_counts does not match the cluster count")
-        return cls(np.asarray(tables["prior_clusters"], np.int64), counts.reshape((c + 1) ** 3, c),
-                   np.asarray(tables["prior_word_counts"], np.int64), params[1], tuple(params[2:]))
+        if len(params) != 1:
+            raise ConfigError("index prior: prior_params must hold the scale alone")
+        base = np.asarray(tables["prior_base"], np.int64)
+        context = np.asarray(tables["prior_context"], np.int64)
+        k = len(base)
+        if base.ndim != 1 or context.size != len(NEIGHBOURS) * (k + 1) * k:
+            raise ConfigError("index prior: prior_context does not match the codebook size")
+        return cls(base, context.reshape(len(NEIGHBOURS), k + 1, k), params[0])
 
     def tables(self) -> dict[str, list[int]]:
-        return {"prior_clusters": self.clusters.tolist(),
-                "prior_cluster_counts": self.cluster_counts.ravel().tolist(),
-                "prior_word_counts": self.word_counts.tolist(),
-                "prior_params": [self.num_clusters, self.alpha, *self.boosts]}
-
-    def _derived(self):
-        """Tables derived from the trained ones, computed once (the instance is frozen)."""
-        if "_cache" not in self.__dict__:
-            c = self.num_clusters
-            word = self.word_counts + 1
-            g = np.zeros(c, np.int64)
-            np.add.at(g, self.clusters, word)
-            members = [np.flatnonzero(self.clusters == j) for j in range(c)]
-            rank = np.zeros(len(self.clusters), np.int64)
-            for m in members:
-                rank[m] = np.arange(len(m))
-            object.__setattr__(self, "_cache", (g, int(g.sum()), members, rank, word))
-        return self.__dict__["_cache"]
+        return {"prior_base": self.base.tolist(), "prior_context": self.context.ravel().tolist(),
+                "prior_params": [self.scale]}
 
 
-def context_words(index_map: np.ndarray, previous: np.ndarray | None, r: int, col: int) -> tuple[int, int, int]:
-    """The left, upper and previous-map words at (r, col), -1 where there is none."""
-    left = int(index_map[r, col - 1]) if col else -1
-    up = int(index_map[r - 1, col]) if r else -1
-    prev = int(previous[r, col]) if previous is not None else -1
+def raw_frequencies(prior: IndexPrior, left, up, prev) -> np.ndarray:
+    """Unnormalised integer weights `2**30 * 2**(-(cost - min cost) / S)` of every word, for one context
+    (ints, -1 for none) or a batch of contexts (arrays of the same shape: rows of the result)."""
+    k = prior.codebook_size
+    ctx = prior.context
+    cost = (prior.base + ctx[0, np.where(np.asarray(left) < 0, k, left)]
+            + ctx[1, np.where(np.asarray(up) < 0, k, up)] + ctx[2, np.where(np.asarray(prev) < 0, k, prev)])
+    d = cost - cost.min(axis=-1, keepdims=True)
+    return exp2_table(prior.scale)[d % prior.scale] >> np.minimum(d // prior.scale, 62)
+
+
+def context_words(index_map: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The left, upper and previous-map word of every position, -1 where there is none (vectorised; the
+    decoder reads the same three words one position at a time)."""
+    m = np.asarray(index_map, np.int64)
+    left = np.full(m.shape, -1, np.int64)
+    left[:, 1:] = m[:, :-1]
+    up = np.full(m.shape, -1, np.int64)
+    up[1:, :] = m[:-1, :]
+    prev = np.full(m.shape, -1, np.int64) if previous is None else np.asarray(previous, np.int64)
     return left, up, prev
-
-
-def _position(prior: IndexPrior, left: int, up: int, prev: int):
-    """(cluster frequencies (C,), per-cluster within-frequency function) at one position: integers only."""
-    g, total_g, members, _, word = prior._derived()
-    c = prior.num_clusters
-    cl = [c if w < 0 else int(prior.clusters[w]) for w in (left, up, prev)]
-    ctx = cl[0] + (c + 1) * cl[1] + (c + 1) ** 2 * cl[2]
-    cluster_freq = quantize_frequencies(prior.cluster_counts[ctx] * total_g + prior.alpha * g)
-
-    def within(j: int) -> np.ndarray | None:
-        m = members[j]
-        if len(m) < 2:
-            return None  # a one-word cluster costs nothing beyond its cluster symbol
-        w = word[m] * WITHIN_SCALE
-        mass = int(word[m].sum())
-        for neighbour, boost in zip((left, up, prev), prior.boosts):
-            if neighbour >= 0 and boost and prior.clusters[neighbour] == j:
-                w[np.searchsorted(m, neighbour)] += boost * mass
-        return quantize_frequencies(w)
-
-    return cluster_freq, within
-
-
-def symbol_tables(index_map: np.ndarray, previous: np.ndarray | None, prior: IndexPrior):
-    """Per position of `index_map` (raster order): (cluster, cluster freqs, rank, within freqs or None)."""
-    _, _, _, rank, _ = prior._derived()
-    h, w = index_map.shape
-    for r in range(h):
-        for col in range(w):
-            x = int(index_map[r, col])
-            cluster_freq, within = _position(prior, *context_words(index_map, previous, r, col))
-            j = int(prior.clusters[x])
-            yield j, cluster_freq, int(rank[x]), within(j)
 
 
 def check_maps(index_map, previous, prior: IndexPrior) -> tuple[np.ndarray, np.ndarray | None]:
@@ -164,14 +142,22 @@ def check_maps(index_map, previous, prior: IndexPrior) -> tuple[np.ndarray, np.n
     return m.astype(np.int64), None if previous is None else previous.astype(np.int64)
 
 
+def frequency_rows(index_map, previous, prior: IndexPrior):
+    """(the map's words in raster order, their rows of integer frequencies), in blocks of positions."""
+    m, previous = check_maps(index_map, previous, prior)
+    words = [w.ravel() for w in context_words(m, previous)]
+    x = m.ravel()
+    for s in range(0, len(x), _BATCH):
+        block = slice(s, s + _BATCH)
+        yield x[block], quantize_frequencies(raw_frequencies(prior, *(w[block] for w in words)))
+
+
 def encode_into(coder, index_map, previous, prior: IndexPrior) -> None:
     """Append `index_map`, given the previous keyframe's map (None for a stream's first keyframe), to a
     constriction RangeEncoder."""
-    m, previous = check_maps(index_map, previous, prior)
-    for j, cluster_freq, rank, within in symbol_tables(m, previous, prior):
-        coder.encode(j, categorical(cluster_freq))
-        if within is not None:
-            coder.encode(rank, categorical(within))
+    for x, rows in frequency_rows(index_map, previous, prior):
+        for symbol, freq in zip(x, rows):
+            coder.encode(int(symbol), categorical(freq))
 
 
 def decode_from(decoder, shape: tuple[int, int], previous, prior: IndexPrior) -> np.ndarray:
@@ -182,19 +168,12 @@ def decode_from(decoder, shape: tuple[int, int], previous, prior: IndexPrior) ->
     out = np.zeros((h, w), np.int64)
     if previous is not None:
         previous = check_maps(np.zeros((h, w), np.int64), previous, prior)[1]
-    _, _, members, _, _ = prior._derived()
     try:
         for r in range(h):
             for col in range(w):
-                cluster_freq, within = _position(prior, *context_words(out, previous, r, col))
-                j = int(decoder.decode(categorical(cluster_freq)))
-                table = within(j)
-                rank = 0 if table is None else int(decoder.decode(categorical(table)))
-                if rank >= len(members[j]):
-                    raise BitstreamError("corrupt index data (word outside its cluster)")
-                out[r, col] = members[j][rank]
-    except BitstreamError:
-        raise
+                row = raw_frequencies(prior, out[r, col - 1] if col else -1, out[r - 1, col] if r else -1,
+                                      previous[r, col] if previous is not None else -1)
+                out[r, col] = int(decoder.decode(categorical(quantize_frequencies(row))))
     except Exception as e:  # constriction reports invalid data with assorted exception types
         raise BitstreamError(f"corrupt index data: {e}") from None
     return out.astype(np.int32)
@@ -202,35 +181,15 @@ def decode_from(decoder, shape: tuple[int, int], previous, prior: IndexPrior) ->
 
 def ideal_bits(index_map, previous, prior: IndexPrior) -> float:
     """-log2 of the map's probability under the integer model (what a perfect coder would spend)."""
-    m, previous = check_maps(index_map, previous, prior)
     bits = 0.0
-    for j, cluster_freq, rank, within in symbol_tables(m, previous, prior):
-        bits += PRECISION - np.log2(float(cluster_freq[j]))
-        if within is not None:
-            bits += PRECISION - np.log2(float(within[rank]))
+    for x, rows in frequency_rows(index_map, previous, prior):
+        bits += float(np.sum(PRECISION - np.log2(rows[np.arange(len(x)), x].astype(np.float64))))
     return bits
 
 
 def frequency_digest(index_map, previous, prior: IndexPrior) -> str:
     """SHA-256 of every integer frequency the coder sees for this map (for determinism checks)."""
-    import hashlib
-
-    m, previous = check_maps(index_map, previous, prior)
     h = hashlib.sha256()
-    for j, cluster_freq, rank, within in symbol_tables(m, previous, prior):
-        h.update(np.ascontiguousarray(cluster_freq, "<i8").tobytes())
-        if within is not None:
-            h.update(np.ascontiguousarray(within, "<i8").tobytes())
+    for _, rows in frequency_rows(index_map, previous, prior):
+        h.update(np.ascontiguousarray(rows, "<i8").tobytes())
     return h.hexdigest()
-
-
-def context_ids(index_map: np.ndarray, previous: np.ndarray | None, clusters: np.ndarray, c: int) -> np.ndarray:
-    """The cluster-symbol context of every position (vectorised; what `_position` computes one at a time)."""
-    m = np.asarray(index_map, np.int64)
-    cl = np.asarray(clusters, np.int64)
-    left = np.full(m.shape, c, np.int64)
-    left[:, 1:] = cl[m[:, :-1]]
-    up = np.full(m.shape, c, np.int64)
-    up[1:, :] = cl[m[:-1, :]]
-    prev = np.full(m.shape, c, np.int64) if previous is None else cl[np.asarray(previous, np.int64)]
-    return left + (c + 1) * up + (c + 1) ** 2 * prev

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from m3cvc_jax.codec.bit_packing import pack_codes, unpack_codes
 from m3cvc_jax.errors import BitstreamError
 
 MAX_BITS = 16
@@ -39,9 +40,7 @@ def pack(codes, bits: int) -> bytes:
         raise BitstreamError(f"cannot pack: w codes must be (frames, 2), got {codes.shape}")
     if codes.size and (codes.min() < 0 or codes.max() >= 1 << bits):
         raise BitstreamError(f"cannot pack: a w code outside [0, {(1 << bits) - 1}]")
-    flat = codes.reshape(-1)
-    bitarr = ((flat[:, None] >> np.arange(bits - 1, -1, -1)) & 1).astype(np.uint8).reshape(-1)
-    return bytes([bits]) + _varint(len(codes)) + np.packbits(bitarr).tobytes()
+    return bytes([bits]) + _varint(len(codes)) + pack_codes(codes, bits)
 
 
 def unpack(payload: bytes, expected_frames: int) -> tuple[np.ndarray, int]:
@@ -65,13 +64,8 @@ def unpack(payload: bytes, expected_frames: int) -> tuple[np.ndarray, int]:
             break
     if count != expected_frames:
         bad(f"{count} frames of weights for {expected_frames} in-between frames")
-    nbits = 2 * count * bits
-    body = payload[pos:]
-    if len(body) != (nbits + 7) // 8:
-        bad(f"{len(body)} bytes of codes, {(nbits + 7) // 8} expected")
-    bitarr = np.unpackbits(np.frombuffer(body, np.uint8))
-    if bitarr[nbits:].any():
-        bad("non-zero padding bits")
-    weights = 1 << np.arange(bits - 1, -1, -1, dtype=np.int64)
-    codes = (bitarr[:nbits].reshape(-1, bits).astype(np.int64) * weights).sum(1)
+    try:
+        codes = unpack_codes(payload[pos:], 2 * count, bits)
+    except ValueError as e:
+        bad(str(e))
     return codes.reshape(count, 2).astype(np.int32), bits

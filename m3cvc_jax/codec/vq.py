@@ -90,6 +90,27 @@ def codebook_loss(z: jax.Array, codewords: jax.Array) -> jax.Array:
     return jnp.mean(jnp.sum(diff * diff, axis=-1))
 
 
+def context_rate_bits(z: jax.Array, codebook: jax.Array, indices: jax.Array, marginal: jax.Array,
+                      temperature: float) -> jax.Array:
+    """A differentiable proxy of the code length, in bits per index, of index maps `(..., H, W)` under a
+    spatial context model: the mean over positions of `sum_k q(k) * -log2 p(k | left, up)`, where
+    `q = softmax(-||z - e_k||^2 / (D t))` softly assigns the vector `z` `(..., H, W, D)` to the words, and
+    `p(k | left, up)` is proportional to `marginal[k] * exp(-(||e_k - e_left||^2 + ||e_k - e_up||^2) / (D t))`
+    with `left`, `up` the (hard) words of the causal neighbours in `indices` (no term at the map border).
+
+    Minimising it pulls each vector towards words close to its neighbours' (a smoother, more predictable
+    map, as the learned index prior's neighbour experts reward) and towards frequent words. `marginal`
+    (K,) > 0, e.g. the EMA word counts."""
+    d = z.shape[-1]
+    logq = jax.nn.log_softmax(-squared_distances(z, codebook) / (d * temperature), axis=-1)
+    words = squared_distances(codebook, codebook) / (d * temperature)  # (K, K)
+    penalty = jnp.zeros(logq.shape, jnp.float32)
+    penalty = penalty.at[..., :, 1:, :].add(words[indices[..., :, :-1]])
+    penalty = penalty.at[..., 1:, :, :].add(words[indices[..., :-1, :]])
+    logp = jax.nn.log_softmax(jnp.log(marginal.astype(jnp.float32)) - penalty, axis=-1)
+    return -jnp.mean(jnp.sum(jnp.exp(logq) * logp, axis=-1)) / jnp.log(2.0)
+
+
 def code_counts(indices: jax.Array, num_codes: int) -> jax.Array:
     """How many vectors chose each code: `(K,)` float32."""
     one_hot = jax.nn.one_hot(indices.reshape(-1), num_codes, dtype=jnp.float32)

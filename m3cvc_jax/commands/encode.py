@@ -71,7 +71,7 @@ def run(args) -> int:
           f"preset {h.preset}, weights {h.weights_fingerprint}")
     print(f"keyframes  {list(h.keyframes)} ({len(h.keyframes)}, {h.keyframe_method}); mode {h.mode}")
     print(f"bits       header {b.header}, text {b.text}, indices {b.indices}, extra {b.extra}, w {b.weights}, "
-          f"total {b.total} ({b.total // 8} bytes)")
+          f"colour {b.colour}, total {b.total} ({b.total // 8} bytes)")
     print(f"bpp        {b.bpp(h):.6g}")
     if target is not None:
         print(f"rate       target {target.label} (<= {choice.max_bytes} bytes here), achieved {b.total // 8} bytes "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from m3cvc_jax.codec import it2v_weights, rate_target
-from m3cvc_jax.codec.bitstream import TAG_IT2V_WEIGHTS, TEXT_ONLY_MODES
+from m3cvc_jax.codec import colour_means, it2v_weights, rate_target
+from m3cvc_jax.codec.bitstream import TAG_IT2V_WEIGHTS, TEXT_ONLY_MODES, mean_colour_section
 from m3cvc_jax.codec.decoder_settings import setting
 from m3cvc_jax.commands import stand_ins
 from m3cvc_jax.errors import ConfigError
@@ -51,6 +51,7 @@ def describe(stream, bits) -> dict:
         "extra_sections": [{"tag": e.tag, "bytes": len(e.payload)} for e in stream.extras],
         "bits": bits.as_dict(),
         "it2v_weights": it2v_summary(stream, bits),
+        "mean_colours": mean_colour_summary(stream, bits),
         "bpp": bits.bpp(h),
         "rate_target": _rate_target(stream, bits),
         "stand_ins": stand_ins.from_stream(stream),
@@ -70,6 +71,19 @@ def it2v_summary(stream, bits) -> dict | None:
     return {"bits_per_weight": nbits, "section_bits": bits.weights, "code_bits": 2 * nbits * len(frames),
             "frames": [{"frame": f, "w_i": int(c[0]) / levels, "w_l": int(c[1]) / levels, "codes": [int(c[0]), int(c[1])]}
                        for f, c in zip(frames, codes)]}
+
+
+def mean_colour_summary(stream, bits) -> dict | None:
+    """The transmitted per-channel means of the original keyframes (RGB, 0..255), their codes and bits."""
+    section = mean_colour_section(stream.extras)
+    if section is None:
+        return None
+    keyframes = stream.header.keyframes
+    codes, nbits = colour_means.unpack(section.payload, len(keyframes))
+    means = colour_means.dequantise(codes, nbits)
+    return {"bits_per_channel": nbits, "section_bits": bits.colour, "code_bits": 3 * nbits * len(keyframes),
+            "keyframes": [{"frame": k, "rgb": [round(float(m), 3) for m in mean], "codes": [int(c) for c in code]}
+                          for k, mean, code in zip(keyframes, means, codes)]}
 
 
 def _rate_target(stream, bits) -> dict | None:
@@ -107,7 +121,7 @@ def _human(info: dict) -> str:
             f"indices {info['index_grid'][0]}x{info['index_grid'][1]} of {info['codebook_size']} words, "
             f"{info['entropy_model']} model"),
         f"bits           header {b['header']}, text {b['text']}, indices {b['indices']}, "
-        f"extra {b['extra']}, w {b['weights']}, total {b['total']}",
+        f"extra {b['extra']}, w {b['weights']}, colour {b['colour']}, total {b['total']}",
         f"bpp            {info['bpp']:.6g}",
     ]
     r = info["rate_target"]
@@ -121,6 +135,12 @@ def _human(info: dict) -> str:
                      f"{w['code_bits']} bits of codes, {w['section_bits']} bits with the section framing")
         lines += [f"  frame {x['frame']}: w_i {x['w_i']:.4f} w_l {x['w_l']:.4f} (codes {x['codes'][0]}, {x['codes'][1]})"
                   for x in w["frames"]]
+    m = info["mean_colours"]
+    if m:
+        lines.append(f"mean colours   {len(m['keyframes'])} keyframes x RGB at {m['bits_per_channel']} bits: "
+                     f"{m['code_bits']} bits of codes, {m['section_bits']} bits with the section framing")
+        lines += [f"  frame {x['frame']}: RGB " + " ".join(f"{v:.1f}" for v in x["rgb"])
+                  + f" (codes {', '.join(map(str, x['codes']))})" for x in m["keyframes"]]
     for i, (k, t) in enumerate(zip(info["keyframes"], info["texts"]["keyframe"])):
         lines.append(f"keyframe {i} (frame {k}): {t}")
     for i, t in enumerate(info["texts"]["clip"]):

@@ -175,14 +175,15 @@ def _streams_section(out: str, sequence: str, rows: Sequence[dict]) -> str:
         if not streams:
             continue
         table = ["<table class='bits' data-codec='" + _e(codec) + "'><tr><th>rate point</th><th>keyframes</th>"
-                 "<th>header</th><th>text</th><th>indices</th><th>extra</th><th>w (IT2V)</th><th>total bits</th>"
+                 "<th>header</th><th>text</th><th>indices</th><th>extra</th><th>w (IT2V)</th><th>mean colours</th>"
+                 "<th>total bits</th>"
                  "<th>bpp</th></tr>"]
         texts = []
         for k, (r, stream, bits) in enumerate(streams):
             b = bits.as_dict()
             table.append(f"<tr><td>{_e(r['rate_point'])}</td><td>{_e(list(stream.header.keyframes))}</td>"
                          + "".join(f'<td class="num" data-part="{p}" data-value="{b[p]}">{b[p]}</td>'
-                                   for p in ("header", "text", "indices", "extra", "weights", "total"))
+                                   for p in ("header", "text", "indices", "extra", "weights", "colour", "total"))
                          + f"<td class='num'>{bits.bpp(stream.header):.5f}</td></tr>")
             items = [f"<li><b>keyframe {i} (frame {f})</b>: {_text(t)}</li>"
                      for i, (f, t) in enumerate(zip(stream.header.keyframes, stream.keyframe_texts))]

@@ -46,7 +46,8 @@ import numpy as np
 from tqdm import tqdm
 
 from m3cvc_jax.codec import bitstream as bs
-from m3cvc_jax.codec import it2v_weights
+from m3cvc_jax.codec import colour_means, it2v_weights
+from m3cvc_jax.codec.colour_correction import correct_mean_colour
 from m3cvc_jax.codec.decoder_settings import TAG_DECODER_SETTINGS, settings_section, stream_settings  # noqa: F401
 from m3cvc_jax.codec.entropy import ENTROPY_MODELS, IndexModel, decode_index_maps, decode_indices, encode_index_maps
 from m3cvc_jax.codec.index_prior import IndexPrior
@@ -205,8 +206,9 @@ def decoder_config(stream: bs.Bitstream, *, mode: str | None = None, weights: st
     if h.preset not in codec_configs.PRESETS:
         raise BitstreamError(f"bitstream made with preset {h.preset!r}, which this decoder does not know "
                              f"({', '.join(codec_configs.PRESETS)})")
+    sent_means = bs.mean_colour_section(stream.extras) is not None
     base = [f"video.width={h.width}", f"video.height={h.height}", f"video.fps={float(h.fps)!r}",
-            f"seed={h.seed}", f"decode.mode={h.mode}", *stream_settings(stream)]
+            f"seed={h.seed}", f"decode.mode={h.mode}", f"colour.mean_correction={sent_means}", *stream_settings(stream)]
     try:
         config = settings_lib.load_config(h.preset, base)
     except ConfigError as e:
@@ -218,6 +220,9 @@ def decoder_config(stream: bs.Bitstream, *, mode: str | None = None, weights: st
     extra = settings_lib.assignments(overrides) + ([f"decode.mode={mode}"] if mode else []) + ([f"weights={weights}"] if weights else [])
     if extra:  # the caller's settings win; their errors are the caller's (ConfigError)
         config = settings_lib.load_config(h.preset, base + extra)
+        if config.colour.mean_correction and not sent_means:
+            raise ConfigError("colour.mean_correction=true: this stream carries no mean colours (it was encoded "
+                              "with colour.mean_correction=false)")
     return config
 
 
@@ -411,10 +416,20 @@ class Codec:
             overrides = settings_lib.decoder_overrides(config)
             if overrides:
                 extras = (settings_section(overrides),)
-            extras += it2v_section
+            extras += it2v_section + self._mean_colour_section(frames, keyframes)
             stream = bs.Bitstream(header, tuple(kf_texts), tuple(clip_texts), index_data, extras)
             bs.pack(stream, bs.WRITE_VERSION)  # validate before anything is written
         return stream, decision
+
+    def _mean_colour_section(self, frames, keyframes: list[int]) -> tuple[bs.ExtraSection, ...]:
+        """Each keyframe's per-channel mean of the original, quantised (none without colour.mean_correction)."""
+        c = self.config.colour
+        if not c.mean_correction:
+            return ()
+        means = np.asarray(frames[keyframes], np.float64).mean(axis=(1, 2))
+        bits = int(c.mean_bits)
+        payload = colour_means.pack(colour_means.quantise(means, bits), bits)
+        return (bs.ExtraSection(colour_means.TAG_MEAN_COLOUR, payload, skippable=True),)
 
     def _describe(self, frames, keyframes: list[int], report) -> tuple[list[str], list[str]]:
         """Keyframe texts D_F (each given the previous) and clip texts D_C (M3-CVC II-B)."""
@@ -521,8 +536,20 @@ class Codec:
             keyframes = to_uint8(decoded)
             out[: h.keyframes[0]] = keyframes[0]  # a stream may start after frame 0: hold the first keyframe
             out[list(h.keyframes)] = keyframes
-
+        out = self._correct_colour(stream, out, timings)
         return DecodeResult(retimed(out, h, fps), timings, keyframes)
+
+    def _correct_colour(self, stream: bs.Bitstream, frames: np.ndarray, timings: Timings) -> np.ndarray:
+        """Frames shifted to the keyframes' transmitted mean colours (unchanged when the stream sent none or
+        the decoder was told colour.mean_correction=false)."""
+        section = bs.mean_colour_section(stream.extras)
+        if section is None or not self.config.colour.mean_correction:
+            return frames
+        keyframes = stream.header.keyframes
+        codes, bits = colour_means.unpack(section.payload, len(keyframes))
+        with timings.stage("mean colour"):
+            return np.asarray(_correct_mean_colour(jnp.asarray(frames), jnp.asarray(keyframes),
+                                                   jnp.asarray(colour_means.dequantise(codes, bits), jnp.float32)))
 
     # -- CMVC TT2V (texts only)
 
@@ -563,6 +590,8 @@ class Codec:
                 out[s:e + 1] = to_uint8(t2v.retime_clip(np.asarray(window), e - s + 1))
             out[: h.keyframes[0]] = out[h.keyframes[0]]  # a stream may start after frame 0: hold its first frame
         keyframes = out[list(h.keyframes)].copy()
+        # No coded keyframes here, but the generated frames at keyframe positions take the sent means too.
+        out = self._correct_colour(stream, out, timings)
         return DecodeResult(retimed(out, h, fps), timings, keyframes)
 
     def _weights_of(self, stream: bs.Bitstream):
@@ -592,6 +621,9 @@ class Codec:
         modes_ = ["prediction" if last is None else "interpolation" for last in lasts]
         return recon.clips(firsts, lasts, lengths, modes_, text_embs, jnp.asarray(null_text_emb)[None], keys,
                            self.spec.clip_decoding, self.windows_per_call)
+
+
+_correct_mean_colour = jax.jit(correct_mean_colour)
 
 
 @functools.partial(jax.jit, static_argnames=("window", "height", "width"))

@@ -9,7 +9,8 @@ Presets:
   tiny   random weights drawn from `seed` (the decoder rebuilds them from the seed in the header), toy
          widths, 128x80 frames, few sampling steps: a 33-frame round trip runs in seconds.
   demo   small weights trained here by the repository's trainers on the bundled clips (docs/demo.md),
-         128x80, keyframes every 15 frames, no describer: a blurry but real reconstruction anywhere.
+         128x80, keyframes every 15 frames, no describer, mean-colour correction on: a blurry but real
+         reconstruction anywhere, in the input's colours.
   paper  converted checkpoints in `weights` (a folder with one sub-folder per component, see
          `m3cvc_jax/pipelines/models.py`), 512x320 at 8 fps, the paper's settings.
 
@@ -122,6 +123,15 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.decode = ml_collections.ConfigDict()
     c.decode.mode = "interpolation"  # a mode of pipelines/modes.py: interpolation | prediction | it2v | tt2v (in the header)
 
+    # Mean-colour side information (codec/colour_means.py, codec/colour_correction.py): the encoder sends each
+    # keyframe's original per-channel mean (3 x mean_bits bits per keyframe, a skippable section); the decoder
+    # shifts the decoded keyframes to those means and the frames between by interpolated offsets. Not part of
+    # M3-CVC: off for paper (and tiny, its stand-in with random weights); on for demo, whose small VAE moves
+    # colours by ~20/255 (docs/demo.md). A decoder follows the stream (the section's presence), not this default.
+    c.colour = ml_collections.ConfigDict()
+    c.colour.mean_correction = False
+    c.colour.mean_bits = 6  # per channel: mean error <= 255 / (2 (2^bits - 1)) = 2.0 levels (docs/demo.md measures)
+
     # CMVC's TT2V mode (decode.mode=tt2v): AnimateDiff generates every clip from its texts (decoders/t2v.py).
     c.t2v = ml_collections.ConfigDict()
     c.t2v.template = ""  # TT2V prompt template file; empty: m3cvc_jax/lmm/tt2v_prompt.json
@@ -181,6 +191,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # bundled clips shortest; `auto` also tries static / adaptive / uniform per stream (the header names the
         # winner), so a prior that fits unseen footage badly (new weights) never costs more than those.
         c.coding.entropy_model = "auto"
+        c.colour.mean_correction = True
         c.video_model.sampler = "ddim"
         # 8 DDIM steps, of which strength 0.1 runs 1 (25 ran 2): on the README's main job -0.03 dB and 3%
         # less decode time with the retrained weights (with the earlier ones at strength 0.5: +0.15 dB and a

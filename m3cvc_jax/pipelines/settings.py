@@ -9,6 +9,7 @@ from typing import Iterable, Mapping
 
 import ml_collections
 
+from m3cvc_jax.codec import colour_means
 from m3cvc_jax.codec.bitstream import MAX_FPS_TERM, MAX_FRAMES
 from m3cvc_jax.codec.decoder_settings import DECODER_PREFIXES, ENCODER_ONLY
 from m3cvc_jax.codec.keyframe_config import KeyframeConfig
@@ -186,6 +187,7 @@ RANGES: dict[str, Range] = {
     "cmvc.opt_steps": Range(0, 100_000),
     "cmvc.opt_lr": Range(0, 1, low_open=True),
     "cmvc.w_bits": Range(1, 16),
+    "colour.mean_bits": Range(1, colour_means.MAX_BITS),  # codec/colour_means.py's field
 }
 
 
