@@ -277,7 +277,8 @@ class RAFT(nnx.Module):
         plans = self.update_block.recurrent_block.plan(self.config.recurrent_block_hidden_state_size, context)
         return FlowReference(fmap1, hidden, plans)
 
-    def flow_from_reference(self, ref: "FlowReference", fmap2: jax.Array, num_flow_updates: int = 12) -> jax.Array:
+    def flow_from_reference(self, ref: "FlowReference", fmap2: jax.Array,
+                            num_flow_updates: int = 12) -> jax.Array:
         """Flows `(B, H, W, 2)` from the reference frame(s) to `fmap2` `(B, h, w, C)`. A reference of batch 1
         serves a batch of B second frames (one frame against several: batched convolutions keep both
         cores busy where batch 1 does not)."""

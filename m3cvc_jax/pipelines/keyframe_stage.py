@@ -7,9 +7,9 @@ to each frame (RAFT, or the classical Lucas-Kanade flow of `nn/lk_flow.py` with
 `flow_model=classical`), computed inside the decision's scan, since the reference frame changes with every
 new keyframe. RAFT's flows come `FLOW_BLOCK` frames at a time against the current keyframe in one batched
 call (`codec.keyframes.m3cvc_select_blocks`; the frames after a new keyframe are recomputed against it), so
-the decision is the sequential one. RAFT needs frames of at least 16·2^(levels-1) pixels per side (128 for torchvision's 4-level
-pyramid) and multiples of 8: smaller frames are upscaled for the flow only; the magnitude is relative to
-the frame diagonal, so this does not bias it.
+the decision is the sequential one. RAFT needs frames of at least 16·2^(levels-1) pixels per side (128 for
+torchvision's 4-level pyramid) and multiples of 8: smaller frames are upscaled for the flow only; the
+magnitude is relative to the frame diagonal, so this does not bias it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def flow_size(height: int, width: int, min_side: int) -> tuple[int, int]:
 
 
 FLOW_BATCH = 8  # frames per encoder call: bounds the full-resolution activations of long clips
-FLOW_BLOCK = 8  # frames whose flow against the current keyframe is computed in one call (measured: docs/performance.md)
+FLOW_BLOCK = 8  # flows against the current keyframe per batched call (measured: docs/performance.md)
 BLOCK_MEMORY = 1 << 29  # bytes of correlation pyramids one block may hold: smaller blocks for large frames
 
 
