@@ -1,11 +1,13 @@
 """Frames per second of the whole M3-CVC keyframe selection (CLIP embeddings + RAFT flow against the current
 keyframe for every frame + the sequential decision) on a 33-frame 512x320 clip, JAX vs PyTorch.
 
-    python -m benchmarks.keyframes [--video PATH] [--configs tiny,b32] [--repeats 1]
+    python -m benchmarks.keyframes [--video PATH] [--configs tiny,b32] [--repeats 1] [--block N]
 
 Configs: `tiny` (CLIP tiny + RAFT tiny) and `b32` (CLIP ViT-B/32 + RAFT small), random weights (the
-speed does not depend on them: both sides run exactly T flows whatever is decided). JAX: one jitted call
-for the CLIP batch and one for the scan, timed after a warm-up (compile time printed apart). PyTorch:
+speed hardly depends on them: PyTorch runs exactly T flows whatever is decided, JAX computes the flows of
+up to `--block` frames against the current keyframe in one batched call and discards those after a new
+keyframe: the flows it computed are printed). JAX: one jitted call for CLIP and the scan, timed after a
+warm-up (compile time printed apart). PyTorch:
 transformers' CLIPModel and torchvision's RAFT with the same weights and the same per-frame loop, at its
 best thread count (1 or 2). The last line is `ratio=` JAX fps / PyTorch fps for the last config.
 """
@@ -43,15 +45,15 @@ def load_clip(path: str) -> np.ndarray:
     return np.stack(frames)
 
 
-def run_jax(frames, clip_preset, raft_preset, repeats):
+def run_jax(frames, clip_preset, raft_preset, repeats, block):
     import jax
 
     from types import SimpleNamespace
 
-    from m3cvc_jax.codec.keyframes import KeyframeConfig, keyframe_indices
+    from m3cvc_jax.codec.keyframes import KeyframeConfig, block_schedule, keyframe_indices
     from m3cvc_jax.nn.clip import CLIPConfig, CLIPModel
     from m3cvc_jax.nn.raft import RAFT, RAFTConfig
-    from m3cvc_jax.pipelines.keyframe_stage import select
+    from m3cvc_jax.pipelines.keyframe_stage import flow_block, flow_size, select
     from m3cvc_jax.random_weights import random_module
 
     cfg = KeyframeConfig(method="m3cvc", clip_model=clip_preset, flow_model=raft_preset)
@@ -59,16 +61,22 @@ def run_jax(frames, clip_preset, raft_preset, repeats):
         clip=random_module(lambda r: CLIPModel(CLIPConfig.preset(clip_preset), rngs=r), 0, "clip"),
         raft=random_module(lambda r: RAFT(RAFTConfig.preset(raft_preset), rngs=r), 0, "raft"))
     start = time.perf_counter()
-    d = select(frames, cfg, models)
+    d = select(frames, cfg, models, block=block)
     jax.block_until_ready(d)
     first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        d = select(frames, cfg, models)
+        d = select(frames, cfg, models, block=block)
         keys = keyframe_indices(d)
         jax.block_until_ready(d)
         times.append(time.perf_counter() - start)
+    t, h, w, _ = frames.shape
+    fh, fw = flow_size(h, w, 16 * 2 ** (models.raft.config.corr_block_num_levels - 1))
+    used = flow_block(t, fh, fw, cfg, block)
+    calls = block_schedule(keys, t, cfg, used)
+    print(f"JAX flows: {sum(s for _, s in calls)} computed for {t} frames in {len(calls)} calls of up to {used} "
+          f"(batches {[s for _, s in calls]})")
     return models, cfg, keys, first - min(times), min(times)
 
 
@@ -147,13 +155,14 @@ def main() -> None:
     parser.add_argument("--configs", default="tiny,b32")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", default="1,2", help="PyTorch thread counts to try (best reported)")
+    parser.add_argument("--block", type=int, default=None, help="JAX flows per batched call (default: the stage's)")
     args = parser.parse_args()
     frames = load_clip(args.video)
     print(f"clip: {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}")
     ratio = float("nan")
     for name in args.configs.split(","):
         clip_preset, raft_preset = CONFIGS[name]
-        models, cfg, keys, compile_s, jax_s = run_jax(frames, clip_preset, raft_preset, args.repeats)
+        models, cfg, keys, compile_s, jax_s = run_jax(frames, clip_preset, raft_preset, args.repeats, args.block)
         torch_s = {int(t): run_torch(frames, models, cfg, int(t), args.repeats) for t in args.threads.split(",")}
         best_threads = min(torch_s, key=torch_s.get)
         jax_fps, torch_fps = T / jax_s, T / torch_s[best_threads]

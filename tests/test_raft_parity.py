@@ -94,6 +94,8 @@ def test_raft_lookup_matches_grid_sample():
     f1, f2 = rng.normal(size=(2, 1, 16, 24, 8)).astype(np.float32)
     coords = np.stack(np.meshgrid(np.arange(24.0), np.arange(16.0)), -1)[None]
     coords = (coords + rng.uniform(-6, 6, size=coords.shape)).astype(np.float32)
+    # Windows far outside (zeros) and straddling each border at the coarsest level too.
+    coords[0, 0, :6] = [[-40.0, 5.0], [200.0, -300.0], [-9.5, 3.2], [27.7, 17.9], [3.3, -9.1], [26.2, 20.6]]
     block = CorrBlock(num_levels=3, radius=2)
     block.build_pyramid(torch.from_numpy(f1.transpose(0, 3, 1, 2)), torch.from_numpy(f2.transpose(0, 3, 1, 2)))
     want = block.index_pyramid(torch.from_numpy(coords.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)

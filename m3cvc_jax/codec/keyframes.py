@@ -62,6 +62,13 @@ def _cosine_distance(a: jax.Array, b: jax.Array) -> jax.Array:
     return 1.0 - cos
 
 
+def _rule(cfg: KeyframeConfig, lam2: float, n, last, sem, mot) -> tuple[jax.Array, jax.Array]:
+    """Frame n's score D against keyframe `last`, and whether n is a keyframe (D > 0, or forced)."""
+    score = cfg.lambda1 * sem + lam2 * mot - cfg.threshold
+    forced = (n == 0) | (n - last >= cfg.max_clip_length - 1)
+    return score, forced | (score > 0)
+
+
 def _sequential(embeddings: jax.Array, payload: Any, motion: Callable[[Any, Any], jax.Array] | None,
                 cfg: KeyframeConfig) -> Decision:
     """The M3-CVC scan. payload: per-frame pytree (frames, or indices into a table); the carry keeps the
@@ -75,9 +82,7 @@ def _sequential(embeddings: jax.Array, payload: Any, motion: Callable[[Any, Any]
         n, v_n, p_n = x
         sem = _cosine_distance(v_n, v_ref)
         mot = motion(p_ref, p_n).astype(F32) if (motion is not None and lam2 != 0) else jnp.zeros((), F32)
-        score = cfg.lambda1 * sem + lam2 * mot - cfg.threshold
-        forced = (n == 0) | (n - last >= cfg.max_clip_length - 1)
-        key = forced | (score > 0)
+        score, key = _rule(cfg, lam2, n, last, sem, mot)
         new = jax.tree.map(lambda a, b: jnp.where(key, a, b), (n, v_n, p_n), (last, v_ref, p_ref))
         return new, (key, jnp.where(n == 0, jnp.nan, score), sem, mot)
 
@@ -96,6 +101,82 @@ def m3cvc_select(embeddings: jax.Array, frames: Any, motion_fn: Callable[[Any, A
     The motion function runs once per frame (T calls in one `lax.scan`); with λ2 = 0 it is not traced.
     """
     return _sequential(embeddings, frames, motion_fn, cfg)
+
+
+def block_sizes(block: int) -> tuple[int, ...]:
+    """The batch sizes `m3cvc_select_blocks` compiles: `block` and the powers of two below it."""
+    return (block,) + tuple(2 ** k for k in range(block.bit_length() - 1, -1, -1) if 2 ** k < block)
+
+
+def m3cvc_select_blocks(embeddings: jax.Array, cfg: KeyframeConfig, block: int,
+                        reference: Callable[[jax.Array], Any],
+                        motions: Callable[[Any, jax.Array], jax.Array]) -> Decision:
+    """`m3cvc_select`'s decision with the motion of up to `block` frames at a time against the current
+    keyframe.
+
+    Keyframes are rare, so the motion of the next frames is computed in one batched call against the
+    current keyframe (`reference(l)` prepares keyframe l once; `motions(ref, idx)` returns the magnitudes
+    m(F_l, F_idx) of a static number of indices). The frames are then decided one by one as in the
+    sequential scan; at a new keyframe the rest of the block is discarded and the next block starts after
+    it, against the new keyframe. A block never reaches past the next forced keyframe or the clip's end:
+    it takes the smallest of `block_sizes(block)` that covers the frames left up to there (each size is
+    compiled once). Decisions and magnitudes are those of the sequential scan up to the rounding of a
+    batched network. Wasted work: the frames of a block after a new keyframe, and the rounding up.
+    """
+    lam2 = 0.0 if cfg.method == "semantic" else cfg.lambda2
+    t = embeddings.shape[0]
+    sizes = block_sizes(block)
+    offsets = jnp.arange(block, dtype=jnp.int32)
+
+    def batch(size):
+        def run(ref, n):
+            idx = jnp.minimum(n + jnp.arange(size, dtype=jnp.int32), t - 1)
+            return jnp.pad(motions(ref, idx).astype(F32), (0, block - size))
+        return run
+
+    def body(carry):
+        n, last, ref, out = carry
+        left = jnp.minimum(t, last + cfg.max_clip_length) - n  # up to the next forced keyframe, included
+        branch = jnp.sum(jnp.asarray(sizes) >= jnp.minimum(left, block), dtype=jnp.int32) - 1
+        mot_block = jax.lax.switch(branch, [batch(s) for s in sizes], ref, n)
+        idx = n + offsets
+
+        def decide(c, x):
+            last, open_ = c
+            i, mot = x
+            sem = _cosine_distance(embeddings[jnp.minimum(i, t - 1)], embeddings[last])
+            score, key = _rule(cfg, lam2, i, last, sem, mot)
+            take = open_ & (i - n < left)
+            new_key = take & key & (i != last)  # frame 0 is the keyframe it is compared against
+            return (jnp.where(new_key, i, last), open_ & ~new_key), (take, key, score, sem, mot)
+
+        (new_last, _), (take, key, score, sem, mot) = jax.lax.scan(decide, (last, jnp.bool_(True)),
+                                                                    (idx, mot_block))
+        at = jnp.where(take, idx, t)  # frames not taken fall outside and are dropped
+        score = jnp.where(idx == 0, jnp.nan, score)
+        out = Decision(*(o.at[at].set(v, mode="drop") for o, v in zip(out, (key, score, sem, mot))))
+        ref = jax.lax.cond(new_last != last, lambda: reference(new_last), lambda: ref)
+        return n + jnp.sum(take, dtype=jnp.int32), new_last, ref, out
+
+    zero = jnp.zeros((), jnp.int32)
+    init_out = Decision(jnp.zeros((t,), bool), jnp.full((t,), jnp.nan, F32), jnp.zeros((t,), F32),
+                        jnp.zeros((t,), F32))
+    _, _, _, out = jax.lax.while_loop(lambda c: c[0] < t, body, (zero, zero, reference(zero), init_out))
+    return out
+
+
+def block_schedule(keyframes: list[int], num_frames: int, cfg: KeyframeConfig, block: int) -> list[tuple[int, int]]:
+    """Host side: the (first frame, batch size) of every batched motion call `m3cvc_select_blocks` made
+    to reach `keyframes` (their sum minus the frame count is the wasted work)."""
+    sizes, keys = block_sizes(block), set(keyframes)
+    calls, n, last = [], 0, 0
+    while n < num_frames:
+        left = min(num_frames, last + cfg.max_clip_length) - n
+        decided = min(left, block)  # unless a new keyframe among them ends the block
+        calls.append((n, min(s for s in sizes if s >= decided)))
+        stop = next((i for i in range(n, n + decided) if i in keys and i != last), None)
+        n, last = (n + decided, last) if stop is None else (stop + 1, stop)
+    return calls
 
 
 def m3cvc_select_table(embeddings: jax.Array, motion_table: jax.Array, cfg: KeyframeConfig) -> Decision:

@@ -268,20 +268,31 @@ class RAFT(nnx.Module):
                            num_flow_updates: int = 12) -> jax.Array:
         """The flow of `__call__` from precomputed `features` and `context`: a sequence compared against
         one frame encodes every frame once instead of once per pair."""
-        cfg = self.config
-        b, h8, w8, _ = fmap1.shape
-        pyramid = correlation_pyramid(fmap1, fmap2, cfg.corr_block_num_levels)
-        hidden, context = context1
-        coords0 = coords_grid(b, h8, w8)
+        return self.flow_from_reference(self.reference(fmap1, context1), fmap2, num_flow_updates)
 
-        graphdef, state = nnx.split(self.update_block)
+    def reference(self, fmap1: jax.Array, context1: tuple[jax.Array, jax.Array]) -> "FlowReference":
+        """What the refinement needs of the first frame, computed once for any number of second frames."""
+        hidden, context = context1
         # The context is the same at every update: its share of the GRU convolutions is computed once.
-        plans = self.update_block.recurrent_block.plan(cfg.recurrent_block_hidden_state_size, context)
+        plans = self.update_block.recurrent_block.plan(self.config.recurrent_block_hidden_state_size, context)
+        return FlowReference(fmap1, hidden, plans)
+
+    def flow_from_reference(self, ref: "FlowReference", fmap2: jax.Array,
+                            num_flow_updates: int = 12) -> jax.Array:
+        """Flows `(B, H, W, 2)` from the reference frame(s) to `fmap2` `(B, h, w, C)`. A reference of batch 1
+        serves a batch of B second frames (one frame against several: batched convolutions keep both
+        cores busy where batch 1 does not)."""
+        cfg = self.config
+        b, h8, w8, _ = fmap2.shape
+        pyramid = correlation_pyramid(ref.fmap1, fmap2, cfg.corr_block_num_levels)
+        hidden = jnp.broadcast_to(ref.hidden, (b,) + ref.hidden.shape[1:])
+        coords0 = coords_grid(b, h8, w8)
+        graphdef, state = nnx.split(self.update_block)
 
         def step(carry, _):
             hidden, coords1 = carry
             corr = lookup(pyramid, coords1, cfg.corr_block_radius)
-            hidden, delta = nnx.merge(graphdef, state).step(plans, hidden, corr, coords1 - coords0)
+            hidden, delta = nnx.merge(graphdef, state).step(ref.plans, hidden, corr, coords1 - coords0)
             return (hidden, coords1 + delta.astype(F32)), None
 
         (hidden, coords1), _ = jax.lax.scan(step, (hidden, coords0), None, length=num_flow_updates)
@@ -289,6 +300,16 @@ class RAFT(nnx.Module):
         if self.mask_predictor is None:
             return upsample_bilinear(flow)
         return upsample_convex(flow, self.mask_predictor(hidden))
+
+
+@struct.dataclass
+class FlowReference:
+    """The first frame of a flow, prepared by `RAFT.reference`: its features, the initial hidden state, and
+    its context's share of the GRU convolutions."""
+
+    fmap1: jax.Array  # (1 or B, h, w, C)
+    hidden: jax.Array  # (1 or B, h, w, hidden)
+    plans: tuple[GRUPlan, ...]
 
 
 def preprocess_frames(frames: jax.Array) -> jax.Array:
