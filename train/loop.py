@@ -54,7 +54,6 @@ def _check_export(directory: str) -> None:
 
 
 def _restore_latest(config: Any, workdir: str, state: Any) -> Any:
-    _check_export(export_dir(workdir))
     ckpt = Checkpointer(workdir, max_to_keep=config.get("max_to_keep", 3))
     try:
         step = ckpt.latest_step()
@@ -72,11 +71,11 @@ def run(*, config: Any, workdir: str, state: Any, step_fn: StepFn, batches: Any,
     With `config.export_only` (the trainers' `--export_only` flag) the latest checkpoint is only restored
     (the caller then exports it): config.json, metrics.jsonl and the checkpoints are left as they are,
     since a live run may be writing them."""
+    # before the training, so an export folder holding foreign files fails now, not after the last step
+    _check_export(export_dir(workdir))
     if config.get("export_only", False):
         return _restore_latest(config, workdir, state), []
     os.makedirs(workdir, exist_ok=True)
-    # before the training, so an export folder holding foreign files fails now, not after the last step
-    _check_export(export_dir(workdir))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2) if hasattr(config, "to_json_best_effort") else json.dumps(config))
     ckpt = Checkpointer(workdir, max_to_keep=config.get("max_to_keep", 3))
