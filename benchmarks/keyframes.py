@@ -75,7 +75,7 @@ def run_jax(frames, clip_preset, raft_preset, repeats, block):
         times.append(time.perf_counter() - start)
     t, h, w, _ = frames.shape
     fh, fw = flow_size(h, w, 16 * 2 ** (models.raft.config.corr_block_num_levels - 1))
-    used = flow_block(t, fh, fw, cfg, block)
+    used = flow_block(t, fh, fw, cfg, block, models.raft.config)
     calls = block_schedule(sizes)
     flows = sum(s for _, s in calls)
     print(f"JAX flows: {flows} computed for {t} frames in {len(calls)} calls of up to {used} "

@@ -11,8 +11,12 @@ from flax import nnx
 from m3cvc_jax.codec import keyframes as kf
 from m3cvc_jax.codec.keyframes import KeyframeConfig, keyframe_indices
 from m3cvc_jax.nn import clip as clip_nn
+from m3cvc_jax.nn.raft import RAFTConfig
+from m3cvc_jax.nn.raft_corr import pyramid_bytes
 from m3cvc_jax.pipelines.keyframe_stage import flow_block, flow_frames, select, select_raft
 from tests.test_keyframes import _models
+
+SMALL = RAFTConfig.preset("small")
 
 
 def _needs_flow(want, cfg):
@@ -158,12 +162,13 @@ def test_batched_flows_against_one_reference_equal_pairwise_flows():
 
 
 def test_flow_block_size():
+    assert pyramid_bytes(40, 64, 4, 3) == 4 * 2560 * (54 * 78 + 34 * 46 + 24 * 30 + 19 * 22)  # borders of 7
     cfg = KeyframeConfig(max_clip_length=16)
-    assert flow_block(33, 320, 512, cfg, None) == 8
-    assert flow_block(33, 320, 512, KeyframeConfig(max_clip_length=4), 8) == 2  # the flows between forced keyframes
-    assert flow_block(33, 320, 512, KeyframeConfig(max_clip_length=2), 8) == 1  # every frame forced: none needed
-    assert flow_block(5, 320, 512, cfg, 8) == 5
-    assert flow_block(33, 1088, 1920, cfg, None) == 1  # a 1080p pyramid is ~5.7 GB: one frame at a time
+    assert flow_block(33, 320, 512, cfg, None, SMALL) == 8
+    assert flow_block(33, 320, 512, KeyframeConfig(max_clip_length=4), 8, SMALL) == 2  # between forced keyframes
+    assert flow_block(33, 320, 512, KeyframeConfig(max_clip_length=2), 8, SMALL) == 1  # all forced: none needed
+    assert flow_block(5, 320, 512, cfg, 8, SMALL) == 5
+    assert flow_block(33, 1088, 1920, cfg, None, SMALL) == 1  # a 1080p pyramid is ~6.7 GB: one frame at a time
 
 
 @pytest.mark.parametrize("block", [1, 8])

@@ -27,6 +27,7 @@ from m3cvc_jax.errors import ConfigError, VideoError
 from m3cvc_jax.nn import clip as clip_nn
 from m3cvc_jax.nn.lk_flow import lucas_kanade
 from m3cvc_jax.nn.raft import preprocess_frames
+from m3cvc_jax.nn.raft_corr import pyramid_bytes
 
 CHUNK = 8  # frames per CLIP call
 
@@ -59,7 +60,7 @@ def flow_size(height: int, width: int, min_side: int) -> tuple[int, int]:
 
 FLOW_BATCH = 8  # frames per encoder call: bounds the full-resolution activations of long clips
 FLOW_BLOCK = 8  # flows against the current keyframe per batched call (measured: docs/performance.md)
-BLOCK_MEMORY = 1 << 29  # bytes of correlation pyramids one block may hold: smaller blocks for large frames
+BLOCK_MEMORY = 3 << 28  # bytes of correlation pyramids one block may hold: smaller blocks for large frames
 
 
 def flow_frames(frames: np.ndarray, raft_config) -> jax.Array:
@@ -70,14 +71,13 @@ def flow_frames(frames: np.ndarray, raft_config) -> jax.Array:
     return x if (fh, fw) == (h, w) else jax.image.resize(x, (t, fh, fw, 3), "bilinear")
 
 
-def flow_block(num_frames: int, height: int, width: int, cfg: kf.KeyframeConfig, requested: int | None) -> int:
+def flow_block(num_frames: int, height: int, width: int, cfg: kf.KeyframeConfig, requested: int | None,
+               raft_config) -> int:
     """Frames per batched flow call: `requested` (default FLOW_BLOCK), at most the frames between two
-    forced keyframes (the forced one gets no flow), the clip, and what BLOCK_MEMORY holds of the pyramids
-    (4/3 of the level-0 volume)."""
+    forced keyframes (the forced one gets no flow), the clip, and what BLOCK_MEMORY holds of the pyramids."""
     if requested is not None and requested < 1:
         raise ConfigError(f"flow block must be >= 1, got {requested}")
-    pixels = (height // 8) * (width // 8)
-    per_frame = 4 * pixels * pixels * 4 // 3
+    per_frame = pyramid_bytes(height // 8, width // 8, raft_config.corr_block_num_levels, raft_config.corr_block_radius)
     fits = max(1, BLOCK_MEMORY // per_frame)
     return max(1, min(FLOW_BLOCK if requested is None else requested, cfg.max_clip_length - 2, num_frames, fits))
 
@@ -118,7 +118,7 @@ def select_raft(frames: np.ndarray, cfg: kf.KeyframeConfig, models, *,
     """The RAFT decision of `select` and the batched flow calls it made (`kf.block_schedule` lists them)."""
     t, h, w, _ = frames.shape
     fh, fw = flow_size(h, w, 16 * 2 ** (models.raft.config.corr_block_num_levels - 1))
-    return _select_raft(models.clip, models.raft, jnp.asarray(frames), cfg, flow_block(t, fh, fw, cfg, block))
+    return _select_raft(models.clip, models.raft, jnp.asarray(frames), cfg, flow_block(t, fh, fw, cfg, block, models.raft.config))
 
 
 def select(frames: np.ndarray, cfg: kf.KeyframeConfig, models, *, block: int | None = None) -> kf.Decision:
