@@ -107,3 +107,54 @@ def test_shapes_are_checked():
         index_rdo.rd_index_map(np.zeros((2, 2, 63)), None, random_prior(0), 0.01)
     with pytest.raises(ConfigError, match="previous"):
         index_rdo.rd_index_map(np.zeros((2, 2, 64)), np.zeros((3, 2), np.int64), random_prior(0), 0.01)
+
+
+def test_keyframe_distances_argmin_is_the_encoders_map():
+    from m3cvc_jax.pipelines import api
+    from m3cvc_jax.pipelines.codec import Codec
+
+    codec = Codec.load("tiny")
+    frame = np.random.default_rng(0).uniform(-1, 1, (codec.config.video.height, codec.config.video.width, 3))
+    d = np.asarray(api.keyframe_distances(codec.params, frame))
+    np.testing.assert_array_equal(np.argmin(d, axis=-1), np.asarray(api.encode_keyframe(codec.params, frame)))
+    assert d.shape[-1] == codec.spec.codebook_size and d.min() >= -1e-5
+
+
+def test_codec_without_a_prior_refuses_a_positive_lambda_in_one_line():
+    from m3cvc_jax.pipelines.codec import Codec, read_input
+    from tests.pipeline_fixtures import CLIP
+
+    codec = Codec.load("tiny", overrides=["coding.rd_lambda=0.01", "video.max_frames=2", "dialogue.describer=none"])
+    with pytest.raises(ConfigError, match="rd_lambda > 0 .* learned index prior"):
+        codec.encode(read_input(CLIP, codec.config))
+
+
+def test_demo_codec_writes_the_rd_maps_and_they_cost_less():
+    """The demo (rd_lambda 0.02): the stream holds exactly `rd_index_map`'s maps of the encoder's
+    distances, each given the previous one, and its index payload is smaller than the nearest words'."""
+    from m3cvc_jax.codec import bitstream as bs
+    from m3cvc_jax.pipelines import codec as pipeline
+    from tests.pipeline_fixtures import CLIP
+
+    codec = pipeline.Codec.load("demo", overrides=["video.max_frames=16"])
+    lam = float(codec.config.coding.rd_lambda)
+    assert lam > 0
+    video = pipeline.read_input(CLIP, codec.config)
+    cache: dict = {}
+    stream, _ = codec.encode(video, cache=cache)
+    h = stream.header
+    written = pipeline.decode_maps(stream.index_data, len(h.keyframes), h.index_grid,
+                                   codec.index_model(h.entropy_model))
+    prior = codec.index_model("learned").prior
+    fp = codec.models.fingerprint()
+    expected = []
+    for k in h.keyframes:
+        expected.append(index_rdo.rd_index_map(cache["distances", fp, k], expected[-1] if expected else None,
+                                               prior, lam))
+    for a, b in zip(written, expected):
+        np.testing.assert_array_equal(a, b)
+    nearest = codec.with_config(pipeline.settings_lib.load_config("demo", ["video.max_frames=16",
+                                                                           "coding.rd_lambda=0"]))
+    plain, _ = nearest.encode(video)
+    assert len(bs.pack(stream, bs.WRITE_VERSION)) < len(bs.pack(plain, bs.WRITE_VERSION))
+    assert any(np.any(a != np.argmin(cache["distances", fp, k], -1)) for a, k in zip(written, h.keyframes))
