@@ -106,3 +106,25 @@ def test_eval_accepts_rate_targets_as_rate_points():
     assert ours.rate_point_target("g8-t0.1") is None
     with pytest.raises(ConfigError, match="bpp:abc"):
         ours.M3CVCCodec(preset="tiny", rate_points=["bpp:abc"])
+
+
+def test_rd_weight_is_a_knob_only_where_the_config_weighs_bits(searched):
+    """demo (rd_lambda > 0): each keyframe setting is tried at the RD weight x1, x2, x4, and x4 never gives a
+    larger stream than x1 (x2 may land either side of them by a few bytes: each weight finds its own local
+    optimum); tiny (lambda 0, no prior): the weight is not searched."""
+    codec, _, sizes = searched
+    lam = float(codec.config.coding.rd_lambda)
+    weighted = [o for o in sizes if any(x.startswith("coding.rd_lambda=") for x in o)]
+    if not lam:
+        assert not weighted
+        return
+    assert weighted
+    by_rest: dict = {}
+    for overrides, size in sizes.items():
+        rest = tuple(x for x in overrides if not x.startswith("coding.rd_lambda="))
+        factor = next((float(x.partition("=")[2]) / lam for x in overrides if x.startswith("coding.rd_lambda=")), 1.0)
+        by_rest.setdefault(rest, {})[round(factor)] = size
+    for rest, row in by_rest.items():
+        assert sorted(row) == [1, 2, 4], rest
+        assert row[1] >= row[4], (rest, row)
+    assert any(row[1] > row[4] for row in by_rest.values())

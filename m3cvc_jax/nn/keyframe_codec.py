@@ -149,6 +149,14 @@ def encode_keyframe(codec: KeyframeCodec, frame: jax.Array) -> jax.Array:
     return latent_indices(codec.post_encoder, codec.codebook(), frame_latent(codec.vae, frame))
 
 
+def keyframe_distances(codec: KeyframeCodec, frame: jax.Array) -> jax.Array:
+    """Frames `(B, H, W, 3)` in [-1, 1] -> `(B, h, w, K)` squared distances of each post-encoder vector to
+    every codeword, per codeword dimension: the distortion term of `codec.index_rdo` (its argmin over K is
+    `encode_keyframe`'s map)."""
+    z = codec.post_encoder(frame_latent(codec.vae, frame))
+    return vq.squared_distances(z, codec.codebook()) / z.shape[-1]
+
+
 def condition(codebook: jax.Array, indices: jax.Array, latent_size: tuple[int, int]) -> jax.Array:
     """z_hat: codewords of `indices` `(B, h, w)` nearest-upsampled to `latent_size` -> `(B, H', W', D)`."""
     return upsample_nearest(vq.lookup(indices, codebook), tuple(latent_size))

@@ -79,6 +79,13 @@ def encode_keyframe_batch(params, frames: jax.Array) -> jax.Array:
     return kc.encode_keyframe(params["codec"], jnp.asarray(frames, jnp.float32))
 
 
+@jax.jit
+def keyframe_distances(params, frame: jax.Array) -> jax.Array:
+    """A frame `(H, W, 3)` in [-1, 1] -> `(h, w, K)` squared distances of its post-encoder vectors to the
+    codewords, per dimension: what `codec.index_rdo.rd_index_map` trades against the prior's bits."""
+    return kc.keyframe_distances(params["codec"], jnp.asarray(frame, jnp.float32)[None])[0]
+
+
 def empty_text(params) -> jax.Array:
     """Hidden states `(77, D)` of the empty prompt: the unconditional branch of guidance."""
     return encode_text(params, tokenize([""]))[0]

@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from m3cvc_jax.codec import bitstream as bs
-from m3cvc_jax.codec import colour_means, it2v_weights
+from m3cvc_jax.codec import colour_means, index_rdo, it2v_weights
 from m3cvc_jax.codec.colour_correction import correct_mean_colour
 from m3cvc_jax.codec.decoder_settings import TAG_DECODER_SETTINGS, settings_section, stream_settings  # noqa: F401
 from m3cvc_jax.codec.entropy import ENTROPY_MODELS, IndexModel, decode_index_maps, decode_indices, encode_index_maps
@@ -151,6 +151,17 @@ def index_models(config, models: Models) -> list[IndexModel]:
         except ConfigError:  # no histogram / no prior with these weights
             continue
     return out
+
+
+def rd_index_prior(config, imodels: Sequence[IndexModel]) -> IndexPrior | None:
+    """The prior `coding.rd_lambda` weighs the indices' bits with (None at lambda 0); ConfigError without one."""
+    if not index_rdo.check_lambda(config.coding.rd_lambda):
+        return None
+    prior = next((m.prior for m in imodels if m.kind == "learned"), None)
+    if prior is None:
+        raise ConfigError("coding.rd_lambda > 0 weighs each index's bits under the learned index prior: it needs "
+                          "coding.entropy_model=learned or auto and weights with a prior (or coding.rd_lambda=0)")
+    return prior
 
 
 def smallest_coding(maps, imodels: Sequence[IndexModel]) -> tuple[tuple[bytes, ...], IndexModel]:
@@ -366,6 +377,7 @@ class Codec:
             if not images:
                 _ = self.t2v_template  # a template the decoder would refuse fails the encode, not the decode
             imodels = index_models(config, models) if images else []
+            rd_prior = rd_index_prior(config, imodels) if images else None
             fingerprint = models.fingerprint()
 
         with timings.stage("keyframes"):
@@ -387,12 +399,7 @@ class Codec:
 
         if images:
             with timings.stage("keyframe codec"):
-                params = {"codec": models.codec}
-                maps = []
-                for k in progress(keyframes, "encode keyframes", report=report):
-                    if ("map", fingerprint, k) not in cache:
-                        cache["map", fingerprint, k] = np.asarray(api.encode_keyframe(params, to_model_range(frames[k])))
-                    maps.append(cache["map", fingerprint, k])
+                maps = self._keyframe_maps(frames, keyframes, rd_prior, fingerprint, cache, report)
 
         it2v_section = ()
         if self.mode.name == "it2v":
@@ -420,6 +427,26 @@ class Codec:
             stream = bs.Bitstream(header, tuple(kf_texts), tuple(clip_texts), index_data, extras)
             bs.pack(stream, bs.WRITE_VERSION)  # validate before anything is written
         return stream, decision
+
+    def _keyframe_maps(self, frames, keyframes: list[int], rd_prior: IndexPrior | None, fingerprint: str,
+                       cache: dict, report) -> list[np.ndarray]:
+        """Each keyframe's index map: the nearest words, or with `coding.rd_lambda` > 0 the entropy-constrained
+        choice under `rd_prior`, each map given the previous one as coded (`codec/index_rdo.py`)."""
+        lam = float(self.config.coding.rd_lambda) if rd_prior is not None else 0.0
+        params = {"codec": self.models.codec}
+        maps: list[np.ndarray] = []
+        for k in progress(keyframes, "encode keyframes", report=report):
+            x = to_model_range(frames[k])
+            if not lam:
+                if ("map", fingerprint, k) not in cache:
+                    cache["map", fingerprint, k] = np.asarray(api.encode_keyframe(params, x))
+                maps.append(cache["map", fingerprint, k])
+                continue
+            if ("distances", fingerprint, k) not in cache:
+                cache["distances", fingerprint, k] = np.asarray(api.keyframe_distances(params, x))
+            maps.append(index_rdo.rd_index_map(cache["distances", fingerprint, k], maps[-1] if maps else None,
+                                               rd_prior, lam))
+        return maps
 
     def _mean_colour_section(self, frames, keyframes: list[int]) -> tuple[bs.ExtraSection, ...]:
         """Each keyframe's per-channel mean of the original, quantised (none without colour.mean_correction)."""

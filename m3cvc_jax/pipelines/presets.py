@@ -102,6 +102,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.coding.text_codec = "zstd-dict"  # lzw | zlib | brotli | zstd | zstd-dict (benchmarks/text_coding.py)
     c.coding.entropy_model = "adaptive"  # uniform | adaptive | static | learned (static, learned: tables stored
     #                                      with the weights) | auto: each stream takes the one that codes it shortest
+    # Entropy-constrained choice of the keyframe indices (codec/index_rdo.py): each vector takes the word
+    # minimising distance/D + rd_lambda x its bits under the learned prior. 0: the nearest word (the paper).
+    c.coding.rd_lambda = 0.0
 
     c.keyframe_codec = ml_collections.ConfigDict()
     c.keyframe_codec.preset = "paper"  # m3cvc_jax/nn/keyframe_codec.py preset (random weights only)
@@ -191,6 +194,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # bundled clips shortest; `auto` also tries static / adaptive / uniform per stream (the header names the
         # winner), so a prior that fits unseen footage badly (new weights) never costs more than those.
         c.coding.entropy_model = "auto"
+        # Each index weighed against its bits under the shipped prior: on the bundled clips 0.64x the bits of
+        # plain 8-bit indices instead of 0.80x for -0.02 / -0.08 dB (docs/bitstream.md, benchmarks.index_coding).
+        c.coding.rd_lambda = 0.02
         c.colour.mean_correction = True
         c.video_model.sampler = "ddim"
         # 8 DDIM steps, of which strength 0.1 runs 1 (25 ran 2): on the README's main job -0.03 dB and 3%

@@ -4,9 +4,10 @@
 The knobs are the ones that set M3-CVC's rate: the keyframe decision (D_th for the CLIP + flow methods,
 the interval for `fixed` and `cmvc`), the index grid among the post-encoders the weights offer
 (`keyframe_codec.pixels_per_index`; random-weight presets have all of GRIDS, a weights folder has its own),
-and the dialogue turns (shorter texts) when there is a describer. Every combination is encoded and the
-largest stream at or under the target wins (ties: the earlier candidate, i.e. the finer grid, the more
-keyframes, the more turns). The rate of a stream is known without decoding, and the encodes share one
+the dialogue turns (shorter texts) when there is a describer, and the weight of the indices' bits
+against their distortion (`coding.rd_lambda` x1, x2, x4) when the config weighs them. Every combination
+is encoded and the largest stream at or under the target wins (ties: the earlier candidate, i.e. the
+finer grid, the more keyframes, the more turns, the smaller weight). The rate of a stream is known without decoding, and the encodes share one
 cache (`Codec.encode(cache=)`): each keyframe decision, text set and VQ map is computed once, so a search
 costs little more than its distinct keyframes' VQ encodes and the entropy coding. The chosen stream
 records the target in a small skippable section (`codec/rate_target.py`), counted in its size.
@@ -31,6 +32,7 @@ from m3cvc_jax.pipelines.codec import EncodeResult, Timings, read_input
 GRIDS = (8, 16, 32)  # pixels per index tried with random weights (finest first)
 THRESHOLD_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0, 16.0)  # x the config's D_th (larger: fewer keyframes)
 TURNS = (4, 2, 1)
+RD_FACTORS = (2.0, 4.0)  # x the config's coding.rd_lambda (codec/index_rdo.py)
 
 
 @dataclasses.dataclass
@@ -81,13 +83,23 @@ def turn_candidates(config) -> list[str]:
     return [f"dialogue.turns={t}" for t in turns]
 
 
+def rd_candidates(config) -> list[str]:
+    """The config's rate-distortion weight of the indices and larger ones (fewer bits for the same maps'
+    places): only when the config already weighs bits (a learned prior); lambda 0 stays the paper's choice."""
+    lam = float(config.coding.rd_lambda)
+    if not lam:
+        return [""]
+    return [""] + [f"coding.rd_lambda={lam * f!r}" for f in RD_FACTORS]
+
+
 def candidates(codec, num_frames: int) -> list[tuple[str, ...]]:
-    """Every combination, finest grid, most keyframes and most turns first."""
+    """Every combination, finest grid, most keyframes, most turns and smallest RD weight first."""
     out = []
     for g in grid_candidates(codec):
         for k in keyframe_candidates(codec.config, num_frames):
             for t in turn_candidates(codec.config):
-                out.append(tuple(o for o in (g, k, t) if o))
+                for r in rd_candidates(codec.config):
+                    out.append(tuple(o for o in (g, k, t, r) if o))
     return out
 
 

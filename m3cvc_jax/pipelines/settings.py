@@ -154,6 +154,7 @@ RANGES: dict[str, Range] = {
     "video.fps": Range(0, MAX_FPS_TERM, low_open=True),
     "video.start_time": Range(0),
     "video.max_frames": Range(0, MAX_FRAMES),  # 0: all frames
+    "coding.rd_lambda": Range(0, 1e6),
     "keyframes.lambda1": Range(0),
     "keyframes.lambda2": Range(0),
     "keyframes.threshold": Range(0),
