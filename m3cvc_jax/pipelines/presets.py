@@ -195,7 +195,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # winner), so a prior that fits unseen footage badly (new weights) never costs more than those.
         c.coding.entropy_model = "auto"
         # Each index weighed against its bits under the shipped prior: on the bundled clips 0.64x the bits of
-        # plain 8-bit indices instead of 0.80x for -0.02 / -0.08 dB (docs/bitstream.md, benchmarks.index_coding).
+        # plain 8-bit indices instead of 0.80x for -0.01 / -0.08 dB decoded (docs/bitstream.md, benchmarks.index_coding).
         c.coding.rd_lambda = 0.02
         c.colour.mean_correction = True
         c.video_model.sampler = "ddim"
