@@ -11,29 +11,80 @@ from flax import nnx
 from m3cvc_jax.codec import keyframes as kf
 from m3cvc_jax.codec.keyframes import KeyframeConfig, keyframe_indices
 from m3cvc_jax.nn import clip as clip_nn
-from m3cvc_jax.pipelines.keyframe_stage import flow_block, flow_frames, select
+from m3cvc_jax.nn.raft import RAFTConfig
+from m3cvc_jax.nn.raft_corr import pyramid_bytes
+from m3cvc_jax.pipelines.keyframe_stage import flow_block, flow_frames, select, select_raft
 from tests.test_keyframes import _models
 
+SMALL = RAFTConfig.preset("small")
 
+
+def _needs_flow(want, cfg):
+    """From the sequential decision alone: the frames whose decision depends on their motion (not frame 0,
+    not forced, and with λ2 >= 0 not made keyframes by λ1·(1 − cos) > D_th), against the keyframe of the
+    time."""
+    keys, sem = np.asarray(want.is_keyframe), np.asarray(want.semantic, np.float32)
+    need, last = np.zeros(len(keys), bool), 0
+    for n in range(1, len(keys)):
+        forced = n - last >= cfg.max_clip_length - 1
+        by_clip = cfg.lambda2 >= 0 and np.float32(cfg.lambda1) * sem[n] - np.float32(cfg.threshold) > 0
+        need[n] = not (forced or by_clip)
+        last = n if keys[n] else last
+    return need
+
+
+@pytest.mark.parametrize("lambda2", [1.0, -0.5])
 @pytest.mark.parametrize("block", [1, 2, 3, 5, 8, 40])
-def test_blocks_decide_as_the_sequential_scan(block):
-    """Random features and an asymmetric motion table m(F_l, F_n): the keyframes come every 1-4 frames
-    (semantic and forced), so most blocks are cut short by a new keyframe."""
+def test_blocks_decide_as_the_sequential_scan(block, lambda2):
+    """Random features with four scene cuts and an asymmetric motion table m(F_l, F_n): the keyframes come
+    every 1-4 frames (by CLIP alone, by motion, and forced), so most blocks are cut short by a new
+    keyframe. Only the frames whose decision needs their motion get one (recorded call by call); the
+    others have NaN motion and score. With λ2 < 0 the motion can undo the semantic term (frames 18 and 19
+    here): only frame 0 and forced keyframes are skipped."""
     t = 23
     rng = np.random.default_rng(5)
-    emb = jnp.asarray(np.cumsum(rng.normal(size=(t, 16)), axis=0), jnp.float32)
+    steps = rng.normal(size=(t, 16))
+    steps[[4, 11, 12, 18]] *= 30
+    emb = jnp.asarray(np.cumsum(steps, axis=0), jnp.float32)
     table = jnp.asarray(rng.uniform(0.0, 0.3, size=(t, t)), jnp.float32)
-    cfg = KeyframeConfig(lambda1=1.0, lambda2=1.0, threshold=0.3, max_clip_length=5)
+    cfg = KeyframeConfig(lambda1=1.0, lambda2=lambda2, threshold=0.3 if lambda2 > 0 else 0.2, max_clip_length=5)
     want = jax.jit(lambda e, m: kf.m3cvc_select_table(e, m, cfg))(emb, table)
-    got = jax.jit(lambda e, m: kf.m3cvc_select_blocks(e, cfg, block, lambda i: i, lambda ref, idx: m[ref, idx]))(
-        emb, table)
+    calls = []
+
+    def motions(ref, idx):
+        jax.debug.callback(lambda r, i: calls.append((int(r), np.asarray(i).tolist())), ref, idx)
+        return table[ref, idx]
+
+    got, sizes = jax.jit(lambda e: kf.m3cvc_select_blocks(e, cfg, block, lambda i: i, motions))(emb)
+    jax.effects_barrier()
     keys = keyframe_indices(want)
     gaps = np.diff(keys)
     assert 1 in gaps and (cfg.max_clip_length - 1) in gaps and len(keys) > t // 4  # semantic and forced cuts
     assert keyframe_indices(got) == keys
     np.testing.assert_array_equal(np.asarray(got.is_keyframe), np.asarray(want.is_keyframe))
+    need = _needs_flow(want, cfg)
+    sem = np.asarray(want.semantic)
+    by_clip = np.asarray(want.is_keyframe) & ~need & (cfg.lambda1 * sem > cfg.threshold)
+    by_motion = np.asarray(want.is_keyframe) & need
+    if lambda2 > 0:
+        assert by_clip[1:].sum() >= 2 and by_motion.sum() >= 2
+    else:  # CLIP alone over the threshold, yet no keyframe: skipping its flow would change the decision
+        assert (~np.asarray(want.is_keyframe) & (cfg.lambda1 * sem > cfg.threshold)).any() and by_motion.sum() >= 2
+    # The skipped frames are exactly those the rule does not need; each needed one is computed in the
+    # calls, against the keyframe of its time, and only those (plus a block's tail after a new keyframe).
+    np.testing.assert_array_equal(np.isnan(np.asarray(got.motion)), ~need)
+    np.testing.assert_array_equal(np.isnan(np.asarray(got.score)), ~need)
+    last_of = np.maximum.accumulate(np.where(np.asarray(want.is_keyframe), np.arange(t), 0))
+    ref_of = np.concatenate([[0], last_of[:-1]])
+    computed = {(r, i) for r, idx in calls for i in idx}
+    assert {(int(ref_of[n]), n) for n in np.flatnonzero(need)} <= computed
+    assert all(need[i] for _, i in computed)
+    assert [(idx[0], len(idx)) for _, idx in calls] == kf.block_schedule(sizes)
+    if block == 1:
+        assert len(calls) == need.sum()
     for a, b in zip(got[1:], want[1:]):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(a)[need], np.asarray(b)[need], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(got.semantic), sem, rtol=1e-6, atol=1e-7)
 
 
 def _cutting_clip(t=12, h=64, w=72):
@@ -75,14 +126,18 @@ def test_stage_blocks_match_the_one_at_a_time_raft_scan():
     # Keyframes by score and by force, and no score so close to 0 that rounding could flip it.
     assert keys == [0, 1, 3, 7, 9, 11] and (score < 0).sum() >= 4 and np.abs(score).min() > 0.03
     assert np.asarray(want.motion).min() > 0
+    need = _needs_flow(want, cfg)
+    assert list(np.flatnonzero(~need)) == [0, 7]  # frame 0 and the forced keyframe get no flow
     for block in (1, 4):
-        got = select(frames, cfg, models, block=block)
+        got, calls = select_raft(frames, cfg, models, block=block)
         assert keyframe_indices(got) == keys, block
+        np.testing.assert_array_equal(np.isnan(np.asarray(got.motion)), ~need)
+        assert sum(s for _, s in kf.block_schedule(calls)) >= need.sum()
         # 1 - cos of near-parallel embeddings: CLIP batched differently rounds cos by a few ulps of 1.
         np.testing.assert_allclose(np.asarray(got.semantic), np.asarray(want.semantic), rtol=0,
                                    atol=16 * np.finfo(np.float32).eps)
-        mot = np.asarray(want.motion)
-        np.testing.assert_allclose(np.asarray(got.motion), mot, rtol=0, atol=1e-4 * mot.max())
+        mot = np.asarray(want.motion)[need]
+        np.testing.assert_allclose(np.asarray(got.motion)[need], mot, rtol=0, atol=1e-4 * mot.max())
 
 
 def test_batched_flows_against_one_reference_equal_pairwise_flows():
@@ -107,18 +162,26 @@ def test_batched_flows_against_one_reference_equal_pairwise_flows():
 
 
 def test_flow_block_size():
+    assert pyramid_bytes(40, 64, 4, 3) == 4 * 2560 * (54 * 78 + 34 * 46 + 24 * 30 + 19 * 22)  # borders of 7
     cfg = KeyframeConfig(max_clip_length=16)
-    assert flow_block(33, 320, 512, cfg, None) == 8
-    assert flow_block(33, 320, 512, KeyframeConfig(max_clip_length=4), 8) == 3  # never past a forced keyframe
-    assert flow_block(5, 320, 512, cfg, 8) == 5
-    assert flow_block(33, 1088, 1920, cfg, None) == 1  # a 1080p pyramid is ~5.7 GB: one frame at a time
+    assert flow_block(33, 320, 512, cfg, None, SMALL) == 8
+    assert flow_block(33, 320, 512, KeyframeConfig(max_clip_length=4), 8, SMALL) == 2  # between forced keyframes
+    assert flow_block(33, 320, 512, KeyframeConfig(max_clip_length=2), 8, SMALL) == 1  # all forced: none needed
+    assert flow_block(5, 320, 512, cfg, 8, SMALL) == 5
+    assert flow_block(33, 1088, 1920, cfg, None, SMALL) == 1  # a 1080p pyramid is ~6.7 GB: one frame at a time
 
 
-def test_block_schedule():
-    """The batched calls of the benchmark's clip (keyframes forced at 0, 15, 30): 34 flows for 33 frames."""
+@pytest.mark.parametrize("block", [1, 8])
+def test_benchmark_clip_schedule(block):
+    """The benchmark's case, a static scene of 33 frames (keyframes forced at 0, 15, 30): 30 flows, none
+    for the keyframes, in the largest batches the frames between them fill."""
+    t = 33
     cfg = KeyframeConfig(max_clip_length=16)
+    emb = jnp.ones((t, 8), jnp.float32)
+    got, calls = kf.m3cvc_select_blocks(emb, cfg, block, lambda i: i, lambda ref, idx: jnp.zeros(idx.shape))
+    assert keyframe_indices(got) == [0, 15, 30]
     assert kf.block_sizes(8) == (8, 4, 2, 1) and kf.block_sizes(5) == (5, 4, 2, 1)
-    assert kf.block_schedule([0, 15, 30], 33, cfg, 8) == [(0, 8), (8, 8), (16, 8), (24, 8), (31, 2)]
-    assert kf.block_schedule([0, 3, 15], 17, cfg, 8) == [(0, 8), (4, 8), (12, 8), (16, 1)]
-    assert kf.block_schedule([0, 3, 18], 20, cfg, 8) == [(0, 8), (4, 8), (12, 8), (19, 1)]
-    assert kf.block_schedule([0, 15, 30], 33, cfg, 1) == [(n, 1) for n in range(33)]
+    want = ([(1, 8), (9, 4), (13, 2), (16, 8), (24, 4), (28, 2), (31, 2)] if block == 8
+            else [(n, 1) for n in range(t) if n not in (0, 15, 30)])
+    assert kf.block_schedule(calls) == want
+    np.testing.assert_array_equal(np.flatnonzero(np.isnan(np.asarray(got.motion))), [0, 15, 30])

@@ -101,7 +101,7 @@ def test_raft_lookup_matches_grid_sample():
     want = block.index_pyramid(torch.from_numpy(coords.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
     from m3cvc_jax.nn.raft_corr import correlation_pyramid
 
-    got = lookup(correlation_pyramid(f1, f2, 3), coords, 2)
+    got = lookup(correlation_pyramid(f1, f2, 3, 2), coords, 2)
     # Correlations reach ~4 here; 64 float32 ulps of the largest (measured on an AMD EPYC: ~10).
     np.testing.assert_allclose(np.asarray(got), want, atol=64 * np.finfo(np.float32).eps * np.abs(want).max())
 

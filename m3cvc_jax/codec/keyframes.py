@@ -39,9 +39,12 @@ F32 = jnp.float32
 
 class Decision(NamedTuple):
     is_keyframe: jax.Array  # (T,) bool
-    score: jax.Array  # (T,) D before forcing (NaN where not defined: fixed/cmvc, frame 0)
+    score: jax.Array  # (T,) D before forcing (NaN where not defined: fixed/cmvc, frame 0; see below)
     semantic: jax.Array  # (T,) 1 − cos against the reference keyframe at that time
-    motion: jax.Array  # (T,) motion magnitude against the reference keyframe (0 when not used)
+    motion: jax.Array  # (T,) motion magnitude against the reference keyframe (0 when not used; see below)
+    # With a flow network (`m3cvc_select_blocks`, the RAFT stage) frames whose decision needs no motion
+    # (frame 0, forced keyframes, keyframes by the semantic term alone: `decided_without_motion`) get no
+    # flow: their `motion` and `score` are NaN, "not computed"; they are keyframes.
 
 
 def keyframe_indices(decision: Decision) -> list[int]:
@@ -108,25 +111,42 @@ def block_sizes(block: int) -> tuple[int, ...]:
     return (block,) + tuple(2 ** k for k in range(block.bit_length() - 1, -1, -1) if 2 ** k < block)
 
 
+def decided_without_motion(cfg: KeyframeConfig, lam2: float, n, last, sem) -> jax.Array:
+    """Whether `_rule` makes frame n a keyframe whatever its motion: frame 0 (its own keyframe), a forced
+    keyframe, and, when λ2 >= 0, a frame whose semantic term alone crosses the threshold. The motion is a
+    mean length, never negative, so λ2·m only adds to D; float rounding is monotone, so λ1·sem > D_th
+    implies (λ1·sem + λ2·m) − D_th > 0 as `_rule` rounds it. Every such frame is a keyframe."""
+    forced = (n == 0) | (n - last >= cfg.max_clip_length - 1)
+    if lam2 < 0:
+        return forced
+    return forced | (cfg.lambda1 * sem - cfg.threshold > 0)
+
+
 def m3cvc_select_blocks(embeddings: jax.Array, cfg: KeyframeConfig, block: int,
                         reference: Callable[[jax.Array], Any],
-                        motions: Callable[[Any, jax.Array], jax.Array]) -> Decision:
-    """`m3cvc_select`'s decision with the motion of up to `block` frames at a time against the current
-    keyframe.
+                        motions: Callable[[Any, jax.Array], jax.Array]) -> tuple[Decision, jax.Array]:
+    """`m3cvc_select`'s keyframes with the motion of up to `block` frames at a time against the current
+    keyframe, and only of the frames whose decision needs it.
 
-    Keyframes are rare, so the motion of the next frames is computed in one batched call against the
-    current keyframe (`reference(l)` prepares keyframe l once; `motions(ref, idx)` returns the magnitudes
-    m(F_l, F_idx) of a static number of indices). The frames are then decided one by one as in the
-    sequential scan; at a new keyframe the rest of the block is discarded and the next block starts after
-    it, against the new keyframe. A block never reaches past the next forced keyframe or the clip's end:
-    it takes the smallest of `block_sizes(block)` that covers the frames left up to there (each size is
-    compiled once). Decisions and magnitudes are those of the sequential scan up to the rounding of a
-    batched network. Wasted work: the frames of a block after a new keyframe, and the rounding up.
+    Frames the rule decides without their motion (`decided_without_motion`: frame 0, forced keyframes,
+    and with λ2 >= 0 those CLIP alone makes keyframes) get no flow: they are keyframes, their `motion` and
+    `score` are NaN (not computed). Keyframes are rare, so the motion of the next frames up to the next
+    such frame is computed in one batched call against the current keyframe (`reference(l)` prepares
+    keyframe l once; `motions(ref, idx)` returns the magnitudes m(F_l, F_idx) of a static number of
+    indices), in calls of the largest of `block_sizes(block)` that the frames left fill (each size is
+    compiled once; no rounding up). The frames are then decided one by one as in the sequential scan; at
+    a new keyframe the rest of the block is discarded and the next block starts after it, against the new
+    keyframe. Decisions and magnitudes are those of the sequential scan up to the rounding of a batched
+    network. Wasted work: the frames of a block after a keyframe that its motion made.
+
+    Returns the decision and `calls` (T,) int32: the batch size of the motion call that started at each
+    frame (0: none), what `block_schedule` lists.
     """
     lam2 = 0.0 if cfg.method == "semantic" else cfg.lambda2
     t = embeddings.shape[0]
     sizes = block_sizes(block)
     offsets = jnp.arange(block, dtype=jnp.int32)
+    frames = jnp.arange(t, dtype=jnp.int32)
 
     def batch(size):
         def run(ref, n):
@@ -134,49 +154,54 @@ def m3cvc_select_blocks(embeddings: jax.Array, cfg: KeyframeConfig, block: int,
             return jnp.pad(motions(ref, idx).astype(F32), (0, block - size))
         return run
 
+    def no_flow(ref, n):
+        return jnp.full((block,), jnp.nan, F32)
+
     def body(carry):
-        n, last, ref, out = carry
-        left = jnp.minimum(t, last + cfg.max_clip_length) - n  # up to the next forced keyframe, included
-        branch = jnp.sum(jnp.asarray(sizes) >= jnp.minimum(left, block), dtype=jnp.int32) - 1
-        mot_block = jax.lax.switch(branch, [batch(s) for s in sizes], ref, n)
+        n, last, ref, out, calls = carry
+        sem_all = _cosine_distance(embeddings, embeddings[last][None])
+        free_all = decided_without_motion(cfg, lam2, frames, last, sem_all)
+        stop = jnp.min(jnp.where((frames >= n) & free_all, frames, t))  # the next frame needing no flow
+        left = jnp.minimum(stop - n, block)
+        # Branch 0: frame n needs no flow; else the largest size the frames left fill.
+        branch = jnp.where(left == 0, 0, jnp.sum(jnp.asarray(sizes) > left, dtype=jnp.int32) + 1)
+        count = jnp.where(left == 0, 1, jnp.asarray((0,) + sizes)[branch])
+        mot_block = jax.lax.switch(branch, [no_flow] + [batch(s) for s in sizes], ref, n)
         idx = n + offsets
+        safe = jnp.minimum(idx, t - 1)
 
         def decide(c, x):
             last, open_ = c
-            i, mot = x
-            sem = _cosine_distance(embeddings[jnp.minimum(i, t - 1)], embeddings[last])
+            i, s, mot = x
+            sem, free = sem_all[s], free_all[s]
             score, key = _rule(cfg, lam2, i, last, sem, mot)
-            take = open_ & (i - n < left)
+            key = key | free  # a keyframe whatever its motion (NaN here: not computed)
+            take = open_ & (i - n < count)
             new_key = take & key & (i != last)  # frame 0 is the keyframe it is compared against
-            return (jnp.where(new_key, i, last), open_ & ~new_key), (take, key, score, sem, mot)
+            return (jnp.where(new_key, i, last), open_ & ~new_key), (take, key, jnp.where(free, jnp.nan, score),
+                                                                      sem, jnp.where(free, jnp.nan, mot))
 
         (new_last, _), (take, key, score, sem, mot) = jax.lax.scan(decide, (last, jnp.bool_(True)),
-                                                                    (idx, mot_block))
+                                                                    (idx, safe, mot_block))
         at = jnp.where(take, idx, t)  # frames not taken fall outside and are dropped
-        score = jnp.where(idx == 0, jnp.nan, score)
         out = Decision(*(o.at[at].set(v, mode="drop") for o, v in zip(out, (key, score, sem, mot))))
         ref = jax.lax.cond(new_last != last, lambda: reference(new_last), lambda: ref)
-        return n + jnp.sum(take, dtype=jnp.int32), new_last, ref, out
+        calls = calls.at[n].set(jnp.where(left == 0, 0, count))
+        return n + jnp.sum(take, dtype=jnp.int32), new_last, ref, out, calls
 
     zero = jnp.zeros((), jnp.int32)
     init_out = Decision(jnp.zeros((t,), bool), jnp.full((t,), jnp.nan, F32), jnp.zeros((t,), F32),
-                        jnp.zeros((t,), F32))
-    _, _, _, out = jax.lax.while_loop(lambda c: c[0] < t, body, (zero, zero, reference(zero), init_out))
-    return out
+                        jnp.full((t,), jnp.nan, F32))
+    init = (zero, zero, reference(zero), init_out, jnp.zeros((t,), jnp.int32))
+    _, _, _, out, calls = jax.lax.while_loop(lambda c: c[0] < t, body, init)
+    return out, calls
 
 
-def block_schedule(keyframes: list[int], num_frames: int, cfg: KeyframeConfig, block: int) -> list[tuple[int, int]]:
-    """Host side: the (first frame, batch size) of every batched motion call `m3cvc_select_blocks` made
-    to reach `keyframes` (their sum minus the frame count is the wasted work)."""
-    sizes, keys = block_sizes(block), set(keyframes)
-    calls, n, last = [], 0, 0
-    while n < num_frames:
-        left = min(num_frames, last + cfg.max_clip_length) - n
-        decided = min(left, block)  # unless a new keyframe among them ends the block
-        calls.append((n, min(s for s in sizes if s >= decided)))
-        stop = next((i for i in range(n, n + decided) if i in keys and i != last), None)
-        n, last = (n + decided, last) if stop is None else (stop + 1, stop)
-    return calls
+def block_schedule(calls: jax.Array) -> list[tuple[int, int]]:
+    """Host side: the (first frame, batch size) of every batched motion call, from the `calls` that
+    `m3cvc_select_blocks` returns (their sizes summed are the flows computed)."""
+    calls = np.asarray(calls)
+    return [(int(n), int(calls[n])) for n in np.flatnonzero(calls)]
 
 
 def m3cvc_select_table(embeddings: jax.Array, motion_table: jax.Array, cfg: KeyframeConfig) -> Decision:

@@ -284,7 +284,7 @@ class RAFT(nnx.Module):
         cores busy where batch 1 does not)."""
         cfg = self.config
         b, h8, w8, _ = fmap2.shape
-        pyramid = correlation_pyramid(ref.fmap1, fmap2, cfg.corr_block_num_levels)
+        pyramid = correlation_pyramid(ref.fmap1, fmap2, cfg.corr_block_num_levels, cfg.corr_block_radius)
         hidden = jnp.broadcast_to(ref.hidden, (b,) + ref.hidden.shape[1:])
         coords0 = coords_grid(b, h8, w8)
         graphdef, state = nnx.split(self.update_block)
