@@ -222,21 +222,37 @@ def check_stream_content(stream: Bitstream, required_tags=frozenset()) -> None:
     check_mean_colours(h, stream.extras, "cannot pack: ")
 
 
+COLOUR_TAGS = (colour_means.TAG_MEAN_COLOUR, colour_means.TAG_COLOUR_ANCHORS)  # counted as bits part `colour`
+
+
 def mean_colour_section(extras) -> ExtraSection | None:
     """The mean-colour section of a stream's extras, or None (streams written without the correction)."""
     found = [e for e in extras if e.tag == colour_means.TAG_MEAN_COLOUR]
     return found[0] if found else None
 
 
+def colour_anchor_section(extras) -> ExtraSection | None:
+    """The colour-anchor section (means between keyframes), or None."""
+    found = [e for e in extras if e.tag == colour_means.TAG_COLOUR_ANCHORS]
+    return found[0] if found else None
+
+
 def check_mean_colours(header: Header, extras, prefix: str = "corrupt bitstream: ") -> None:
-    """At most one mean-colour section, skippable, with one valid (R, G, B) code per keyframe."""
+    """At most one mean-colour section, skippable, with one valid (R, G, B) code per keyframe; at most one
+    colour-anchor section, skippable, only beside it, valid for the header's frames and keyframes."""
     found = [e for e in extras if e.tag == colour_means.TAG_MEAN_COLOUR]
-    if not found:
+    anchors = [e for e in extras if e.tag == colour_means.TAG_COLOUR_ANCHORS]
+    if not found and not anchors:
         return
-    if len(found) > 1 or not found[0].skippable:
-        raise BitstreamError(f"{prefix}mean colours: {len(found)} sections (one, skippable, allowed)")
+    if len(found) != 1 or not found[0].skippable:
+        raise BitstreamError(f"{prefix}mean colours: {len(found)} sections (one, skippable, allowed"
+                             f"{', and needed by colour anchors' if anchors else ''})")
+    if len(anchors) > 1 or (anchors and not anchors[0].skippable):
+        raise BitstreamError(f"{prefix}colour anchors: {len(anchors)} sections (one, skippable, allowed)")
     try:
-        colour_means.unpack(found[0].payload, len(header.keyframes))
+        _, bits = colour_means.unpack(found[0].payload, len(header.keyframes))
+        if anchors:
+            colour_means.unpack_anchors(anchors[0].payload, bits, header.keyframes, header.num_frames)
     except BitstreamError as e:
         raise BitstreamError(prefix + str(e).removeprefix("corrupt bitstream: ")) from None
 
@@ -503,7 +519,7 @@ def unpack_with_bits(data: bytes) -> tuple[Bitstream, Bits]:
             sizes["weights"] += 8 * (r.pos - start)
         elif skippable:
             extras.append(ExtraSection(kind, payload, skippable))
-            sizes["colour" if kind == colour_means.TAG_MEAN_COLOUR else "extra"] += 8 * (r.pos - start)
+            sizes["colour" if kind in COLOUR_TAGS else "extra"] += 8 * (r.pos - start)
         else:
             raise BitstreamError(f"bitstream needs a newer reader (required section type {kind})")
     r.what = "end"

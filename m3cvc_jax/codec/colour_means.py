@@ -7,6 +7,11 @@ each keyframe, in keyframe order) as `bits`-bit unsigned integers packed most si
 byte padded with zero bits. A code c stands for the mean c · 255 / (2^bits − 1), so 0 and 255 are exact and
 the error is at most 255 / (2 (2^bits − 1)): 2.0 levels at 6 bits, 0.5 at 8. Host-side integers only (no
 JAX): `m3cvc inspect` reads them too, and encoder and decoder agree bit for bit.
+
+Anchors (extra tag 6, skippable, only beside a tag-5 section): the same means for frames BETWEEN keyframes
+where the clip's colour leaves the straight line between its keyframes (`choose_anchors`), so the decoder's
+correction follows it there too. Layout: one byte n (1..255), the n anchor frames increasing as
+`bit_length(num_frames - 1)`-bit codes, then their 3·n mean codes at tag 5's `bits`, each run packed as above.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from m3cvc_jax.codec.bit_packing import pack_codes, unpack_codes
-from m3cvc_jax.errors import BitstreamError
+from m3cvc_jax.errors import BitstreamError, ConfigError
 
 TAG_MEAN_COLOUR = 5  # skippable extra: a reader that ignores it decodes the same frames without the correction
+TAG_COLOUR_ANCHORS = 6  # skippable extra: means of frames between keyframes (needs tag 5's bit width)
+MAX_ANCHORS = 255
 MAX_BITS = 8  # finer than the 8-bit frames' levels would buy nothing
 CHANNELS = 3
 
@@ -66,3 +73,61 @@ def _check_bits(bits: int, prefix: str) -> None:
 
 def _bad(msg: str):
     raise BitstreamError(f"corrupt bitstream: mean colours: {msg}")
+
+
+def choose_anchors(means, keyframes, tolerance: float) -> list[int]:
+    """Frames (not keyframes, increasing, at most MAX_ANCHORS) whose original mean `means[t]` `(T, 3)` leaves
+    the linear interpolation between the chosen frames by more than `tolerance` levels in some channel:
+    greedily, the worst frame first, until every frame is within `tolerance` (the decoder interpolates its
+    correction the same way, so a clip whose colour moves along straight lines between keyframes needs none).
+    `tolerance` 0: no anchors."""
+    tolerance = float(tolerance)
+    if not np.isfinite(tolerance) or tolerance < 0:
+        raise ConfigError(f"colour.anchor_tolerance must be a finite number >= 0, got {tolerance}")
+    means = np.asarray(means, np.float64)
+    chosen = sorted(set(int(k) for k in keyframes))
+    if not tolerance:
+        return []
+    t = np.arange(len(means))
+    while len(chosen) - len(set(keyframes)) < MAX_ANCHORS:
+        line = np.stack([np.interp(t, chosen, means[chosen, c]) for c in range(CHANNELS)], axis=1)
+        worst = np.abs(means - line).max(axis=1)
+        frame = int(np.argmax(worst))
+        if worst[frame] <= tolerance:
+            break
+        chosen = sorted(chosen + [frame])
+    return [f for f in chosen if f not in set(int(k) for k in keyframes)]
+
+
+def position_bits(num_frames: int) -> int:
+    return max(1, (int(num_frames) - 1).bit_length())
+
+
+def pack_anchors(frames, codes, bits: int, num_frames: int) -> bytes:
+    """A tag-6 payload: anchor frames (increasing) and their (R, G, B) codes at `bits`."""
+    frames = np.asarray(frames, np.int64)
+    codes = np.asarray(codes, np.int64)
+    if not 1 <= len(frames) <= MAX_ANCHORS or codes.shape != (len(frames), CHANNELS):
+        raise BitstreamError(f"cannot pack: 1..{MAX_ANCHORS} colour anchors with (R, G, B) codes each, got "
+                             f"{len(frames)} frames, codes {codes.shape}")
+    if np.any(np.diff(frames) <= 0) or frames[0] < 0 or frames[-1] >= num_frames:
+        raise BitstreamError(f"cannot pack: colour anchor frames must increase within [0, {num_frames})")
+    return bytes([len(frames)]) + pack_codes(frames, position_bits(num_frames)) + pack(codes, bits)[1:]
+
+
+def unpack_anchors(payload: bytes, bits: int, keyframes, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(anchor frames `(n,)`, codes `(n, 3)`) of a tag-6 payload; BitstreamError on anything invalid."""
+    if len(payload) < 1 or payload[0] < 1:
+        _bad("colour anchors: empty")
+    n, width = payload[0], position_bits(num_frames)
+    split = 1 + (n * width + 7) // 8
+    try:
+        frames = unpack_codes(payload[1:split], n, width)
+        codes = unpack_codes(payload[split:], CHANNELS * n, bits)
+    except ValueError as e:
+        _bad(f"colour anchors: {e} ({n} anchors at {bits} bits)")
+    if np.any(np.diff(frames) <= 0) or frames[-1] >= num_frames:
+        _bad(f"colour anchors: frames must increase within [0, {num_frames})")
+    if set(frames.tolist()) & set(int(k) for k in keyframes):
+        _bad("colour anchors: an anchor on a keyframe")
+    return frames, codes.reshape(n, CHANNELS)

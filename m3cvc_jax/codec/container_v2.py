@@ -19,7 +19,7 @@ import zlib
 from fractions import Fraction
 
 from m3cvc_jax.codec import bitstream as bs
-from m3cvc_jax.codec import colour_means, text_coding
+from m3cvc_jax.codec import text_coding
 from m3cvc_jax.codec.entropy import ENTROPY_MODEL_NAMES, ENTROPY_MODELS
 from m3cvc_jax.errors import BitstreamError
 
@@ -220,7 +220,7 @@ def unpack_with_bits(data: bytes) -> tuple[bs.Bitstream, bs.Bits]:
             extras.append(bs.ExtraSection(kind, payload, skippable))
             if kind == bs.TAG_IT2V_WEIGHTS and not skippable:
                 weights_bits += 8 * (r.pos - start)
-            if kind == colour_means.TAG_MEAN_COLOUR:
+            if kind in bs.COLOUR_TAGS:
                 colour_bits += 8 * (r.pos - start)
     extra_end = r.pos
     r.what = "index maps"

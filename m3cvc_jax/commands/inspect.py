@@ -6,7 +6,7 @@ import json
 import sys
 
 from m3cvc_jax.codec import colour_means, it2v_weights, rate_target
-from m3cvc_jax.codec.bitstream import TAG_IT2V_WEIGHTS, TEXT_ONLY_MODES, mean_colour_section
+from m3cvc_jax.codec.bitstream import TAG_IT2V_WEIGHTS, TEXT_ONLY_MODES, colour_anchor_section, mean_colour_section
 from m3cvc_jax.codec.decoder_settings import setting
 from m3cvc_jax.commands import stand_ins
 from m3cvc_jax.errors import ConfigError
@@ -81,9 +81,17 @@ def mean_colour_summary(stream, bits) -> dict | None:
     keyframes = stream.header.keyframes
     codes, nbits = colour_means.unpack(section.payload, len(keyframes))
     means = colour_means.dequantise(codes, nbits)
-    return {"bits_per_channel": nbits, "section_bits": bits.colour, "code_bits": 3 * nbits * len(keyframes),
-            "keyframes": [{"frame": k, "rgb": [round(float(m), 3) for m in mean], "codes": [int(c) for c in code]}
-                          for k, mean, code in zip(keyframes, means, codes)]}
+    out = {"bits_per_channel": nbits, "section_bits": bits.colour, "code_bits": 3 * nbits * len(keyframes),
+           "keyframes": [{"frame": k, "rgb": [round(float(m), 3) for m in mean], "codes": [int(c) for c in code]}
+                         for k, mean, code in zip(keyframes, means, codes)], "anchors": []}
+    anchors = colour_anchor_section(stream.extras)
+    if anchors is not None:
+        h = stream.header
+        frames, codes = colour_means.unpack_anchors(anchors.payload, nbits, keyframes, h.num_frames)
+        out["code_bits"] += 3 * nbits * len(frames)
+        out["anchors"] = [{"frame": int(f), "rgb": [round(float(m), 3) for m in mean], "codes": [int(c) for c in code]}
+                          for f, mean, code in zip(frames, colour_means.dequantise(codes, nbits), codes)]
+    return out
 
 
 def _rate_target(stream, bits) -> dict | None:
@@ -137,10 +145,12 @@ def _human(info: dict) -> str:
                   for x in w["frames"]]
     m = info["mean_colours"]
     if m:
-        lines.append(f"mean colours   {len(m['keyframes'])} keyframes x RGB at {m['bits_per_channel']} bits: "
+        anchors = f" + {len(m['anchors'])} anchors between them" if m["anchors"] else ""
+        lines.append(f"mean colours   {len(m['keyframes'])} keyframes{anchors} x RGB at {m['bits_per_channel']} bits: "
                      f"{m['code_bits']} bits of codes, {m['section_bits']} bits with the section framing")
         lines += [f"  frame {x['frame']}: RGB " + " ".join(f"{v:.1f}" for v in x["rgb"])
-                  + f" (codes {', '.join(map(str, x['codes']))})" for x in m["keyframes"]]
+                  + f" (codes {', '.join(map(str, x['codes']))}){' anchor' if x in m['anchors'] else ''}"
+                  for x in sorted(m["keyframes"] + m["anchors"], key=lambda x: x["frame"])]
     for i, (k, t) in enumerate(zip(info["keyframes"], info["texts"]["keyframe"])):
         lines.append(f"keyframe {i} (frame {k}): {t}")
     for i, t in enumerate(info["texts"]["clip"]):

@@ -453,10 +453,15 @@ class Codec:
         c = self.config.colour
         if not c.mean_correction:
             return ()
-        means = np.asarray(frames[keyframes], np.float64).mean(axis=(1, 2))
+        means = np.asarray(frames, np.float64).mean(axis=(1, 2))
         bits = int(c.mean_bits)
-        payload = colour_means.pack(colour_means.quantise(means, bits), bits)
-        return (bs.ExtraSection(colour_means.TAG_MEAN_COLOUR, payload, skippable=True),)
+        payload = colour_means.pack(colour_means.quantise(means[keyframes], bits), bits)
+        out = (bs.ExtraSection(colour_means.TAG_MEAN_COLOUR, payload, skippable=True),)
+        anchors = colour_means.choose_anchors(means, keyframes, float(c.anchor_tolerance))
+        if anchors:
+            payload = colour_means.pack_anchors(anchors, colour_means.quantise(means[anchors], bits), bits, len(frames))
+            out += (bs.ExtraSection(colour_means.TAG_COLOUR_ANCHORS, payload, skippable=True),)
+        return out
 
     def _describe(self, frames, keyframes: list[int], report) -> tuple[list[str], list[str]]:
         """Keyframe texts D_F (each given the previous) and clip texts D_C (M3-CVC II-B)."""
@@ -572,10 +577,18 @@ class Codec:
         section = bs.mean_colour_section(stream.extras)
         if section is None or not self.config.colour.mean_correction:
             return frames
-        keyframes = stream.header.keyframes
-        codes, bits = colour_means.unpack(section.payload, len(keyframes))
+        h = stream.header
+        codes, bits = colour_means.unpack(section.payload, len(h.keyframes))
+        positions = np.asarray(h.keyframes, np.int64)
+        anchors = bs.colour_anchor_section(stream.extras)
+        if anchors is not None:  # the means of frames between keyframes join the keyframes' in frame order
+            frames_at, anchor_codes = colour_means.unpack_anchors(anchors.payload, bits, h.keyframes, h.num_frames)
+            positions = np.concatenate([positions, frames_at])
+            codes = np.concatenate([codes, anchor_codes])
+            order = np.argsort(positions)
+            positions, codes = positions[order], codes[order]
         with timings.stage("mean colour"):
-            return np.asarray(_correct_mean_colour(jnp.asarray(frames), jnp.asarray(keyframes),
+            return np.asarray(_correct_mean_colour(jnp.asarray(frames), jnp.asarray(positions),
                                                    jnp.asarray(colour_means.dequantise(codes, bits), jnp.float32)))
 
     # -- CMVC TT2V (texts only)

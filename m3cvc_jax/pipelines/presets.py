@@ -56,6 +56,7 @@ UNSUPPORTED_MODES = {
 # What `m3cvc encode` and codec `ours` use when no preset is named: the one that decodes real pictures
 # on any machine without converted checkpoints.
 DEFAULT_PRESET = "demo"
+ANCHOR_TOLERANCE_DEMO = 24.0  # levels: docs/demo.md measures the choice
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -134,6 +135,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.colour = ml_collections.ConfigDict()
     c.colour.mean_correction = False
     c.colour.mean_bits = 6  # per channel: mean error <= 255 / (2 (2^bits - 1)) = 2.0 levels (docs/demo.md measures)
+    # Also send the means of frames between keyframes where the original's colour leaves the straight line
+    # between keyframes by more than this many levels (colour_means.choose_anchors, extra tag 6); 0: keyframes only.
+    c.colour.anchor_tolerance = 0.0
 
     # CMVC's TT2V mode (decode.mode=tt2v): AnimateDiff generates every clip from its texts (decoders/t2v.py).
     c.t2v = ml_collections.ConfigDict()
@@ -198,6 +202,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # plain 8-bit indices instead of 0.80x for -0.01 / -0.08 dB decoded (docs/bitstream.md, benchmarks.index_coding).
         c.coding.rd_lambda = 0.02
         c.colour.mean_correction = True
+        c.colour.anchor_tolerance = ANCHOR_TOLERANCE_DEMO
         c.video_model.sampler = "ddim"
         # 8 DDIM steps, of which strength 0.1 runs 1 (25 ran 2): on the README's main job -0.03 dB and 3%
         # less decode time with the retrained weights (with the earlier ones at strength 0.5: +0.15 dB and a

@@ -189,6 +189,7 @@ RANGES: dict[str, Range] = {
     "cmvc.opt_lr": Range(0, 1, low_open=True),
     "cmvc.w_bits": Range(1, 16),
     "colour.mean_bits": Range(1, colour_means.MAX_BITS),  # codec/colour_means.py's field
+    "colour.anchor_tolerance": Range(0, 255),  # levels of 0..255
 }
 
 
