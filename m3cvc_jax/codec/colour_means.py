@@ -85,18 +85,19 @@ def choose_anchors(means, keyframes, tolerance: float) -> list[int]:
     if not np.isfinite(tolerance) or tolerance < 0:
         raise ConfigError(f"colour.anchor_tolerance must be a finite number >= 0, got {tolerance}")
     means = np.asarray(means, np.float64)
-    chosen = sorted(set(int(k) for k in keyframes))
+    keys = set(int(k) for k in keyframes)
+    chosen = sorted(keys)
     if not tolerance:
         return []
     t = np.arange(len(means))
-    while len(chosen) - len(set(keyframes)) < MAX_ANCHORS:
+    while len(chosen) - len(keys) < MAX_ANCHORS:
         line = np.stack([np.interp(t, chosen, means[chosen, c]) for c in range(CHANNELS)], axis=1)
         worst = np.abs(means - line).max(axis=1)
         frame = int(np.argmax(worst))
         if worst[frame] <= tolerance:
             break
         chosen = sorted(chosen + [frame])
-    return [f for f in chosen if f not in set(int(k) for k in keyframes)]
+    return [f for f in chosen if f not in keys]
 
 
 def position_bits(num_frames: int) -> int:

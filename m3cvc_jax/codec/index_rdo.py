@@ -39,16 +39,12 @@ def check_lambda(value) -> float:
     return lam
 
 
-def code_lengths(prior: ip.IndexPrior, left: int, up: int, prev: int) -> np.ndarray:
-    """Bits the coder spends on each word `(K,)` in one context (-1: no such neighbour)."""
+def code_lengths(prior: ip.IndexPrior, left, up, prev) -> np.ndarray:
+    """Bits the coder spends on each word `(..., K)` in a context or a batch of contexts (ints or arrays
+    that broadcast; -1: no such neighbour)."""
+    left, up, prev = np.broadcast_arrays(left, up, prev)
     freq = quantize_frequencies(ip.raw_frequencies(prior, left, up, prev))
     return PRECISION - np.log2(freq.astype(np.float64))
-
-
-def _word_bits(prior: ip.IndexPrior, left, up, prev, word: int) -> np.ndarray:
-    """Bits of `word` in each of a batch of contexts (arrays `(K,)`, -1: no such neighbour)."""
-    freq = quantize_frequencies(ip.raw_frequencies(prior, left, up, prev))
-    return PRECISION - np.log2(freq[:, word].astype(np.float64))
 
 
 def rd_index_map(distances, previous, prior: ip.IndexPrior, lam: float, *, passes: int = PASSES,
@@ -95,16 +91,13 @@ def rd_index_map(distances, previous, prior: ip.IndexPrior, lam: float, *, passe
                 # their own and the current word (so no step raises the cost), not for all K.
                 words = np.union1d(np.argpartition(own, m - 1)[:m], [out[r, c]]) if m < k else np.arange(k)
                 cost = own[words]
-                n = len(words)
                 if c + 1 < w:  # the right neighbour's left word is this one
-                    cost = cost + lam * _word_bits(prior, words, np.full(n, word(r - 1, c + 1)),
-                                                   np.full(n, prev[r, c + 1]), out[r, c + 1])
+                    cost = cost + lam * code_lengths(prior, words, word(r - 1, c + 1), prev[r, c + 1])[:, out[r, c + 1]]
                 if r + 1 < h:  # the lower neighbour's upper word is this one
-                    cost = cost + lam * _word_bits(prior, np.full(n, word(r + 1, c - 1)), words,
-                                                   np.full(n, prev[r + 1, c]), out[r + 1, c])
-                best = int(words[np.argmin(cost)])
-                if cost[words == best][0] < cost[words == out[r, c]][0]:
-                    out[r, c], changed = best, True
+                    cost = cost + lam * code_lengths(prior, word(r + 1, c - 1), words, prev[r + 1, c])[:, out[r + 1, c]]
+                best, current = int(np.argmin(cost)), int(np.searchsorted(words, out[r, c]))  # words: sorted
+                if cost[best] < cost[current]:
+                    out[r, c], changed = words[best], True
         if not changed:
             break
     return out.astype(np.int32)
